@@ -1,0 +1,85 @@
+"""The Faust app: the worker's lifecycle, its agents, services and timers.
+
+- ``catalogue`` agent: the compacted ``items`` topic -> ClickHouse ``items`` + the in-memory
+  catalogue that pairing reads (low rate: a Faust agent with ``take`` batches is plenty);
+- ``ClickIngestService``: the high-rate click path (see ``streams.ingest`` for why it is an
+  aiokafka consumer driven by a Faust service rather than an agent);
+- the storage handle, opened once per worker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from mode import Service
+
+from .catalogue import Catalogue
+from .config import Settings
+from .events import InvalidEvent, parse_item
+from .ingest import ClickIngest
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """What the app's agents and services share in one worker."""
+
+    def __init__(self, settings: Settings, bootstrap: str, storage: Storage):
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.storage = storage
+        self.catalogue = Catalogue().load(storage)
+        self.ingest: ClickIngest | None = None
+
+
+def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool = False) -> faust.App:
+    runtime = Runtime(settings, bootstrap, storage)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 3),
+        topic_partitions=settings.topic_partitions,
+        store="memory://",
+        web_enabled=web,
+        web_port=settings.web_port,
+        datadir=f"{settings.data_dir}/faust",
+    )
+    app.runtime = runtime  # type: ignore[attr-defined]
+
+    items_topic = app.topic(settings.topic_items, key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw")
+
+    @app.agent(items_topic)
+    async def catalogue(stream):
+        """Catalogue updates: validated, written to ClickHouse, then visible to pairing."""
+        async for values in stream.take(1000, within=0.2):
+            good = []
+            for raw in values:
+                try:
+                    good.append(parse_item(raw, settings.max_event_bytes))
+                except InvalidEvent as bad:
+                    log.warning("bad item message skipped: %s", bad)
+            runtime.catalogue.upsert(storage, good)
+
+    @app.service
+    class ClickIngestService(Service):
+        """Runs the click ingest for the worker's lifetime."""
+
+        async def on_start(self) -> None:
+            runtime.ingest = ClickIngest(settings, bootstrap, storage, runtime.catalogue)
+            await runtime.ingest.start()
+
+        @Service.task
+        async def _consume(self) -> None:
+            while runtime.ingest is None:
+                await self.sleep(0.05)
+            await runtime.ingest.run()
+
+        async def on_stop(self) -> None:
+            if runtime.ingest is not None:
+                await runtime.ingest.stop()
+
+    return app

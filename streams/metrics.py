@@ -1,0 +1,31 @@
+"""Prometheus metrics of every stage (prefix ``pairstream_``, base units, no per-pair labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("pairstream_events_in_total", "Events consumed by a stage.", ["stage"])
+BATCH_SIZE = Histogram(
+    "pairstream_batch_events", "Events per processed batch.", ["stage"],
+    buckets=(1, 10, 100, 1000, 5000, 10000, 20000, 50000),
+)
+DLQ = Counter(
+    "pairstream_dead_letters_total", "Events sent to a dead-letter topic.", ["topic", "reason"]
+)
+PAIR_INCREMENTS = Counter(
+    "pairstream_pair_count_rows_total", "Aggregated (pair, day) increment rows written."
+)
+PAIRS_ROUTED = Counter(
+    "pairstream_pairs_routed_total", "Pairs produced to pairs-to-score on entering a tier.", ["tier"]
+)
+UNKNOWN_ITEMS = Counter(
+    "pairstream_unknown_item_clicks_total", "Clicks on items the catalogue does not know (no pairs)."
+)
+SESSIONS_EVICTED = Counter(
+    "pairstream_sessions_evicted_total", "User histories dropped after being idle."
+)
+CH_WRITE_SECONDS = Histogram(
+    "pairstream_clickhouse_write_seconds", "Latency of ClickHouse inserts.", ["table"]
+)
+CH_ERRORS = Counter("pairstream_clickhouse_errors_total", "Failed ClickHouse calls (retried).")
+CATALOGUE_ITEMS = Gauge("pairstream_catalogue_items", "Items known to the worker's catalogue.")

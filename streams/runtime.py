@@ -1,0 +1,51 @@
+"""Start what the settings ask for: the embedded broker where no Kafka is configured, the
+storage, the topics. One place, so the CLI, the demo, the benchmarks and the tests agree."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterator
+
+from .config import Settings
+from .embedded.broker import EmbeddedBroker
+from .storage import Storage, open_storage
+from .topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def kafka(settings: Settings) -> Iterator[str]:
+    """Yield a bootstrap address: the configured cluster, or a Tansu started for the block."""
+    if not settings.embedded_kafka:
+        yield settings.kafka_bootstrap
+        return
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(log_path=Path(settings.data_dir) / "tansu.log") as broker:
+        log.info("embedded Kafka (Tansu) on %s", broker.bootstrap)
+        yield broker.bootstrap
+
+
+@contextlib.contextmanager
+def stack(settings: Settings) -> Iterator[tuple[str, Storage]]:
+    """Kafka + ClickHouse + topics, torn down at the end of the block."""
+    with kafka(settings) as bootstrap:
+        ensure_topics(bootstrap, settings)
+        storage = open_storage(settings)
+        try:
+            yield bootstrap, storage
+        finally:
+            storage.close()
+
+
+def run_worker(settings: Settings, bootstrap: str, storage: Storage, web: bool = True) -> None:
+    """Run a Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
+    from faust.worker import Worker
+
+    from .app import create_app
+
+    app = create_app(settings, bootstrap, storage, web=web)
+    worker = Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,103 @@
+"""The one storage interface both ClickHouse clients implement.
+
+SQL is always parameterised with ClickHouse's server-side ``{name:Type}`` placeholders: values
+never enter the SQL text. Bulk data moves as Arrow tables (columnar; chDB measured 2.7M rows/s
+with ArrowStream against 0.4M for ``VALUES`` text).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:\-|]{1,256}$")
+
+
+class StorageError(RuntimeError):
+    """A ClickHouse call failed (server down, bad SQL, ...)."""
+
+
+def check_identifier(name: str) -> str:
+    """Table and database names cannot be bound as parameters: allow only plain identifiers."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
+def check_dedup_token(token: str) -> str:
+    if not _TOKEN.match(token):
+        raise ValueError(f"bad insert_deduplication_token: {token!r}")
+    return token
+
+
+class Storage(ABC):
+    """What pairstream needs from ClickHouse, whichever engine serves it."""
+
+    database: str
+
+    @abstractmethod
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing (DDL, ALTER, INSERT ... SELECT)."""
+
+    @abstractmethod
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a SELECT and return its result as an Arrow table."""
+
+    @abstractmethod
+    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
+        """Insert an Arrow table into ``database.table`` in one block.
+
+        With ``dedup_token`` the insert is idempotent: ClickHouse drops a later insert with the
+        same token (tables opt in with ``non_replicated_deduplication_window``).
+        """
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # --- conveniences built on the primitives ---------------------------------------
+    def query_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        table = self.query_arrow(sql, params)
+        columns = [col.to_pylist() for col in table.columns]
+        return list(zip(*columns)) if columns else []
+
+    def query_value(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        rows = self.query_rows(sql, params)
+        return rows[0][0] if rows else None
+
+    def insert_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        schema: pa.Schema | None = None,
+        dedup_token: str | None = None,
+    ) -> None:
+        """Row-wise convenience for small writes; bulk paths build Arrow directly."""
+        cols = list(zip(*rows)) if rows else [[] for _ in columns]
+        if schema is None:
+            data = pa.table({name: list(values) for name, values in zip(columns, cols)})
+        else:
+            data = pa.table(
+                {name: pa.array(list(values), type=schema.field(name).type)
+                 for name, values in zip(columns, cols)}
+            )
+        self.insert_arrow(table, data, dedup_token=dedup_token)
+
+    def table(self, name: str) -> str:
+        """Fully qualified ``database.table``."""
+        return f"{check_identifier(self.database)}.{check_identifier(name)}"
+
+    def __enter__(self) -> "Storage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def timestamp_array(seconds: Sequence[float]) -> pa.Array:
+    """Unix seconds -> Arrow timestamp(ms, UTC), the type of our DateTime64(3, 'UTC') columns."""
+    return pa.array([int(s * 1000) for s in seconds], pa.int64()).cast(pa.timestamp("ms", "UTC"))

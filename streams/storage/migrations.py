@@ -1,0 +1,156 @@
+"""Versioned, idempotent schema migrations; the same SQL runs on chDB and clickhouse-server.
+
+Each migration is a version number and a list of statements. Applied versions are recorded in
+``schema_migrations``; running ``migrate`` again applies nothing twice, and every statement is
+itself idempotent (``IF NOT EXISTS``) so a migration interrupted half way can be re-run.
+The columns of ``pair_scores`` / ``pair_scores_latest`` are the contract the re-ranker reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .base import Storage
+
+log = logging.getLogger(__name__)
+
+# Window of remembered insert tokens per table: a retried batch whose token is among the last
+# this many inserts is dropped by ClickHouse (exactly-once writes of pair counts).
+DEDUP_WINDOW = 10000
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def _migrations(db: str) -> list[Migration]:
+    return [
+        Migration(1, "core tables", (
+            f"""CREATE TABLE IF NOT EXISTS {db}.items (
+                item_id String,
+                title String,
+                category LowCardinality(String),
+                brand String,
+                color String,
+                condition String,
+                model String,
+                price Nullable(Float64),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY item_id""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_counts (
+                item_a String,
+                item_b String,
+                day Date,
+                count UInt64
+            ) ENGINE = SummingMergeTree(count)
+            ORDER BY (item_a, item_b, day)
+            SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_labels (
+                item_a String,
+                item_b String,
+                score Float32,
+                tier LowCardinality(String),
+                source LowCardinality(String),
+                backend LowCardinality(String),
+                model_name String,
+                prompt_version String,
+                dim_scores Map(String, Float32),
+                dim_reasons Map(String, String),
+                dim_dists Map(String, Array(Float32)),
+                labelled_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(labelled_at)
+            ORDER BY (item_a, item_b, source)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_scores (
+                item_a String,
+                item_b String,
+                score Float32,
+                model_version String,
+                scorer LowCardinality(String),
+                scored_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            PARTITION BY model_version
+            ORDER BY (model_version, item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.score_versions (
+                model_version String,
+                status LowCardinality(String),
+                rows UInt64,
+                changed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at) ORDER BY model_version""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.models (
+                version String,
+                kind LowCardinality(String),
+                status LowCardinality(String),
+                metrics String,
+                artifacts Map(String, String),
+                created_at DateTime64(3, 'UTC'),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (version, kind)""",
+        )),
+        Migration(2, "stream state for exactly-once ingest and tier routing", (
+            f"""CREATE TABLE IF NOT EXISTS {db}.ingest_batches (
+                topic String,
+                partition UInt32,
+                start_offset UInt64,
+                end_offset UInt64,
+                created_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (topic, partition, start_offset)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.user_sessions (
+                topic String,
+                partition UInt32,
+                user_id String,
+                items Array(String),
+                times Array(Float64),
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version)
+            ORDER BY (topic, partition, user_id)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_tiers (
+                item_a String,
+                item_b String,
+                tier UInt8,
+                count UInt64,
+                routed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(tier)
+            ORDER BY (item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_touches (
+                batch String,
+                item_a String,
+                item_b String,
+                created_at DateTime DEFAULT now()
+            ) ENGINE = MergeTree ORDER BY batch
+            TTL created_at + INTERVAL 1 HOUR""",
+        )),
+    ]
+
+
+def migrate(storage: Storage) -> list[int]:
+    """Apply pending migrations in order; return the versions applied now."""
+    db = storage.database
+    storage.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    storage.command(
+        f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+            version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        ) ENGINE = ReplacingMergeTree ORDER BY version"""
+    )
+    done = {row[0] for row in storage.query_rows(f"SELECT version FROM {db}.schema_migrations")}
+    applied = []
+    for migration in _migrations(db):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            storage.command(statement)
+        storage.command(
+            f"INSERT INTO {db}.schema_migrations (version, name) VALUES ({{v:UInt32}}, {{n:String}})",
+            {"v": migration.version, "n": migration.name},
+        )
+        log.info("applied migration %d: %s", migration.version, migration.name)
+        applied.append(migration.version)
+    return applied
+
+
+def latest_version() -> int:
+    return max(m.version for m in _migrations("db"))

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real Tansu broker per session, a fresh ClickHouse database per test.
+
+chDB allows one data directory per process, so tests share one directory and each gets its
+own database (the storage layer takes the database name from settings).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from streams.config import Settings
+from streams.embedded.broker import EmbeddedBroker
+from streams.storage import open_storage
+
+
+@pytest.fixture(scope="session")
+def broker():
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("chdb-data")
+
+
+@pytest.fixture
+def settings(chdb_dir, tmp_path):
+    unique = uuid.uuid4().hex[:8]
+    return Settings(
+        data_dir=str(tmp_path),
+        clickhouse_database=f"t_{unique}",
+        app_id=f"test-{unique}",
+        topic_clicks=f"clicks-{unique}",
+        topic_items=f"items-{unique}",
+        topic_clicks_dlq=f"clicks-dlq-{unique}",
+        topic_pairs_to_score=f"pairs-to-score-{unique}",
+        topic_pairs_to_score_dlq=f"pairs-to-score-dlq-{unique}",
+        ingest_flush_ms=100,
+    )
+
+
+@pytest.fixture
+def storage(settings, chdb_dir):
+    from streams.storage.chdb_client import ChdbStorage
+    from streams.storage.migrations import migrate
+
+    store = ChdbStorage(chdb_dir, settings.clickhouse_database)
+    migrate(store)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def open_settings_storage(settings):
+    return lambda: open_storage(settings)

@@ -1,0 +1,58 @@
+"""docker-compose.yaml cannot run here (no Docker engine): check it is complete and consistent."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from streams.config import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+KNOWN_ENV = {env for env, _, _ in Settings.documentation()}
+
+
+def test_services_present():
+    services = COMPOSE["services"]
+    assert {"kafka", "clickhouse", "worker", "trainer", "vllm", "prometheus", "grafana"} <= set(services)
+    assert services["trainer"]["profiles"] == ["gpu"] and services["vllm"]["profiles"] == ["gpu"]
+    gpu = services["trainer"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+    assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"]  # KRaft, no ZooKeeper
+    assert "container_name" not in services["worker"]  # workers must be scalable
+
+
+def test_references_resolve():
+    services = COMPOSE["services"]
+    volumes = set(COMPOSE.get("volumes", {}))
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}):
+            assert dep in services, f"{name} depends on unknown {dep}"
+        for mount in svc.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in volumes, f"{name} uses undeclared volume {source}"
+        if "build" in svc:
+            assert (ROOT / svc["build"] / "Dockerfile").exists()
+
+
+def test_env_names_are_settings():
+    for name, svc in COMPOSE["services"].items():
+        env = svc.get("environment", {})
+        for key in env:
+            if key.startswith(ENV_PREFIX):
+                assert key in KNOWN_ENV, f"{name}: {key} is not a setting"
+
+
+def test_no_secrets_in_compose():
+    text = (ROOT / "docker-compose.yaml").read_text()
+    for match in re.finditer(r"(PASSWORD|API_KEY):\s*(\S+)", text):
+        assert match.group(2).startswith("${"), f"literal secret: {match.group(0)}"
+
+
+def test_grafana_dashboard_is_json_with_panels():
+    board = json.loads((ROOT / "deploy/grafana/dashboards/pairstream.json").read_text())
+    assert board["panels"] and all(p["targets"][0]["expr"].count("pairstream_") for p in board["panels"])

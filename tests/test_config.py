@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from streams.config import Settings
+
+
+def test_defaults_are_embedded():
+    s = Settings.load(env={})
+    assert s.embedded_kafka and s.embedded_clickhouse
+    assert (s.tier_low, s.tier_medium, s.tier_high) == (3, 20, 100)
+    assert s.session_window_s == 1800 and s.history_size == 20 and s.horizon_days == 30
+
+
+def test_env_overrides_file(tmp_path):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[pairstream]\ntier_low = 5\nkafka_bootstrap = "k:9092"\n')
+    s = Settings.load(cfg, env={"PAIRSTREAM_TIER_LOW": "7", "PAIRSTREAM_SESSION_TIMEOUT_S": "4.5"})
+    assert s.tier_low == 7  # env wins over the file
+    assert s.kafka_bootstrap == "k:9092" and not s.embedded_kafka
+    assert s.session_timeout_s == 4.5
+
+
+def test_bad_values_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="history_size"):
+        Settings.load(env={"PAIRSTREAM_HISTORY_SIZE": "many"})
+    with pytest.raises(ValueError, match="tiers"):
+        Settings.load(env={"PAIRSTREAM_TIER_LOW": "50"})
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("nope = 1\n")
+    with pytest.raises(ValueError, match="unknown setting 'nope'"):
+        Settings.load(cfg, env={})
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [env for env, _, _ in Settings.documentation() if f"`{env}`" not in readme]
+    assert not missing, f"README lacks {missing}"
