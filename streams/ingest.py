@@ -40,8 +40,8 @@ import pyarrow as pa
 
 from . import metrics
 from .config import Settings
-from .events import InvalidEvent, parse_click
-from .pairing import Sessionizer, counts_to_arrow
+from .events import InvalidEvent, click_fields
+from .pairing import Sessionizer
 from .storage import Storage, StorageError
 from .storage.base import timestamp_array
 from .tiers import TierRouter
@@ -105,9 +105,12 @@ class ClickIngest:
         self._consumer = None
         self._producer = None
         self._stopping = asyncio.Event()
+        self._write_task: asyncio.Future | None = None
         self._flush_lock = asyncio.Lock()
         self.totals = defaultdict(int)
         self.last_evict = 0.0
+        self.last_pair_rows = 0
+        self.first_message_at: float | None = None  # perf_counter of the first consumed batch
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -119,6 +122,7 @@ class ClickIngest:
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked):
                 async with ingest._flush_lock:  # let an in-progress flush finish
+                    await ingest.drain()
                     for tp in revoked:
                         ingest.partitions.pop(tp.partition, None)
 
@@ -146,7 +150,10 @@ class ClickIngest:
         self.router.producer = self._producer
 
     async def stop(self) -> None:
-        self._stopping.set()
+        try:
+            await self.drain()
+        finally:
+            self._stopping.set()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -159,6 +166,8 @@ class ClickIngest:
         while not self._stopping.is_set():
             if until is not None and until():
                 break
+            if self._write_task is not None and self._write_task.done():
+                await self.drain()  # surface a failed write at once
             try:
                 batches = await self._consumer.getmany(
                     timeout_ms=int(flush_s * 1000), max_records=max_events
@@ -169,6 +178,8 @@ class ClickIngest:
                 log.warning("getmany failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            if batches and self.first_message_at is None:
+                self.first_message_at = time.perf_counter()
             if batches or self.has_pending():
                 await self.flush(batches)
 
@@ -221,8 +232,21 @@ class ClickIngest:
         return any(st.pending for st in self.partitions.values())
 
     async def flush(self, batches: dict) -> None:
+        """Process a fetch now; its writes run while the next fetch is processed.
+
+        Pipelining: ClickHouse calls run in a thread (chDB and the HTTP client release the
+        GIL), so batch k is written while batch k+1 is decoded and paired. Writes stay
+        strictly ordered (one in flight), and each batch's session snapshot is taken before
+        the next batch touches the histories, so the recovery argument is unchanged.
+        """
         async with self._flush_lock:
             await self._flush(batches)
+
+    async def drain(self) -> None:
+        """Wait for the write in flight (before a rebalance, a stop, or a test's check)."""
+        task, self._write_task = self._write_task, None
+        if task is not None:
+            await task
 
     async def _flush(self, batches: dict) -> None:
         now = self.clock()
@@ -246,83 +270,102 @@ class ClickIngest:
             if not messages:
                 continue
             start, end = state.position, messages[-1].offset + 1
-            counts: defaultdict = defaultdict(int)
+            counts: dict = {}
             touched: set[str] = set()
+            add_user = touched.add
+            add_time = event_times.append
             process = state.sessionizer.process
+            max_bytes, max_future = s.max_event_bytes, s.max_future_s
             for msg in messages:
                 # "future" is judged against the message's own Kafka timestamp, so a replay
                 # after a crash judges every event exactly as the first pass did
                 sent_at = msg.timestamp / 1000.0 if msg.timestamp and msg.timestamp > 0 else now
                 try:
-                    click = parse_click(msg.value, sent_at, s.max_event_bytes, s.max_future_s)
+                    user, item, ts = click_fields(msg.value, sent_at, max_bytes, max_future)
                 except InvalidEvent as bad:
                     dlq.append((msg, bad))
                     continue
-                process(click.user_id, click.item_id, click.ts, counts)
-                touched.add(click.user_id)
-                event_times.append(click.ts)
+                process(user, item, ts, counts)
+                add_user(user)
+                add_time(ts)
             events += len(messages)
             work.append((tp, state, start, end, counts, touched))
         if not work:
             return
-        await self._write(work, dlq, now)
-        pairs = sum(len(w[4]) for w in work)
-        routed = self.router.last_routed
+        snapshots = []
+        for tp, state, start, end, counts, touched in work:
+            snapshots.append(state.sessionizer.snapshot(touched))
+            state.position = end
+            if state.replay_end is not None and end >= state.replay_end:
+                state.replay_end = None
+            if state.intents:  # the next batch of a chain that a crash interrupted
+                state.replay_end = state.intents.pop(end, None)
+        tables = [(tp, start, end, state.sessionizer.counts_to_arrow(counts) if counts else None)
+                  for tp, state, start, end, counts, _ in work]
+        evicted = self._evict_idle(work)
+        previous = self._write_task
+        self._write_task = asyncio.ensure_future(self._write_after(
+            previous, tables, snapshots, evicted, dlq, now, events, event_times))
+
+    async def _write_after(self, previous, tables, snapshots, evicted, dlq, now, events, event_times):
+        if previous is not None:
+            await previous
+        await self._write(tables, snapshots, evicted, dlq, now)
+        pairs = self.last_pair_rows
         self.totals["events"] += events
         self.totals["invalid"] += len(dlq)
         self.totals["pairs"] += pairs
         metrics.EVENTS_IN.labels(stage="ingest").inc(events)
         metrics.BATCH_SIZE.labels(stage="ingest").observe(events)
         if self.on_batch is not None:
-            self.on_batch(BatchReport(events, len(dlq), pairs, routed, event_times, self.clock()))
+            self.on_batch(BatchReport(
+                events, len(dlq), pairs, self.router.last_routed, event_times, self.clock()))
 
-    async def _write(self, work: list, dlq: list, now: float) -> None:
+    async def _write(self, tables, snapshots, evicted, dlq, now: float) -> None:
         st = self.storage
         topic = self.topic
         # 1. intents
         intents = pa.table({
-            "topic": pa.array([topic] * len(work)),
-            "partition": pa.array([w[0].partition for w in work], pa.uint32()),
-            "start_offset": pa.array([w[2] for w in work], pa.uint64()),
-            "end_offset": pa.array([w[3] for w in work], pa.uint64()),
-            "created_at": timestamp_array([now] * len(work)),
+            "topic": pa.array([topic] * len(tables)),
+            "partition": pa.array([t[0].partition for t in tables], pa.uint32()),
+            "start_offset": pa.array([t[1] for t in tables], pa.uint64()),
+            "end_offset": pa.array([t[2] for t in tables], pa.uint64()),
+            "created_at": timestamp_array([now] * len(tables)),
         })
         await self._with_retry(lambda: st.insert_arrow("ingest_batches", intents))
         # 2. pair increments, one deduplicated insert per partition batch
-        all_counts: dict = {}
-        for tp, state, start, end, counts, _ in work:
-            if counts:
-                table = counts_to_arrow(counts)
-                token = f"{topic}:{tp.partition}:{start}:{end}"
-                started = time.perf_counter()
-                await self._with_retry(lambda: st.insert_arrow("pair_counts", table, dedup_token=token))
-                metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
-                metrics.PAIR_INCREMENTS.inc(table.num_rows)
-                for key, value in counts.items():
-                    all_counts[key] = all_counts.get(key, 0) + value
+        written = []
+        for tp, start, end, table in tables:
+            if table is None:
+                continue
+            token = f"{topic}:{tp.partition}:{start}:{end}"
+            started = time.perf_counter()
+            await self._with_retry(lambda: st.insert_arrow("pair_counts", table, dedup_token=token))
+            metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
+            metrics.PAIR_INCREMENTS.inc(table.num_rows)
+            written.append(table)
+        self.last_pair_rows = sum(t.num_rows for t in written)
         # dead letters before the commit that covers them
         if dlq:
             await self._send_dlq(dlq)
         # 3. routing of pairs that entered a tier
-        if all_counts:
-            newest_day = max(day for _, _, day in all_counts)
-            await self._with_retry(lambda: self.router.route(
-                {(a, b) for a, b, _ in all_counts}, newest_day), is_async=True)
-        # 4. session checkpoint
+        if written:
+            touched_pairs = pa.concat_tables(written).select(["item_a", "item_b", "day"])
+            await self._with_retry(lambda: self.router.route(touched_pairs), is_async=True)
+        # 4. session checkpoint (snapshots were taken when the batch was processed)
         users, items, times, parts, versions = [], [], [], [], []
-        for tp, state, start, end, counts, touched in work:
-            u, i, t = state.sessionizer.snapshot(touched)
+        for (tp, start, end, _), (u, i, t) in zip(tables, snapshots):
             users += u
             items += i
             times += t
             parts += [tp.partition] * len(u)
             versions += [end] * len(u)
-            state.position = end
-            if state.replay_end is not None and end >= state.replay_end:
-                state.replay_end = None
-            if state.intents:  # the next batch of a chain that a crash interrupted
-                state.replay_end = state.intents.pop(end, None)
-        evicted = self._evict_idle(work, users, items, times, parts, versions)
+        for partition, end, user in evicted:
+            users.append(user)
+            items.append([])
+            times.append([])
+            parts.append(partition)
+            versions.append(end)
         if users:
             sessions = pa.table({
                 "topic": pa.array([topic] * len(users)),
@@ -333,36 +376,30 @@ class ClickIngest:
                 "version": pa.array(versions, pa.uint64()),
             }, schema=SESSIONS_SCHEMA)
             await self._with_retry(lambda: st.insert_arrow("user_sessions", sessions))
-        metrics.SESSIONS_EVICTED.inc(evicted)
+        metrics.SESSIONS_EVICTED.inc(len(evicted))
         # 5. commit
         from aiokafka.structs import OffsetAndMetadata
 
-        offsets = {w[0]: OffsetAndMetadata(w[3], "") for w in work}
+        offsets = {t[0]: OffsetAndMetadata(t[2], "") for t in tables}
         try:
             await self._consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
             log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
-        for state in (w[1] for w in work):
-            metrics.UNKNOWN_ITEMS.inc(state.sessionizer.unknown_items)
-            state.sessionizer.unknown_items = 0
 
-    def _evict_idle(self, work, users, items, times, parts, versions) -> int:
-        """Every few seconds, drop idle users and checkpoint them as empty."""
+    def _evict_idle(self, work) -> list[tuple[int, int, str]]:
+        """Every few seconds, drop idle users; they are checkpointed as empty histories."""
         now = time.monotonic()
         if now - self.last_evict < 5.0:
-            return 0
+            return []
         self.last_evict = now
         idle_s = self.settings.session_window_s + self.settings.late_allowance_s
-        n = 0
+        evicted = []
         for tp, state, start, end, counts, touched in work:
+            metrics.UNKNOWN_ITEMS.inc(state.sessionizer.unknown_items)
+            state.sessionizer.unknown_items = 0
             for user in state.sessionizer.evict_idle(idle_s):
-                users.append(user)
-                items.append([])
-                times.append([])
-                parts.append(tp.partition)
-                versions.append(end)
-                n += 1
-        return n
+                evicted.append((tp.partition, end, user))
+        return evicted
 
     async def _send_dlq(self, dlq: list) -> None:
         futures = []
@@ -384,10 +421,9 @@ class ClickIngest:
         delay = 0.1
         while True:
             try:
-                result = call()
-                if is_async or asyncio.iscoroutine(result):
-                    result = await result
-                return result
+                if is_async:
+                    return await call()
+                return await asyncio.to_thread(call)
             except StorageError as exc:
                 metrics.CH_ERRORS.inc()
                 if self._stopping.is_set():

@@ -7,19 +7,23 @@ j != i, where both categories are known (at processing time) and differ. Each su
 history at time max(t, its previous time); if the history then holds more than N items the
 one with the oldest time (ties: smallest id) leaves.
 
-This module is the hot path of the ingest: plain dicts, no per-event allocation beyond the
-pair keys, and increments aggregated per batch before they reach ClickHouse.
+This module is the hot path of the ingest: plain dicts, and a pair-day is one packed int
+(item index a, item index b, day) rather than a tuple of strings, so aggregation hashes ints
+and the conversion to Arrow is vectorised (numpy unpack + ``take`` from the id table).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
 
 DAY_S = 86400
+ITEM_BITS = 24  # up to 16M distinct items per partition's intern table
+DAY_BITS = 16  # UTC day number (days since 1970) fits until 2149
+_ITEM_MASK = (1 << ITEM_BITS) - 1
+_DAY_MASK = (1 << DAY_BITS) - 1
 
 PAIR_COUNTS_SCHEMA = pa.schema([
     ("item_a", pa.string()),
@@ -39,11 +43,16 @@ class Sessionizer:
         self.histories: dict[str, dict[str, float]] = {}
         self.watermark = 0.0  # newest event time seen
         self.unknown_items = 0
+        self.ids: list[str] = []  # intern table: index -> item_id (only items that paired)
+        self.index: dict[str, int] = {}
 
-    def process(
-        self, user: str, item: str, ts: float, counts: defaultdict
-    ) -> None:
-        """Apply one click; add its pair increments to ``counts[(a, b, day)]``."""
+    def _intern(self, item: str) -> int:
+        idx = self.index[item] = len(self.ids)
+        self.ids.append(item)
+        return idx
+
+    def process(self, user: str, item: str, ts: float, counts: dict) -> None:
+        """Apply one click; add its increments to ``counts[packed (a, b, day)]``."""
         histories = self.histories
         history = histories.get(user)
         if history is None:
@@ -56,6 +65,10 @@ class Sessionizer:
             self.unknown_items += 1
         elif history:
             window = self.window_s
+            index = self.index
+            idx = index.get(item)
+            if idx is None:
+                idx = self._intern(item)
             day = int(ts // DAY_S)
             for other, other_ts in history.items():
                 if other == item or abs(ts - other_ts) > window:
@@ -63,16 +76,37 @@ class Sessionizer:
                 other_category = catalogue.get(other)
                 if other_category is None or other_category == category:
                     continue
+                other_idx = index.get(other)
+                if other_idx is None:
+                    other_idx = self._intern(other)
                 if item < other:
-                    counts[(item, other, day)] += 1
+                    key = (((idx << ITEM_BITS) | other_idx) << DAY_BITS) | day
                 else:
-                    counts[(other, item, day)] += 1
+                    key = (((other_idx << ITEM_BITS) | idx) << DAY_BITS) | day
+                counts[key] = counts.get(key, 0) + 1
         previous = history.get(item)
         if previous is None or ts > previous:
             history[item] = ts
         if len(history) > self.history_size:
             oldest = min(history.items(), key=lambda kv: (kv[1], kv[0]))[0]
             del history[oldest]
+
+    def counts_to_arrow(self, counts: Mapping[int, int]) -> pa.Table:
+        """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
+        if not counts:
+            return PAIR_COUNTS_SCHEMA.empty_table()
+        keys = np.fromiter(counts.keys(), dtype=np.uint64, count=len(counts))
+        values = np.fromiter(counts.values(), dtype=np.uint64, count=len(counts))
+        day = (keys & _DAY_MASK).astype(np.int32)
+        pair = keys >> DAY_BITS
+        a = (pair >> ITEM_BITS).astype(np.int64)
+        b = (pair & _ITEM_MASK).astype(np.int64)
+        ids = pa.array(self.ids, pa.string())
+        return pa.table(
+            [ids.take(pa.array(a)), ids.take(pa.array(b)),
+             pa.array(day, pa.int32()).cast(pa.date32()), pa.array(values)],
+            schema=PAIR_COUNTS_SCHEMA,
+        )
 
     def evict_idle(self, idle_s: float) -> list[str]:
         """Drop users whose newest click is more than ``idle_s`` behind the watermark."""
@@ -98,19 +132,3 @@ class Sessionizer:
                 self.histories[user] = dict(zip(user_items, user_times))
                 self.watermark = max(self.watermark, max(user_times))
 
-
-def counts_to_arrow(counts: Mapping[tuple[str, str, int], int]) -> pa.Table:
-    """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
-    if not counts:
-        return PAIR_COUNTS_SCHEMA.empty_table()
-    keys = list(counts.keys())
-    a, b, day = zip(*keys)
-    return pa.table(
-        [
-            pa.array(a, pa.string()),
-            pa.array(b, pa.string()),
-            pa.array(np.fromiter(day, dtype=np.int32, count=len(keys)), pa.int32()).cast(pa.date32()),
-            pa.array(np.fromiter(counts.values(), dtype=np.uint64, count=len(keys))),
-        ],
-        schema=PAIR_COUNTS_SCHEMA,
-    )

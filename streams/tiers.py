@@ -14,11 +14,14 @@ hop. Routing is at-least-once (the ledger row follows the produce); consumers ar
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import time
 import uuid
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import metrics
 from .config import Settings
@@ -45,14 +48,17 @@ class TierRouter:
         self.producer = producer  # aiokafka producer, set by the ingest
         self.last_routed = 0
 
-    def crossings(self, pairs: set[tuple[str, str]], newest_day: int) -> list[tuple[str, str, int, int]]:
-        """(item_a, item_b, new tier, count) for touched pairs above their routed tier."""
+    def crossings(self, touched_pairs: pa.Table) -> list[tuple[str, str, int, int]]:
+        """(item_a, item_b, new tier, count) for touched pairs above their routed tier.
+
+        ``touched_pairs`` has columns item_a, item_b, day (the batch's increments)."""
         st = self.storage
         batch = uuid.uuid4().hex
-        a, b = zip(*pairs) if pairs else ((), ())
+        newest_day = pc.max(touched_pairs.column("day")).as_py()
         st.insert_arrow("pair_touches", pa.table({
-            "batch": pa.array([batch] * len(a)), "item_a": pa.array(a, pa.string()),
-            "item_b": pa.array(b, pa.string()),
+            "batch": pa.array([batch] * touched_pairs.num_rows),
+            "item_a": touched_pairs.column("item_a"),
+            "item_b": touched_pairs.column("item_b"),
         }))
         touched = f"SELECT item_a, item_b FROM {st.table('pair_touches')} WHERE batch = {{batch:String}}"
         rows = st.query_rows(
@@ -73,8 +79,8 @@ class TierRouter:
                 ) AS r USING (item_a, item_b)""",
             {
                 "batch": batch,
-                "lo": _date(newest_day - self.settings.horizon_days + 1),
-                "hi": _date(newest_day),
+                "lo": (newest_day - dt.timedelta(days=self.settings.horizon_days - 1)).isoformat(),
+                "hi": newest_day.isoformat(),
                 "low": self.settings.tier_low,
             },
         )
@@ -85,8 +91,8 @@ class TierRouter:
                 out.append((item_a, item_b, tier, int(total)))
         return out
 
-    async def route(self, pairs: set[tuple[str, str]], newest_day: int) -> int:
-        crossings = self.crossings(pairs, newest_day)
+    async def route(self, touched_pairs: pa.Table) -> int:
+        crossings = await asyncio.to_thread(self.crossings, touched_pairs)
         self.last_routed = len(crossings)
         if not crossings:
             return 0
@@ -103,15 +109,10 @@ class TierRouter:
         for future in futures:
             await future
         a, b, tiers, counts = zip(*crossings)
-        self.storage.insert_arrow("pair_tiers", pa.table({
+        await asyncio.to_thread(self.storage.insert_arrow, "pair_tiers", pa.table({
             "item_a": pa.array(a, pa.string()), "item_b": pa.array(b, pa.string()),
             "tier": pa.array(tiers, pa.uint8()), "count": pa.array(counts, pa.uint64()),
             "routed_at": timestamp_array([now] * len(a)),
         }))
         return len(crossings)
 
-
-def _date(day: int):
-    import datetime as dt
-
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
