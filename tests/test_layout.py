@@ -1,0 +1,18 @@
+"""The shared, Faust-free parts stay Faust-free (training imports them; DESIGN.md)."""
+
+import subprocess
+import sys
+
+
+def test_storage_config_and_pairing_do_not_import_faust():
+    code = ("import sys, streams.storage, streams.config, streams.pairing, streams.events, "
+            "streams.synthetic; print('faust' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_help_explains_commands():
+    out = subprocess.run([sys.executable, "-m", "streams.cli", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for command in ("generate", "replay", "worker", "demo", "bench"):
+        assert command in out
