@@ -109,7 +109,6 @@ class ClickIngest:
         self._flush_lock = asyncio.Lock()
         self.totals = defaultdict(int)
         self.last_evict = 0.0
-        self.last_pair_rows = 0
         self.first_message_at: float | None = None  # perf_counter of the first consumed batch
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -295,6 +294,8 @@ class ClickIngest:
         snapshots = []
         for tp, state, start, end, counts, touched in work:
             snapshots.append(state.sessionizer.snapshot(touched))
+            metrics.UNKNOWN_ITEMS.inc(state.sessionizer.unknown_items)
+            state.sessionizer.unknown_items = 0
             state.position = end
             if state.replay_end is not None and end >= state.replay_end:
                 state.replay_end = None
@@ -310,8 +311,7 @@ class ClickIngest:
     async def _write_after(self, previous, tables, snapshots, evicted, dlq, now, events, event_times):
         if previous is not None:
             await previous
-        await self._write(tables, snapshots, evicted, dlq, now)
-        pairs = self.last_pair_rows
+        pairs = await self._write(tables, snapshots, evicted, dlq, now)
         self.totals["events"] += events
         self.totals["invalid"] += len(dlq)
         self.totals["pairs"] += pairs
@@ -321,7 +321,8 @@ class ClickIngest:
             self.on_batch(BatchReport(
                 events, len(dlq), pairs, self.router.last_routed, event_times, self.clock()))
 
-    async def _write(self, tables, snapshots, evicted, dlq, now: float) -> None:
+    async def _write(self, tables, snapshots, evicted, dlq, now: float) -> int:
+        """The ordered writes of one flush; returns the pair-day rows written."""
         st = self.storage
         topic = self.topic
         # 1. intents
@@ -344,7 +345,6 @@ class ClickIngest:
             metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
             metrics.PAIR_INCREMENTS.inc(table.num_rows)
             written.append(table)
-        self.last_pair_rows = sum(t.num_rows for t in written)
         # dead letters before the commit that covers them
         if dlq:
             await self._send_dlq(dlq)
@@ -385,6 +385,7 @@ class ClickIngest:
             await self._consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
             log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
+        return sum(t.num_rows for t in written)
 
     def _evict_idle(self, work) -> list[tuple[int, int, str]]:
         """Every few seconds, drop idle users; they are checkpointed as empty histories."""
@@ -395,8 +396,6 @@ class ClickIngest:
         idle_s = self.settings.session_window_s + self.settings.late_allowance_s
         evicted = []
         for tp, state, start, end, counts, touched in work:
-            metrics.UNKNOWN_ITEMS.inc(state.sessionizer.unknown_items)
-            state.sessionizer.unknown_items = 0
             for user in state.sessionizer.evict_idle(idle_s):
                 evicted.append((tp.partition, end, user))
         return evicted
