@@ -15,7 +15,28 @@ ITEM_COLUMNS = ("item_id", "title", "category", "brand", "color", "condition", "
 
 
 class Catalogue(dict):
-    """``item_id -> category``; loaded from ``items`` at start, updated from the topic."""
+    """``item_id -> category``; loaded from ``items`` at start, updated from the topic.
+
+    ``version`` counts updates and a short change log lets pairing refresh its cached
+    categories without rescanning the catalogue (see ``Sessionizer.sync_catalogue``)."""
+
+    CHANGE_LOG = 256  # updates remembered; a reader further behind refreshes everything
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.version = 0
+        self._changes: list[tuple[int, list[str]]] = []
+
+    def _changed(self, item_ids: list[str]) -> None:
+        self.version += 1
+        self._changes.append((self.version, item_ids))
+        del self._changes[:-self.CHANGE_LOG]
+
+    def changed_since(self, version: int) -> list[str] | None:
+        """Item ids updated after ``version``; None when the log no longer reaches back."""
+        if self._changes and self._changes[0][0] > version + 1:
+            return None
+        return [item for v, ids in self._changes if v > version for item in ids]
 
     def load(self, storage: Storage) -> "Catalogue":
         table = storage.query_arrow(
@@ -23,7 +44,9 @@ class Catalogue(dict):
             f"FROM {storage.table('items')} GROUP BY item_id"
         )
         if table.num_rows:
-            self.update(zip(table.column("item_id").to_pylist(), table.column("category").to_pylist()))
+            ids = table.column("item_id").to_pylist()
+            self.update(zip(ids, table.column("category").to_pylist()))
+            self._changed(ids)
         metrics.CATALOGUE_ITEMS.set(len(self))
         return self
 
@@ -41,4 +64,5 @@ class Catalogue(dict):
         storage.insert_arrow("items", table)
         for item in items:
             self[item.item_id] = item.category
+        self._changed([item.item_id for item in items])
         metrics.CATALOGUE_ITEMS.set(len(self))

@@ -76,6 +76,11 @@ class Settings:
     ingest_flush_ms: int = setting(
         250, "Longest a consumed event waits before its batch is written (freshness)."
     )
+    checkpoint_interval_s: float = setting(
+        2.0,
+        "How often the ingest saves user sessions and routes tier crossings; a restart "
+        "replays at most this much of the stream (deduplicated).",
+    )
     max_event_bytes: int = setting(65536, "Click messages larger than this go to the DLQ.")
     max_future_s: int = setting(86400, "Clicks more than this far in the future go to the DLQ.")
     storage_retry_max_s: float = setting(

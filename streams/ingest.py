@@ -11,16 +11,22 @@ batch ``[start, end)`` and writes, in this order:
 1. an *intent* row (topic, partition, start, end) in ``ingest_batches``;
 2. the batch's aggregated pair increments into ``pair_counts`` with the insert
    deduplication token ``topic:partition:start:end`` (ClickHouse drops a repeat);
-3. tier routing for the touched pairs (at-least-once: the ledger ``pair_tiers`` is written
-   after the messages are produced);
-4. the touched users' histories into ``user_sessions`` with ``version = end``;
-5. the Kafka offset commit ``end``.
+3. the Kafka offset commit ``end`` (for lag monitoring; recovery does not rely on it).
+
+Every ``checkpoint_interval_s`` (and before a rebalance or a stop) a *checkpoint* follows:
+
+4. tier routing for the pairs touched since the last checkpoint (at-least-once: the ledger
+   ``pair_tiers`` is written after the messages are produced);
+5. the histories of the users touched since the last checkpoint into ``user_sessions`` with
+   ``version = end`` (one insert, so one part: all of a checkpoint lands or none of it).
 
 On assignment a partition restores its sessions at their newest version ``v`` and seeks to
-``v``. If an intent ``[v, e)`` exists, the first batch is rebuilt exactly as ``[v, e)``: the
-same state and the same messages give the same increments and the same token, so a write that
-had landed before a crash is dropped, and one that had not lands now. Nothing lost, nothing
-doubled, whichever step a SIGKILL interrupts.
+``v``. The intents ``[v, e1), [e1, e2), ...`` recorded since then are rebuilt exactly, one
+batch each: the same state and the same messages give the same increments and the same token,
+so writes that had landed before a crash are dropped and ones that had not land now, and the
+pairs those batches touched are routed again. Nothing lost, nothing doubled, whichever step a
+SIGKILL interrupts. Checkpointing every couple of seconds rather than every batch is what keeps
+the per-batch cost to two small inserts (see README, "How the ingest reaches its rate").
 
 Invalid clicks go to the dead-letter topic (original bytes as value; reason, detail, source
 partition and offset as headers) before the offset that covers them is committed.
@@ -42,6 +48,7 @@ from . import metrics
 from .config import Settings
 from .events import InvalidEvent, click_fields
 from .pairing import Sessionizer
+from .produce import send_batched
 from .storage import Storage, StorageError
 from .storage.base import timestamp_array
 from .tiers import TierRouter
@@ -65,6 +72,20 @@ class PartitionState:
     replay_end: int | None = None  # an intent to rebuild exactly before anything else
     pending: list = field(default_factory=list)  # messages held until replay_end is reached
     intents: dict[int, int] = field(default_factory=dict)  # start -> end, found at restore
+    dirty: set = field(default_factory=set)  # users touched since the last checkpoint
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint writes: session rows taken at batch boundaries, and unrouted pairs."""
+
+    users: list[str]
+    items: list[list[str]]
+    times: list[list[float]]
+    partitions: list[int]
+    versions: list[int]
+    touched_pairs: list[pa.Table]
+    evicted: int
 
 
 @dataclass
@@ -108,7 +129,8 @@ class ClickIngest:
         self._write_task: asyncio.Future | None = None
         self._flush_lock = asyncio.Lock()
         self.totals = defaultdict(int)
-        self.last_evict = 0.0
+        self._last_checkpoint = time.monotonic()
+        self._unrouted: list[pa.Table] = []  # pair increments not yet checked for tier crossings
         self.first_message_at: float | None = None  # perf_counter of the first consumed batch
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -121,6 +143,7 @@ class ClickIngest:
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked):
                 async with ingest._flush_lock:  # let an in-progress flush finish
+                    await ingest._flush({}, force_checkpoint=True)
                     await ingest.drain()
                     for tp in revoked:
                         ingest.partitions.pop(tp.partition, None)
@@ -142,7 +165,8 @@ class ClickIngest:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=1 << 20)
         await self._producer.start()
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=Listener())
@@ -150,6 +174,8 @@ class ClickIngest:
 
     async def stop(self) -> None:
         try:
+            if self._consumer is not None and self.partitions:
+                await self.checkpoint()
             await self.drain()
         finally:
             self._stopping.set()
@@ -157,6 +183,21 @@ class ClickIngest:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+
+    async def abort(self) -> None:
+        """Close the connections and write nothing more: what a killed process leaves behind."""
+        self._stopping.set()
+        self._write_task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def caught_up(self, end_offsets: dict[int, int]) -> bool:
+        """True once every partition in ``end_offsets`` is processed and written up to its end."""
+        return (self._write_task is None or self._write_task.done()) and all(
+            p in self.partitions and self.partitions[p].position >= end and not self.partitions[p].pending
+            for p, end in end_offsets.items())
 
     async def run(self, until: Callable[[], bool] | None = None) -> None:
         """Consume until ``stop()`` (or ``until()`` turns true)."""
@@ -235,11 +276,16 @@ class ClickIngest:
 
         Pipelining: ClickHouse calls run in a thread (chDB and the HTTP client release the
         GIL), so batch k is written while batch k+1 is decoded and paired. Writes stay
-        strictly ordered (one in flight), and each batch's session snapshot is taken before
+        strictly ordered (one in flight), and a checkpoint's session rows are taken before
         the next batch touches the histories, so the recovery argument is unchanged.
         """
         async with self._flush_lock:
             await self._flush(batches)
+
+    async def checkpoint(self) -> None:
+        """Checkpoint now (before a stop or a rebalance, or when a test wants one)."""
+        async with self._flush_lock:
+            await self._flush({}, force_checkpoint=True)
 
     async def drain(self) -> None:
         """Wait for the write in flight (before a rebalance, a stop, or a test's check)."""
@@ -247,10 +293,10 @@ class ClickIngest:
         if task is not None:
             await task
 
-    async def _flush(self, batches: dict) -> None:
+    async def _flush(self, batches: dict, force_checkpoint: bool = False) -> None:
         now = self.clock()
         s = self.settings
-        work = []  # (tp, state, start, end, counts, touched users)
+        work = []  # (tp, state, start, end, counts)
         dlq = []
         event_times: list[float] = []
         events = 0
@@ -270,9 +316,9 @@ class ClickIngest:
                 continue
             start, end = state.position, messages[-1].offset + 1
             counts: dict = {}
-            touched: set[str] = set()
-            add_user = touched.add
+            add_user = state.dirty.add
             add_time = event_times.append
+            state.sessionizer.sync_catalogue()
             process = state.sessionizer.process
             max_bytes, max_future = s.max_event_bytes, s.max_future_s
             for msg in messages:
@@ -288,12 +334,12 @@ class ClickIngest:
                 add_user(user)
                 add_time(ts)
             events += len(messages)
-            work.append((tp, state, start, end, counts, touched))
-        if not work:
+            work.append((tp, state, start, end, counts))
+        due = force_checkpoint or time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s
+        if not work and not (force_checkpoint and self._checkpoint_needed()):
             return
-        snapshots = []
-        for tp, state, start, end, counts, touched in work:
-            snapshots.append(state.sessionizer.snapshot(touched))
+        tables = []
+        for tp, state, start, end, counts in work:
             metrics.UNKNOWN_ITEMS.inc(state.sessionizer.unknown_items)
             state.sessionizer.unknown_items = 0
             state.position = end
@@ -301,17 +347,45 @@ class ClickIngest:
                 state.replay_end = None
             if state.intents:  # the next batch of a chain that a crash interrupted
                 state.replay_end = state.intents.pop(end, None)
-        tables = [(tp, start, end, state.sessionizer.counts_to_arrow(counts) if counts else None)
-                  for tp, state, start, end, counts, _ in work]
-        evicted = self._evict_idle(work)
+            table = state.sessionizer.counts_to_arrow(counts) if counts else None
+            if table is not None:
+                self._unrouted.append(table.select(["item_a", "item_b", "day"]))
+            tables.append((tp, start, end, table))
+        checkpoint = self._take_checkpoint() if due else None
         previous = self._write_task
         self._write_task = asyncio.ensure_future(self._write_after(
-            previous, tables, snapshots, evicted, dlq, now, events, event_times))
+            previous, tables, checkpoint, dlq, now, events, event_times))
 
-    async def _write_after(self, previous, tables, snapshots, evicted, dlq, now, events, event_times):
+    def _checkpoint_needed(self) -> bool:
+        return bool(self._unrouted) or any(st.dirty for st in self.partitions.values())
+
+    def _take_checkpoint(self) -> Checkpoint:
+        """Session rows of every dirty user at its partition's position, idle users evicted.
+
+        Taken synchronously between batches, so each row is the state exactly at ``version``."""
+        self._last_checkpoint = time.monotonic()
+        idle_s = self.settings.session_window_s + self.settings.late_allowance_s
+        cp = Checkpoint([], [], [], [], [], self._unrouted, 0)
+        self._unrouted = []
+        for p, state in self.partitions.items():
+            evicted = state.sessionizer.evict_idle(idle_s)
+            users = state.dirty.union(evicted)
+            state.dirty = set()
+            if not users:
+                continue
+            u, i, t = state.sessionizer.snapshot(users)  # an evicted user has an empty history
+            cp.users += u
+            cp.items += i
+            cp.times += t
+            cp.partitions += [p] * len(u)
+            cp.versions += [state.position] * len(u)
+            cp.evicted += len(evicted)
+        return cp
+
+    async def _write_after(self, previous, tables, checkpoint, dlq, now, events, event_times):
         if previous is not None:
             await previous
-        pairs = await self._write(tables, snapshots, evicted, dlq, now)
+        pairs = await self._write(tables, checkpoint, dlq, now)
         self.totals["events"] += events
         self.totals["invalid"] += len(dlq)
         self.totals["pairs"] += pairs
@@ -319,89 +393,75 @@ class ClickIngest:
         metrics.BATCH_SIZE.labels(stage="ingest").observe(events)
         if self.on_batch is not None:
             self.on_batch(BatchReport(
-                events, len(dlq), pairs, self.router.last_routed, event_times, self.clock()))
+                events, len(dlq), pairs, self.router.last_routed if checkpoint else 0,
+                event_times, self.clock()))
 
-    async def _write(self, tables, snapshots, evicted, dlq, now: float) -> int:
+    async def _write(self, tables, checkpoint: Checkpoint | None, dlq, now: float) -> int:
         """The ordered writes of one flush; returns the pair-day rows written."""
         st = self.storage
         topic = self.topic
-        # 1. intents
-        intents = pa.table({
-            "topic": pa.array([topic] * len(tables)),
-            "partition": pa.array([t[0].partition for t in tables], pa.uint32()),
-            "start_offset": pa.array([t[1] for t in tables], pa.uint64()),
-            "end_offset": pa.array([t[2] for t in tables], pa.uint64()),
-            "created_at": timestamp_array([now] * len(tables)),
-        })
-        await self._with_retry(lambda: st.insert_arrow("ingest_batches", intents))
-        # 2. pair increments, one deduplicated insert per partition batch
-        written = []
-        for tp, start, end, table in tables:
-            if table is None:
-                continue
-            token = f"{topic}:{tp.partition}:{start}:{end}"
-            started = time.perf_counter()
-            await self._with_retry(lambda: st.insert_arrow("pair_counts", table, dedup_token=token))
-            metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
-            metrics.PAIR_INCREMENTS.inc(table.num_rows)
-            written.append(table)
+        written = 0
+        if tables:
+            # 1. intents
+            intents = pa.table({
+                "topic": pa.array([topic] * len(tables)),
+                "partition": pa.array([t[0].partition for t in tables], pa.uint32()),
+                "start_offset": pa.array([t[1] for t in tables], pa.uint64()),
+                "end_offset": pa.array([t[2] for t in tables], pa.uint64()),
+                "created_at": timestamp_array([now] * len(tables)),
+            })
+            await self._with_retry(lambda: st.insert_arrow("ingest_batches", intents))
+            # 2. pair increments, one deduplicated insert per partition batch
+            for tp, start, end, table in tables:
+                if table is None:
+                    continue
+                token = f"{topic}:{tp.partition}:{start}:{end}"
+                started = time.perf_counter()
+                await self._with_retry(
+                    lambda: st.insert_arrow("pair_counts", table, dedup_token=token))
+                metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(
+                    time.perf_counter() - started)
+                metrics.PAIR_INCREMENTS.inc(table.num_rows)
+                written += table.num_rows
         # dead letters before the commit that covers them
         if dlq:
             await self._send_dlq(dlq)
-        # 3. routing of pairs that entered a tier
-        if written:
-            touched_pairs = pa.concat_tables(written).select(["item_a", "item_b", "day"])
-            await self._with_retry(lambda: self.router.route(touched_pairs), is_async=True)
-        # 4. session checkpoint (snapshots were taken when the batch was processed)
-        users, items, times, parts, versions = [], [], [], [], []
-        for (tp, start, end, _), (u, i, t) in zip(tables, snapshots):
-            users += u
-            items += i
-            times += t
-            parts += [tp.partition] * len(u)
-            versions += [end] * len(u)
-        for partition, end, user in evicted:
-            users.append(user)
-            items.append([])
-            times.append([])
-            parts.append(partition)
-            versions.append(end)
-        if users:
+        if checkpoint is not None:
+            await self._write_checkpoint(checkpoint)
+        # 3. commit
+        if tables:
+            from aiokafka.structs import OffsetAndMetadata
+
+            offsets = {t[0]: OffsetAndMetadata(t[2], "") for t in tables}
+            try:
+                await self._consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
+                log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
+        return written
+
+    async def _write_checkpoint(self, cp: Checkpoint) -> None:
+        # 4. routing of pairs that entered a tier since the last checkpoint
+        if cp.touched_pairs:
+            touched = pa.concat_tables(cp.touched_pairs)
+            await self._with_retry(lambda: self.router.route(touched), is_async=True)
+        # 5. session rows, one insert
+        if cp.users:
             sessions = pa.table({
-                "topic": pa.array([topic] * len(users)),
-                "partition": pa.array(parts, pa.uint32()),
-                "user_id": pa.array(users, pa.string()),
-                "items": pa.array(items, pa.list_(pa.string())),
-                "times": pa.array(times, pa.list_(pa.float64())),
-                "version": pa.array(versions, pa.uint64()),
+                "topic": pa.array([self.topic] * len(cp.users)),
+                "partition": pa.array(cp.partitions, pa.uint32()),
+                "user_id": pa.array(cp.users, pa.string()),
+                "items": pa.array(cp.items, pa.list_(pa.string())),
+                "times": pa.array(cp.times, pa.list_(pa.float64())),
+                "version": pa.array(cp.versions, pa.uint64()),
             }, schema=SESSIONS_SCHEMA)
-            await self._with_retry(lambda: st.insert_arrow("user_sessions", sessions))
-        metrics.SESSIONS_EVICTED.inc(len(evicted))
-        # 5. commit
-        from aiokafka.structs import OffsetAndMetadata
-
-        offsets = {t[0]: OffsetAndMetadata(t[2], "") for t in tables}
-        try:
-            await self._consumer.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
-            log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
-        return sum(t.num_rows for t in written)
-
-    def _evict_idle(self, work) -> list[tuple[int, int, str]]:
-        """Every few seconds, drop idle users; they are checkpointed as empty histories."""
-        now = time.monotonic()
-        if now - self.last_evict < 5.0:
-            return []
-        self.last_evict = now
-        idle_s = self.settings.session_window_s + self.settings.late_allowance_s
-        evicted = []
-        for tp, state, start, end, counts, touched in work:
-            for user in state.sessionizer.evict_idle(idle_s):
-                evicted.append((tp.partition, end, user))
-        return evicted
+            started = time.perf_counter()
+            await self._with_retry(lambda: self.storage.insert_arrow("user_sessions", sessions))
+            metrics.CH_WRITE_SECONDS.labels(table="user_sessions").observe(
+                time.perf_counter() - started)
+        metrics.SESSIONS_EVICTED.inc(cp.evicted)
 
     async def _send_dlq(self, dlq: list) -> None:
-        futures = []
+        records = []
         for msg, bad in dlq:
             headers = [
                 ("reason", bad.reason.encode()),
@@ -410,10 +470,9 @@ class ClickIngest:
                 ("source_partition", str(msg.partition).encode()),
                 ("source_offset", str(msg.offset).encode()),
             ]
-            futures.append(await self._producer.send(
-                self.settings.topic_clicks_dlq, value=msg.value, key=msg.key, headers=headers))
+            records.append((msg.key, msg.value, headers))
             metrics.DLQ.labels(topic=self.topic, reason=bad.reason).inc()
-        await asyncio.gather(*futures)
+        await send_batched(self._producer, self.settings.topic_clicks_dlq, records)
 
     async def _with_retry(self, call, is_async: bool = False):
         """Retry ClickHouse calls with capped exponential back-off; never give up silently."""

@@ -34,62 +34,101 @@ PAIR_COUNTS_SCHEMA = pa.schema([
 
 
 class Sessionizer:
-    """User histories of one partition, and the pair increments they produce."""
+    """User histories of one partition, and the pair increments they produce.
+
+    A history maps item -> (time, intern index). Two things keep the per-event loop short:
+    categories are read from a list by intern index (synced from the catalogue's change log
+    once per batch, so "category at processing time" still holds at batch granularity), and
+    while a user's clicks arrive in time order the dict's insertion order *is* time order, so
+    the history's oldest item is its first key and trimming needs no scan.
+    """
 
     def __init__(self, catalogue: Mapping[str, str], window_s: float, history_size: int):
         self.catalogue = catalogue  # item_id -> category, shared with the catalogue agent
         self.window_s = float(window_s)
         self.history_size = int(history_size)
-        self.histories: dict[str, dict[str, float]] = {}
+        self.histories: dict[str, dict[str, tuple[float, int]]] = {}
+        self.unordered: set[str] = set()  # users whose history order is not time order
         self.watermark = 0.0  # newest event time seen
         self.unknown_items = 0
-        self.ids: list[str] = []  # intern table: index -> item_id (only items that paired)
+        self.ids: list[str] = []  # intern table: index -> item_id
+        self.categories: list[str | None] = []  # index -> category (None: unknown)
         self.index: dict[str, int] = {}
+        self._catalogue_version = getattr(catalogue, "version", 0)
 
     def _intern(self, item: str) -> int:
         idx = self.index[item] = len(self.ids)
         self.ids.append(item)
+        self.categories.append(self.catalogue.get(item))
         return idx
+
+    def sync_catalogue(self) -> None:
+        """Pick up catalogue changes (call between batches; cheap when nothing changed)."""
+        version = getattr(self.catalogue, "version", 0)
+        if version == self._catalogue_version:
+            return
+        changed = self.catalogue.changed_since(self._catalogue_version)  # type: ignore[attr-defined]
+        if changed is None:  # too far behind the change log: refresh everything
+            changed = self.ids
+        get, index, categories = self.catalogue.get, self.index, self.categories
+        for item in changed:
+            idx = index.get(item)
+            if idx is not None:
+                categories[idx] = get(item)
+        self._catalogue_version = version
 
     def process(self, user: str, item: str, ts: float, counts: dict) -> None:
         """Apply one click; add its increments to ``counts[packed (a, b, day)]``."""
-        histories = self.histories
-        history = histories.get(user)
+        history = self.histories.get(user)
         if history is None:
-            history = histories[user] = {}
+            history = self.histories[user] = {}
         if ts > self.watermark:
             self.watermark = ts
-        catalogue = self.catalogue
-        category = catalogue.get(item)
+        idx = self.index.get(item)
+        if idx is None:
+            idx = self._intern(item)
+        categories = self.categories
+        category = categories[idx]
         if category is None:
             self.unknown_items += 1
         elif history:
             window = self.window_s
-            index = self.index
-            idx = index.get(item)
-            if idx is None:
-                idx = self._intern(item)
             day = int(ts // DAY_S)
-            for other, other_ts in history.items():
-                if other == item or abs(ts - other_ts) > window:
+            for other, (other_ts, other_idx) in history.items():
+                if other_idx == idx:
                     continue
-                other_category = catalogue.get(other)
+                gap = ts - other_ts
+                if gap > window or gap < -window:
+                    continue
+                other_category = categories[other_idx]
                 if other_category is None or other_category == category:
                     continue
-                other_idx = index.get(other)
-                if other_idx is None:
-                    other_idx = self._intern(other)
                 if item < other:
                     key = (((idx << ITEM_BITS) | other_idx) << DAY_BITS) | day
                 else:
                     key = (((other_idx << ITEM_BITS) | idx) << DAY_BITS) | day
                 counts[key] = counts.get(key, 0) + 1
         previous = history.get(item)
-        if previous is None or ts > previous:
-            history[item] = ts
+        if previous is None or ts > previous[0]:
+            if history and user not in self.unordered:
+                if ts < next(reversed(history.values()))[0]:
+                    self.unordered.add(user)
+                elif previous is not None:
+                    del history[item]  # move to the end: order stays time order
+            history[item] = (ts, idx)
         if len(history) > self.history_size:
-            oldest = min(history.items(), key=lambda kv: (kv[1], kv[0]))[0]
-            del history[oldest]
+            self._drop_oldest(user, history)
+
+    def _drop_oldest(self, user: str, history: dict) -> None:
+        """The item with the oldest time leaves; ties: the smallest id."""
+        if user not in self.unordered:
+            keys = iter(history.items())
+            first, (first_ts, _) = next(keys)
+            if next(keys)[1][0] != first_ts:
+                del history[first]
+                return
+        oldest_ts = min(history.values())[0]
+        del history[min(k for k, v in history.items() if v[0] == oldest_ts)]
 
     def counts_to_arrow(self, counts: Mapping[int, int]) -> pa.Table:
         """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
@@ -111,24 +150,32 @@ class Sessionizer:
     def evict_idle(self, idle_s: float) -> list[str]:
         """Drop users whose newest click is more than ``idle_s`` behind the watermark."""
         cutoff = self.watermark - idle_s
-        idle = [u for u, h in self.histories.items() if not h or max(h.values()) < cutoff]
+        idle = [u for u, h in self.histories.items()
+                if not h or max(v[0] for v in h.values()) < cutoff]
         for user in idle:
             del self.histories[user]
+            self.unordered.discard(user)
         return idle
 
-    # --- checkpoint rows (see streams.ingest: state is saved with every batch) ----------
+    # --- checkpoint rows (see streams.ingest: histories are saved at checkpoints) --------
     def snapshot(self, users: Iterable[str]) -> tuple[list[str], list[list[str]], list[list[float]]]:
         ids, items, times = [], [], []
         for user in users:
             history = self.histories.get(user, {})
             ids.append(user)
             items.append(list(history.keys()))
-            times.append(list(history.values()))
+            times.append([v[0] for v in history.values()])
         return ids, items, times
 
     def restore(self, users: list[str], items: list[list[str]], times: list[list[float]]) -> None:
         for user, user_items, user_times in zip(users, items, times):
-            if user_items:
-                self.histories[user] = dict(zip(user_items, user_times))
-                self.watermark = max(self.watermark, max(user_times))
-
+            if not user_items:
+                continue
+            history = {}
+            for item, ts in zip(user_items, user_times):
+                idx = self.index.get(item)
+                history[item] = (ts, self._intern(item) if idx is None else idx)
+            self.histories[user] = history
+            if any(b < a for a, b in zip(user_times, user_times[1:])):
+                self.unordered.add(user)
+            self.watermark = max(self.watermark, max(user_times))

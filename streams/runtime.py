@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -47,5 +48,5 @@ def run_worker(settings: Settings, bootstrap: str, storage: Storage, web: bool =
     from .app import create_app
 
     app = create_app(settings, bootstrap, storage, web=web)
-    worker = Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker = Worker(app, loglevel=os.environ.get("PAIRSTREAM_LOG_LEVEL", "WARNING"), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

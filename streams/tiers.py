@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
+from collections import Counter
 
 import orjson
 import pyarrow as pa
@@ -25,20 +26,11 @@ import pyarrow.compute as pc
 
 from . import metrics
 from .config import Settings
+from .produce import send_batched
 from .storage import Storage
 from .storage.base import timestamp_array
 
 TIER_NAMES = {1: "low", 2: "medium", 3: "high"}
-
-
-def tier_of(count: int, settings: Settings) -> int:
-    if count >= settings.tier_high:
-        return 3
-    if count >= settings.tier_medium:
-        return 2
-    if count >= settings.tier_low:
-        return 1
-    return 0
 
 
 class TierRouter:
@@ -48,71 +40,71 @@ class TierRouter:
         self.producer = producer  # aiokafka producer, set by the ingest
         self.last_routed = 0
 
-    def crossings(self, touched_pairs: pa.Table) -> list[tuple[str, str, int, int]]:
-        """(item_a, item_b, new tier, count) for touched pairs above their routed tier.
+    def crossings(self, touched_pairs: pa.Table) -> pa.Table:
+        """item_a, item_b, tier (new), total: the touched pairs now above their routed tier.
 
-        ``touched_pairs`` has columns item_a, item_b, day (the batch's increments)."""
+        ``touched_pairs`` has columns item_a, item_b, day (increments; repeats are fine)."""
         st = self.storage
+        s = self.settings
         batch = uuid.uuid4().hex
         newest_day = pc.max(touched_pairs.column("day")).as_py()
+        touched_pairs = touched_pairs.group_by(["item_a", "item_b"]).aggregate([])
         st.insert_arrow("pair_touches", pa.table({
             "batch": pa.array([batch] * touched_pairs.num_rows),
             "item_a": touched_pairs.column("item_a"),
             "item_b": touched_pairs.column("item_b"),
         }))
         touched = f"SELECT item_a, item_b FROM {st.table('pair_touches')} WHERE batch = {{batch:String}}"
-        rows = st.query_rows(
-            f"""SELECT t.item_a, t.item_b, t.total, r.tier
-                FROM (
-                    SELECT item_a, item_b, sum(count) AS total
-                    FROM {st.table('pair_counts')}
-                    WHERE day >= {{lo:Date}} AND day <= {{hi:Date}}
-                      AND (item_a, item_b) IN ({touched})
-                    GROUP BY item_a, item_b
-                    HAVING total >= {{low:UInt64}}
-                ) AS t
-                LEFT JOIN (
-                    SELECT item_a, item_b, max(tier) AS tier
-                    FROM {st.table('pair_tiers')}
-                    WHERE (item_a, item_b) IN ({touched})
-                    GROUP BY item_a, item_b
-                ) AS r USING (item_a, item_b)""",
+        return st.query_arrow(
+            f"""SELECT item_a, item_b, tier, total FROM (
+                    SELECT t.item_a AS item_a, t.item_b AS item_b, t.total AS total,
+                           toUInt8(multiIf(t.total >= {{high:UInt64}}, 3,
+                                           t.total >= {{medium:UInt64}}, 2, 1)) AS tier,
+                           r.routed AS routed
+                    FROM (
+                        SELECT item_a, item_b, sum(count) AS total
+                        FROM {st.table('pair_counts')}
+                        WHERE day >= {{lo:Date}} AND day <= {{hi:Date}}
+                          AND (item_a, item_b) IN ({touched})
+                        GROUP BY item_a, item_b
+                        HAVING total >= {{low:UInt64}}
+                    ) AS t
+                    LEFT JOIN (
+                        SELECT item_a, item_b, max(tier) AS routed
+                        FROM {st.table('pair_tiers')}
+                        WHERE (item_a, item_b) IN ({touched})
+                        GROUP BY item_a, item_b
+                    ) AS r ON t.item_a = r.item_a AND t.item_b = r.item_b
+                ) WHERE tier > routed""",
             {
                 "batch": batch,
-                "lo": (newest_day - dt.timedelta(days=self.settings.horizon_days - 1)).isoformat(),
+                "lo": (newest_day - dt.timedelta(days=s.horizon_days - 1)).isoformat(),
                 "hi": newest_day.isoformat(),
-                "low": self.settings.tier_low,
+                "low": s.tier_low, "medium": s.tier_medium, "high": s.tier_high,
             },
         )
-        out = []
-        for item_a, item_b, total, routed in rows:
-            tier = tier_of(int(total), self.settings)
-            if tier > int(routed or 0):
-                out.append((item_a, item_b, tier, int(total)))
-        return out
 
     async def route(self, touched_pairs: pa.Table) -> int:
         crossings = await asyncio.to_thread(self.crossings, touched_pairs)
-        self.last_routed = len(crossings)
-        if not crossings:
+        self.last_routed = n = crossings.num_rows
+        if not n:
             return 0
         now = time.time()
-        futures = []
-        for item_a, item_b, tier, count in crossings:
-            value = orjson.dumps({
-                "item_a": item_a, "item_b": item_b, "tier": TIER_NAMES[tier],
-                "count": count, "routed_at": now,
-            })
-            futures.append(await self.producer.send(
-                self.settings.topic_pairs_to_score, key=f"{item_a}|{item_b}".encode(), value=value))
-            metrics.PAIRS_ROUTED.labels(tier=TIER_NAMES[tier]).inc()
-        for future in futures:
-            await future
-        a, b, tiers, counts = zip(*crossings)
+        a = crossings.column("item_a").to_pylist()
+        b = crossings.column("item_b").to_pylist()
+        tiers = crossings.column("tier").to_pylist()
+        counts = crossings.column("total").to_pylist()
+        keys = [f"{x}|{y}".encode() for x, y in zip(a, b)]
+        dumps = orjson.dumps
+        values = [dumps({"item_a": x, "item_b": y, "tier": TIER_NAMES[t], "count": c, "routed_at": now})
+                  for x, y, t, c in zip(a, b, tiers, counts)]
+        await send_batched(self.producer, self.settings.topic_pairs_to_score,
+                           zip(keys, values, [None] * n))
+        for tier, k in Counter(tiers).items():
+            metrics.PAIRS_ROUTED.labels(tier=TIER_NAMES[tier]).inc(k)
         await asyncio.to_thread(self.storage.insert_arrow, "pair_tiers", pa.table({
-            "item_a": pa.array(a, pa.string()), "item_b": pa.array(b, pa.string()),
-            "tier": pa.array(tiers, pa.uint8()), "count": pa.array(counts, pa.uint64()),
-            "routed_at": timestamp_array([now] * len(a)),
+            "item_a": crossings.column("item_a"), "item_b": crossings.column("item_b"),
+            "tier": crossings.column("tier"), "count": crossings.column("total").cast(pa.uint64()),
+            "routed_at": timestamp_array([now] * n),
         }))
-        return len(crossings)
-
+        return n

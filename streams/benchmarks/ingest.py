@@ -27,6 +27,7 @@ from ..catalogue import Catalogue
 from ..config import Settings
 from ..embedded.broker import EmbeddedBroker
 from ..ingest import ClickIngest
+from ..produce import send_batched
 from ..storage.chdb_client import ChdbStorage
 from ..storage.migrations import migrate
 from ..synthetic import generate
@@ -39,29 +40,10 @@ async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=512 * 1024)
     await producer.start()
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
-        # keyed like the real producer: hash of user_id decides the partition
-        by_partition: dict[int, list] = {p: [] for p in partitions}
-        for key, value in messages:
-            by_partition[partitions[_murmur_partition(key, len(partitions))]].append((key, value))
-        for p, msgs in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in msgs:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    await (await producer.send_batch(batch, topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            if batch.record_count():
-                await (await producer.send_batch(batch, topic, partition=p))
+    try:  # keyed like the real producer: murmur2 of user_id decides the partition
+        await send_batched(producer, topic, ((k, v, None) for k, v in messages))
     finally:
         await producer.stop()
-
-
-def _murmur_partition(key: bytes, n: int) -> int:
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(key) & 0x7FFFFFFF) % n
 
 
 async def _raw_consume(bootstrap: str, topic: str, total: int) -> float:
