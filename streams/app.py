@@ -2,6 +2,8 @@
 
 - ``catalogue`` agent: the compacted ``items`` topic -> ClickHouse ``items`` + the in-memory
   catalogue that pairing reads (low rate: a Faust agent with ``take`` batches is plenty);
+- ``label_pairs`` agent: routed pairs -> ``pair_labels`` (see ``streams.labelling``), with
+  ``LabellerService`` owning the scoring backend;
 - ``ClickIngestService``: the high-rate click path (see ``streams.ingest`` for why it is an
   aiokafka consumer driven by a Faust service rather than an agent);
 - the storage handle, opened once per worker.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
@@ -32,6 +35,9 @@ class Runtime:
         self.storage = storage
         self.catalogue = Catalogue().load(storage)
         self.ingest: ClickIngest | None = None
+        self.labeller = None  # streams.labelling.Labeller, set when the worker starts
+        self.last_label_report = None
+        self.pairs_handled = 0  # routed-pair messages the labeller has finished
 
 
 def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool = False) -> faust.App:
@@ -63,6 +69,42 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
                 except InvalidEvent as bad:
                     log.warning("bad item message skipped: %s", bad)
             runtime.catalogue.upsert(storage, good)
+
+    pairs_topic = app.topic(settings.topic_pairs_to_score, key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw")
+
+    @app.agent(pairs_topic)
+    async def label_pairs(stream):
+        """Routed pairs -> pair_labels (default / cached / LLM / few-shot LLM) or the DLQ.
+
+        Batches of up to 200 pairs are scored concurrently (the backend guard bounds the
+        calls in flight); the offsets are acknowledged after the labels are written."""
+        while runtime.labeller is None:
+            await asyncio.sleep(0.05)
+        async for events in stream.take_events(200, within=0.5):
+            report = await runtime.labeller.handle([(e.key, e.value) for e in events])
+            runtime.last_label_report = report
+            runtime.pairs_handled += len(events)
+            log.info("labelled %s, cached %d, dead %s in %.2fs",
+                     report.labelled, report.cached, report.dead, report.seconds)
+
+    @app.service
+    class LabellerService(Service):
+        """Owns the scoring backend and the producer of the pairs DLQ."""
+
+        async def on_start(self) -> None:
+            from aiokafka import AIOKafkaProducer
+
+            from .labelling import Labeller, build_scorer
+
+            self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+            await self.producer.start()
+            runtime.labeller = Labeller(settings, storage, build_scorer(settings), self.producer)
+
+        async def on_stop(self) -> None:
+            if runtime.labeller is not None:
+                await runtime.labeller.scorer.backend.close()
+            await self.producer.stop()
 
     @app.service
     class ClickIngestService(Service):

@@ -70,20 +70,33 @@ def cmd_worker(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(_settings(args), args)
+    settings = _settings(args)
+    overrides = {k: v for k, v in (("llm_backend", args.llm), ("llm_url", args.llm_url),
+                                   ("llm_model", args.llm_model)) if v}
+    return run_demo(settings.replace(**overrides) if overrides else settings, args)
 
 
 def cmd_bench(args) -> int:
-    from .benchmarks import ingest as bench_ingest
-
     if args.what == "ingest":
+        from .benchmarks import ingest as bench_ingest
+
         result = bench_ingest.run(args)
+    elif args.what == "score":
+        from .benchmarks import score as bench_score
+
+        result = bench_score.run(args)
     else:
         print(f"unknown benchmark {args.what}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def cmd_labels(args) -> int:
+    from .labels_cli import run
+
+    return run(_settings(args), args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,18 +143,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=200000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR (default .pairstream)")
+    p.add_argument("--llm", choices=["heuristic", "openai", "hf"],
+                   help="scoring backend (default: PAIRSTREAM_LLM_BACKEND, else heuristic)")
+    p.add_argument("--llm-url", help="openai: base URL of the endpoint (…/v1)")
+    p.add_argument("--llm-model", help="openai: model name; hf: local model directory")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks (print figures; --json for one JSON object)",
                        description="Benchmarks. ingest: Kafka -> pairs -> ClickHouse against "
-                                   "raw aiokafka consumption in the same run.")
-    p.add_argument("what", choices=["ingest"], help="which benchmark")
+                                   "raw aiokafka consumption in the same run. score: LLM "
+                                   "labelling against a local OpenAI-compatible server with a "
+                                   "fixed latency (prompt splitting, concurrency, cache).")
+    p.add_argument("what", choices=["ingest", "score"], help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
                    help="events offered at --fresh-rate for the freshness measurement")
     p.add_argument("--fresh-rate", type=float, default=10000, help="offered events/s for freshness")
+    p.add_argument("--pairs", type=int, default=500, help="score: pairs to label")
+    p.add_argument("--latency-ms", type=float, default=50.0, help="score: server latency per reply")
+    p.add_argument("--concurrency", type=int, default=64, help="score: most prompts in flight")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("labels", help="list, inspect and override pair labels",
+                       description="Pair labels in ClickHouse. A manual label (source manual) "
+                                   "always wins over default, LLM and heuristic ones. Embedded "
+                                   "chDB is one process at a time: stop the worker first.")
+    p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list", help="effective labels, newest first")
+    a.add_argument("--source", choices=["default", "llm", "heuristic", "manual"])
+    a.add_argument("--tier", choices=["low", "medium", "high"])
+    a.add_argument("--limit", type=int, default=20)
+    a.add_argument("--json", action="store_true", help="JSON lines")
+    a = actions.add_parser("show", help="every label of one pair, with per-dimension reasons")
+    a.add_argument("item_a")
+    a.add_argument("item_b")
+    a = actions.add_parser("set", help="override a pair's label (source manual)")
+    a.add_argument("item_a")
+    a.add_argument("item_b")
+    a.add_argument("score", type=float, help="1..10")
+    a.add_argument("--reason", default="", help="why (kept with the label)")
+    p.set_defaults(func=cmd_labels)
     return parser
 
 

@@ -48,6 +48,7 @@ def run_demo(settings: Settings, args) -> int:
             return 1
         print("[3/3] done: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
         _print_top_pairs(storage)
+        _print_labels(storage)
     return 0
 
 
@@ -71,11 +72,23 @@ async def _stream(settings: Settings, bootstrap: str, storage, expected: int) ->
                 if done >= expected or time.time() - started > 600:
                     break
         totals = dict(runtime.ingest.totals)
+        await runtime.ingest.checkpoint()  # route what the last batches touched
+        await runtime.ingest.drain()
+        routed = runtime.ingest.router.routed_total
+        with tqdm(total=routed, desc="labelling", unit="pair") as bar:
+            deadline = time.time() + 300
+            while runtime.pairs_handled < routed and time.time() < deadline:
+                await asyncio.sleep(0.5)
+                bar.n = runtime.pairs_handled
+                bar.refresh()
+            bar.n = runtime.pairs_handled
+            bar.refresh()
     finally:
         await app.stop()
     seconds = time.time() - started
     return {"events": totals.get("events", 0), "invalid": totals.get("invalid", 0),
-            "pair_rows": totals.get("pairs", 0), "seconds": round(seconds, 1)}
+            "pair_rows": totals.get("pairs", 0), "routed": routed,
+            "labelled": runtime.pairs_handled, "seconds": round(seconds, 1)}
 
 
 def _print_top_pairs(storage) -> None:
@@ -93,3 +106,19 @@ def _print_top_pairs(storage) -> None:
         print(f"  {n:6d}  {ta[:40]:40s} + {tb[:40]}")
     names = {1: "low", 2: "medium", 3: "high"}
     print("pairs routed to scoring by tier: " + ", ".join(f"{names[t]}={n}" for t, n in tiers))
+
+
+def _print_labels(storage) -> None:
+    from .storage.labels import effective_labels
+
+    rows = effective_labels(storage)
+    by_source: dict[str, int] = {}
+    for row in rows:
+        by_source[row["source"]] = by_source.get(row["source"], 0) + 1
+    print("labels by source: " + (", ".join(f"{k}={v}" for k, v in sorted(by_source.items())) or "none"))
+    scored = sorted((r for r in rows if r["dim_scores"]), key=lambda r: -r["score"])[:3]
+    for row in scored:
+        print(f"  {row['item_a']} + {row['item_b']}: {row['score']:.2f} "
+              f"(backend={row['backend']}, tier {row['tier']})")
+        for dim, value in row["dim_scores"].items():
+            print(f"      {dim:10} {value:4.1f}  {row['dim_reasons'].get(dim, '')}")

@@ -29,3 +29,8 @@ CH_WRITE_SECONDS = Histogram(
 )
 CH_ERRORS = Counter("pairstream_clickhouse_errors_total", "Failed ClickHouse calls (retried).")
 CATALOGUE_ITEMS = Gauge("pairstream_catalogue_items", "Items known to the worker's catalogue.")
+LABELS = Counter("pairstream_labels_total", "Pair labels written, by source.", ["source"])
+LABEL_SKIPS = Counter(
+    "pairstream_label_cache_hits_total", "Routed pairs not scored again (same prompt version and "
+    "backend, or a manual label)."
+)

@@ -39,6 +39,7 @@ class TierRouter:
         self.storage = storage
         self.producer = producer  # aiokafka producer, set by the ingest
         self.last_routed = 0
+        self.routed_total = 0  # messages produced to pairs-to-score by this router
 
     def crossings(self, touched_pairs: pa.Table) -> pa.Table:
         """item_a, item_b, tier (new), total: the touched pairs now above their routed tier.
@@ -87,6 +88,7 @@ class TierRouter:
     async def route(self, touched_pairs: pa.Table) -> int:
         crossings = await asyncio.to_thread(self.crossings, touched_pairs)
         self.last_routed = n = crossings.num_rows
+        self.routed_total += n
         if not n:
             return 0
         now = time.time()

