@@ -81,6 +81,10 @@ def cmd_bench(args) -> int:
         from .benchmarks import ingest as bench_ingest
 
         result = bench_ingest.run(args)
+    elif args.what == "distill":
+        from .benchmarks import distill as bench_distill
+
+        result = bench_distill.run(args)
     elif args.what == "score":
         from .benchmarks import score as bench_score
 
@@ -90,6 +94,32 @@ def cmd_bench(args) -> int:
         return 2
     if args.json:
         print(json.dumps(result))
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from training.pipeline import DistillConfig, run
+
+    from .storage import open_storage
+
+    settings = _settings(args)
+    config = DistillConfig(
+        teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
+        student_epochs=args.epochs, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
+        beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance)
+    storage = open_storage(settings)
+    try:
+        result = run(storage, settings.data_dir, config)
+    finally:
+        storage.close()
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        d = result["decision"]
+        print(f"{result['version']}: cross-encoder Spearman vs labels "
+              f"{result['metrics']['cross']['spearman_vs_labels']:.3f}, "
+              f"{'promoted' if d['promoted'] else 'rejected'} (incumbent {d['incumbent']}); "
+              f"report {result['report']['json']}")
     return 0
 
 
@@ -154,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "raw aiokafka consumption in the same run. score: LLM "
                                    "labelling against a local OpenAI-compatible server with a "
                                    "fixed latency (prompt splitting, concurrency, cache).")
-    p.add_argument("what", choices=["ingest", "score"], help="which benchmark")
+    p.add_argument("what", choices=["ingest", "score", "distill"], help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
                    help="events offered at --fresh-rate for the freshness measurement")
@@ -162,8 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=500, help="score: pairs to label")
     p.add_argument("--latency-ms", type=float, default=50.0, help="score: server latency per reply")
     p.add_argument("--concurrency", type=int, default=64, help="score: most prompts in flight")
+    p.add_argument("--labelled", type=int, default=600, help="distill: labelled pairs")
+    p.add_argument("--backbone", default="minilm", help="distill: student backbone (minilm|tiny|PATH)")
+    p.add_argument("--epochs", type=int, default=3, help="distill: student epochs")
+    p.add_argument("--teacher-epochs", type=int, default=8, help="distill: teacher epochs")
+    p.add_argument("--out", help="distill: keep artifacts and the report here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("distill", help="one training round: teacher -> students -> ONNX -> gate",
+                       description="Read labels from ClickHouse, fine-tune the teacher (tiny "
+                                   "Qwen2 on a CPU, or --teacher PATH), distil the cross-encoder "
+                                   "and two-tower students, export ONNX with parity checks, and "
+                                   "promote if the held-out metrics beat the promoted model. "
+                                   "Runs on one device: CUDA where torch sees a GPU, else CPU.")
+    p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
+    p.add_argument("--teacher", default="", help="local Qwen checkpoint (LoRA on a GPU)")
+    p.add_argument("--backbone", default="minilm", help="student backbone: minilm | tiny | PATH")
+    p.add_argument("--augment", type=float, default=1.0,
+                   help="teacher-labelled pairs per labelled training pair")
+    p.add_argument("--epochs", type=int, default=3, help="student epochs")
+    p.add_argument("--teacher-epochs", type=int, default=6)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the KL to the teacher")
+    p.add_argument("--beta", type=float, default=0.3, help="weight of the label cross-entropy")
+    p.add_argument("--gamma", type=float, default=0.2, help="weight of the score MSE")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--tolerance", type=float, default=0.01, help="promotion gate tolerance")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("labels", help="list, inspect and override pair labels",
                        description="Pair labels in ClickHouse. A manual label (source manual) "

@@ -55,13 +55,10 @@ class Item:
         return orjson.dumps(asdict(self))
 
     def text(self) -> str:
-        """One line describing the item: what the student and the prompts see."""
-        parts = [self.title or self.item_id, f"category: {self.category}"]
-        for name in ("brand", "color", "condition", "model"):
-            value = getattr(self, name)
-            if value:
-                parts.append(f"{name}: {value}")
-        return "; ".join(parts)
+        """One line describing the item: what the students and the teacher see."""
+        from models.text import item_text
+
+        return item_text(asdict(self))
 
 
 def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""Training pairs from ``pair_labels`` (effective labels) joined with the items' text.
+
+- Split by pair, deterministically: sha1 of "a|b" -> train / val / test, so a pair never
+  sits in two splits and a relabelled pair stays where it was.
+- Soft targets: the LLM's own distribution where the backend stored one (the rubric-weighted
+  mixture of the five dimensions' distributions), otherwise a Gaussian around the label
+  (sigma ``label_sigma`` bins): a 7 also says "6 or 8 is not far off".
+- Weights: manual labels count ``manual_weight`` times (a person checked them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.rubric import load_rubric
+from models.text import item_text
+
+PRODUCT_COLUMNS = ("title", "category", "brand", "color", "condition", "model")
+
+
+@dataclass
+class PairExample:
+    item_a: str
+    item_b: str
+    text_a: str
+    text_b: str
+    target: np.ndarray  # 10 probabilities
+    label: float | None  # the 1..10 label; None for teacher-augmented rows
+    weight: float
+    split: str
+    source: str
+
+
+def split_of(item_a: str, item_b: str, val: float = 0.1, test: float = 0.1) -> str:
+    bucket = int(hashlib.sha1(f"{item_a}|{item_b}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if bucket < test else "val" if bucket < test + val else "train"
+
+
+def smoothed(label: float, sigma: float = 1.0) -> np.ndarray:
+    bins = np.arange(1, 11, dtype=np.float64)
+    p = np.exp(-0.5 * ((bins - label) / sigma) ** 2)
+    return (p / p.sum()).astype(np.float32)
+
+
+def items_text(storage, ids: list[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    cols = ", ".join(f"argMax({c}, updated_at) AS {c}" for c in PRODUCT_COLUMNS)
+    table = storage.query_arrow(
+        f"SELECT item_id, {cols} FROM {storage.table('items')} "
+        "WHERE item_id IN {ids:Array(String)} GROUP BY item_id", {"ids": ids})
+    return {row["item_id"]: item_text(row) for row in (table.to_pylist() if table.num_rows else [])}
+
+
+def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
+                  rubric_path: str = "") -> list[PairExample]:
+    from streams.storage.labels import effective_labels
+
+    weights = load_rubric(rubric_path).weights()
+    rows = effective_labels(storage)
+    texts = items_text(storage, sorted({r["item_a"] for r in rows} | {r["item_b"] for r in rows}))
+    out = []
+    for row in rows:
+        a, b = row["item_a"], row["item_b"]
+        if a not in texts or b not in texts:
+            continue  # an item left the catalogue
+        dists = row["dim_dists"]
+        if dists and set(dists) >= set(weights):
+            target = sum(weights[d] * np.asarray(dists[d], np.float64) for d in weights)
+            target = (target / target.sum()).astype(np.float32)
+        else:
+            target = smoothed(float(row["score"]), label_sigma)
+        out.append(PairExample(a, b, texts[a], texts[b], target, float(row["score"]),
+                               manual_weight if row["source"] == "manual" else 1.0,
+                               split_of(a, b), row["source"]))
+    return sorted(out, key=lambda e: (e.item_a, e.item_b))
+
+
+def candidate_pairs(storage, exclude: set[tuple[str, str]], limit: int) -> list[tuple[str, str]]:
+    """Unlabelled pairs from ``pair_counts`` (any tier), most frequent first."""
+    if limit <= 0:
+        return []
+    rows = storage.query_rows(
+        f"SELECT item_a, item_b, sum(count) AS n FROM {storage.table('pair_counts')} "
+        "GROUP BY item_a, item_b ORDER BY n DESC, item_a, item_b LIMIT {lim:UInt64}",
+        {"lim": limit + len(exclude)})
+    out = [(a, b) for a, b, _ in rows if (a, b) not in exclude]
+    return out[:limit]

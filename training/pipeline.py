@@ -1,0 +1,196 @@
+"""One distillation run, end to end; the Python API behind ``pairstream distill``.
+
+labels in ClickHouse -> dataset (split by pair) -> teacher (soft targets) -> augmentation
+(teacher labels unlabelled candidate pairs from ``pair_counts``) -> cross-encoder and
+two-tower students (KD + CE + MSE) -> held-out evaluation -> ONNX export with parity (and
+optional int8) -> registry -> promotion gate -> report (JSON + PNG).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.losses import DistillationLoss
+from models.onnx_export import (cross_parity, export_cross_encoder, export_two_tower,
+                                quantize_int8, two_tower_parity)
+
+from . import registry
+from .dataset import PairExample, candidate_pairs, items_text, load_labelled
+from .evaluate import evaluate
+from .report import write_report
+from .students import predict_scores, train_student
+from .teacher import Teacher
+
+log = logging.getLogger(__name__)
+BINS = np.arange(1, 11, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    alpha: float = 0.5  # weight of the temperature-scaled KL to the teacher
+    beta: float = 0.3  # weight of the cross-entropy on the label bin
+    gamma: float = 0.2  # weight of the MSE between expected scores
+    temperature: float = 2.0
+    teacher_path: str = ""  # a local Qwen checkpoint; empty = tiny Qwen2 config (CPU)
+    teacher_epochs: int = 6
+    teacher_lr: float = 5e-4
+    student_backbone: str = "minilm"  # minilm | tiny | a local BERT checkpoint
+    student_epochs: int = 3
+    student_lr: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 96
+    augment_multiple: float = 1.0  # teacher-labelled pairs per labelled training pair
+    manual_weight: float = 3.0
+    tolerance: float = 0.01  # gate: how much worse than the promoted model is still accepted
+    quantize: bool = True
+    parity_tolerance: float = 1e-4
+    seed: int = 0
+
+
+def _augment(storage, teacher: Teacher, labelled: list[PairExample], multiple: float) -> list[PairExample]:
+    n = int(round(multiple * sum(e.split == "train" for e in labelled)))
+    pairs = candidate_pairs(storage, {(e.item_a, e.item_b) for e in labelled}, n)
+    texts = items_text(storage, sorted({a for a, _ in pairs} | {b for _, b in pairs}))
+    rows = [PairExample(a, b, texts[a], texts[b], np.full(10, 0.1, np.float32), None, 1.0, "train", "teacher")
+            for a, b in pairs if a in texts and b in texts]
+    if rows:
+        for row, probs in zip(rows, teacher.predict(rows)):
+            row.target = probs.astype(np.float32)
+    return rows
+
+
+def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
+        augmentation_curve: list[float] | None = None, register: bool = True) -> dict:
+    """Run once; returns the report dict (metrics, artifacts, promotion decision)."""
+    started = time.time()
+    version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{int(started * 1000) % 1000:03d}"
+    out = Path(data_dir) / "models" / version
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    labelled = load_labelled(storage, config.manual_weight)
+    train = [e for e in labelled if e.split == "train"]
+    test = [e for e in labelled if e.split == "test"]
+    if len(train) < 8 or len(test) < 3:
+        raise ValueError(f"too few labels to train: {len(train)} train / {len(test)} test pairs")
+    teacher = Teacher.build(config.teacher_path or None, Path(data_dir) / "models", seed=config.seed,
+                            max_length=config.max_length)
+    teacher_curve = teacher.fit(train, config.teacher_epochs, config.teacher_lr, config.batch_size,
+                                config.seed)
+    teacher_test = teacher.predict(test) @ BINS
+    labels_test = np.array([e.label for e in test], np.float32)
+    pairs_test = [(e.item_a, e.item_b) for e in test]
+    loss = DistillationLoss(config.alpha, config.beta, config.gamma, config.temperature)
+
+    def students(multiple: float) -> dict:
+        augmented = _augment(storage, teacher, labelled, multiple)
+        rows = train + augmented
+        teacher_probs = teacher.predict(rows)
+        result = {"multiple": multiple, "train_labelled": len(train), "train_augmented": len(augmented)}
+        for kind in ("cross", "two_tower"):
+            model, tokenizer, curve = train_student(
+                kind, rows, teacher_probs, config.student_backbone, loss, config.student_epochs,
+                config.student_lr, config.batch_size, config.max_length, config.seed)
+            scores = predict_scores(kind, model, tokenizer, test, config.max_length)
+            result[kind] = {"model": model, "tokenizer": tokenizer, "curve": curve, "scores": scores,
+                            "metrics": evaluate(pairs_test, scores, teacher_test, labels_test)}
+        return result
+
+    curve_points = []
+    for multiple in augmentation_curve or []:
+        if multiple == config.augment_multiple:
+            continue
+        point = students(multiple)
+        curve_points.append(_curve_point(point))
+    main = students(config.augment_multiple)
+    curve_points = sorted(curve_points + [_curve_point(main)], key=lambda p: p["multiple"])
+
+    artifacts = {"dir": str(out)}
+    cross, tower = main["cross"], main["two_tower"]
+    artifacts["cross_encoder"] = str(export_cross_encoder(cross["model"], out))
+    t_path, h_path = export_two_tower(tower["model"], out)
+    artifacts["item_encoder"], artifacts["pair_head"] = str(t_path), str(h_path)
+    cross["tokenizer"].save_pretrained(out / "tokenizer")
+    artifacts["tokenizer"] = str(out / "tokenizer")
+    vocab = cross["tokenizer"].vocab_size
+    parity = {"cross": cross_parity(cross["model"], Path(artifacts["cross_encoder"]), vocab, config.seed),
+              "two_tower": two_tower_parity(tower["model"], t_path, h_path, vocab, config.seed)}
+    if max(parity.values()) > config.parity_tolerance:
+        raise RuntimeError(f"ONNX parity failed: {parity} > {config.parity_tolerance}")
+    metrics = {
+        "teacher": evaluate(pairs_test, teacher_test, teacher_test, labels_test),
+        "cross": cross["metrics"], "two_tower": tower["metrics"], "onnx_parity_max_abs": parity,
+        "n_train": len(train), "n_test": len(test), "n_augmented": main["train_augmented"],
+    }
+    if config.quantize:
+        metrics["int8"] = _int8(Path(artifacts["cross_encoder"]), cross["tokenizer"], test,
+                                cross["scores"], config.max_length)
+        artifacts["cross_encoder_int8"] = metrics["int8"].pop("path")
+    decision = _gate(storage, version, metrics, artifacts, test, cross["tokenizer"], config,
+                     started) if register else {"promoted": None, "reason": "not registered"}
+    result = {
+        "version": version, "config": asdict(config), "metrics": metrics, "artifacts": artifacts,
+        "augmentation_curve": curve_points, "decision": decision,
+        "minutes": round((time.time() - started) / 60, 2),
+    }
+    plots = write_report(out / "report", result,
+                         {"teacher": teacher_curve, "cross student": cross["curve"],
+                          "two-tower student": tower["curve"]},
+                         {"cross-encoder": (teacher_test, cross["scores"]),
+                          "two-tower": (teacher_test, tower["scores"])},
+                         curve_points if len(curve_points) > 1 else None)
+    result["report"] = plots
+    return result
+
+
+def _curve_point(result: dict) -> dict:
+    return {"multiple": result["multiple"], "train_augmented": result["train_augmented"],
+            "spearman_cross_vs_labels": result["cross"]["metrics"]["spearman_vs_labels"],
+            "spearman_two_tower_vs_labels": result["two_tower"]["metrics"]["spearman_vs_labels"],
+            "spearman_cross_vs_teacher": result["cross"]["metrics"]["spearman_vs_teacher"],
+            "spearman_two_tower_vs_teacher": result["two_tower"]["metrics"]["spearman_vs_teacher"]}
+
+
+def _onnx_scores(path: Path, tokenizer, examples, max_length: int) -> np.ndarray:
+    from models.runtime import OnnxCrossEncoder
+
+    scorer = OnnxCrossEncoder(path.parent, tokenizer, file=path.name, max_length=max_length)
+    return scorer.predict([(e.text_a, e.text_b) for e in examples])
+
+
+def _int8(path: Path, tokenizer, test, fp32_scores, max_length: int) -> dict:
+    quantised = quantize_int8(path)
+    scores = _onnx_scores(quantised, tokenizer, test, max_length)
+    from scipy.stats import spearmanr
+
+    labels = [e.label for e in test]
+    return {"path": str(quantised),
+            "max_abs_score_delta": float(np.abs(scores - fp32_scores).max()),
+            "spearman_vs_labels_delta": float(spearmanr(scores, labels)[0] - spearmanr(fp32_scores, labels)[0])}
+
+
+def _gate(storage, version, metrics, artifacts, test, tokenizer, config, started) -> dict:
+    candidate = metrics["cross"][registry.GATE_METRIC]
+    incumbent_row = registry.promoted(storage)
+    incumbent = None
+    if incumbent_row is not None:
+        from transformers import AutoTokenizer
+
+        old = incumbent_row["artifacts"]
+        old_scores = _onnx_scores(Path(old["cross_encoder"]), AutoTokenizer.from_pretrained(old["tokenizer"]),
+                                  test, config.max_length)
+        incumbent = evaluate([(e.item_a, e.item_b) for e in test], old_scores, old_scores,
+                             [e.label for e in test])[registry.GATE_METRIC]
+    ok = registry.gate(candidate, incumbent, config.tolerance)
+    if ok:
+        registry.promote(storage, version, metrics, artifacts, started)
+    else:
+        registry.record(storage, version, "rejected", metrics, artifacts, started)
+    return {"promoted": ok, "metric": registry.GATE_METRIC, "candidate": candidate,
+            "incumbent": incumbent, "incumbent_version": incumbent_row and incumbent_row["version"],
+            "tolerance": config.tolerance}

@@ -1,0 +1,72 @@
+"""Distil the teacher into the two students (``models.students``) with ``DistillationLoss``.
+
+Custom loop for the same reason as the teacher's: soft targets, masked label term, row
+weights. The encoder learns at ``lr``, the fresh head ten times faster.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from models.losses import DistillationLoss
+from models.students import CrossEncoderStudent, TwoTowerStudent, load_encoder
+
+from .batches import item_inputs, label_bins, minibatches, pair_inputs, weights
+
+
+def _optimizer(model, lr: float):
+    head = [p for n, p in model.named_parameters() if n.startswith("head")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("head")]
+    return torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": lr * 10}],
+                             weight_decay=0.01)
+
+
+def _forward(kind: str, model, tokenizer, batch, max_length: int):
+    if kind == "cross":
+        enc = pair_inputs(tokenizer, batch, max_length)
+        return model(enc["input_ids"], enc["attention_mask"],
+                     enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
+    a = item_inputs(tokenizer, [e.text_a for e in batch], max_length)
+    b = item_inputs(tokenizer, [e.text_b for e in batch], max_length)
+    return model(a["input_ids"], a["attention_mask"], b["input_ids"], b["attention_mask"])
+
+
+def train_student(kind: str, train, teacher_probs, backbone: str, loss: DistillationLoss,
+                  epochs: int = 3, lr: float = 5e-5, batch_size: int = 16, max_length: int = 96,
+                  seed: int = 0):
+    """Returns (model, tokenizer, per-epoch mean losses). ``teacher_probs`` aligns with ``train``."""
+    torch.manual_seed(seed)
+    encoder, tokenizer = load_encoder(backbone)
+    model = CrossEncoderStudent(encoder) if kind == "cross" else TwoTowerStudent(encoder)
+    optimizer = _optimizer(model, lr)
+    rows = list(zip(train, torch.tensor(teacher_probs, dtype=torch.float32)))
+    history = []
+    model.train()
+    for epoch in range(epochs):
+        total, n = 0.0, 0
+        batches = list(minibatches(rows, batch_size, shuffle=True, seed=seed + epoch))
+        for chunk in tqdm(batches, desc=f"{kind} student epoch {epoch + 1}/{epochs}", leave=False):
+            batch = [e for e, _ in chunk]
+            logits = _forward(kind, model, tokenizer, batch, max_length)
+            parts = loss(logits, torch.stack([t for _, t in chunk]), label_bins(batch), weights(batch))
+            optimizer.zero_grad()
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            total += parts["loss"].item() * len(batch)
+            n += len(batch)
+        history.append(total / max(n, 1))
+    model.eval()
+    return model, tokenizer, history
+
+
+@torch.inference_mode()
+def predict_scores(kind: str, model, tokenizer, examples, max_length: int = 96, batch_size: int = 64):
+    """Expected 1..10 score per example (torch path; serving uses ONNX)."""
+    model.eval()
+    out = []
+    bins = torch.arange(1, 11, dtype=torch.float32)
+    for batch in minibatches(examples, batch_size, shuffle=False, seed=0):
+        out.append(torch.softmax(_forward(kind, model, tokenizer, batch, max_length), -1) @ bins)
+    return torch.cat(out).numpy() if out else torch.zeros(0).numpy()

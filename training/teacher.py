@@ -1,0 +1,95 @@
+"""The teacher: a Qwen2-architecture causal LM with a classification head over the 10 bins.
+
+Trained on soft targets (cross-entropy against a distribution, i.e. KL up to a constant);
+its score is the expected value of its distribution. On a CPU: a tiny Qwen2 config with the
+MiniLM vocabulary (``models.local``), fully fine-tuned. On a GPU with a real checkpoint from a
+local path: LoRA adapters via ``peft`` (the ``gpu`` extra), the base weights frozen.
+
+A custom loop rather than ``transformers.Trainer``: the loss takes soft targets and per-row
+weights, and the loop is twenty lines; Trainer would need a subclass for exactly that.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.local import build_tiny_causal_lm
+
+from .batches import minibatches, targets, weights
+
+log = logging.getLogger(__name__)
+
+
+def teacher_text(example) -> str:
+    return f"product A: {example.text_a}\nproduct B: {example.text_b}"
+
+
+class Teacher:
+    def __init__(self, model, tokenizer, device: str, max_length: int = 128):
+        self.model, self.tokenizer, self.device, self.max_length = model, tokenizer, device, max_length
+
+    @classmethod
+    def build(cls, path: str | None, workdir: Path, lora: bool | None = None, seed: int = 0,
+              max_length: int = 128) -> "Teacher":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if not path:
+            path = str(build_tiny_causal_lm(Path(workdir) / "tiny-qwen2-teacher", seed=seed,
+                                            layers=4, hidden=128))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=10)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if lora if lora is not None else device == "cuda":
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32,
+                                                     lora_dropout=0.05))
+            log.info("teacher: LoRA adapters on %s", path)
+        return cls(model.to(device), tokenizer, device, max_length)
+
+    def _inputs(self, batch):
+        enc = self.tokenizer([teacher_text(e) for e in batch], padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items() if k != "token_type_ids"}
+
+    def fit(self, train, epochs: int = 3, lr: float = 5e-4, batch_size: int = 16, seed: int = 0) -> list[float]:
+        """Soft-target training; returns the mean loss of each epoch."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        history = []
+        self.model.train()
+        for epoch in range(epochs):
+            total, n = 0.0, 0
+            batches = list(minibatches(train, batch_size, shuffle=True, seed=seed + epoch))
+            for batch in tqdm(batches, desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False):
+                logits = self.model(**self._inputs(batch)).logits
+                w = weights(batch).to(self.device)
+                loss_rows = -(targets(batch).to(self.device) * torch.log_softmax(logits, -1)).sum(-1)
+                loss = (w * loss_rows).sum() / w.sum()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                total += loss.item() * len(batch)
+                n += len(batch)
+            history.append(total / max(n, 1))
+        self.model.eval()
+        return history
+
+    @torch.inference_mode()
+    def predict(self, examples, batch_size: int = 64) -> np.ndarray:
+        """P(score = 1..10) per example."""
+        self.model.eval()
+        out = []
+        for batch in minibatches(examples, batch_size, shuffle=False, seed=0):
+            out.append(torch.softmax(self.model(**self._inputs(batch)).logits.float(), -1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
