@@ -38,6 +38,32 @@ class Runtime:
         self.labeller = None  # streams.labelling.Labeller, set when the worker starts
         self.last_label_report = None
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
+        self._lag = None
+
+    def sample_freshness(self) -> None:
+        """Newest row time of the tables the re-ranker and the trainer read."""
+        from . import metrics
+
+        st = self.storage
+        for table, column in (("ingest_batches", "created_at"), ("pair_labels", "labelled_at"),
+                              ("pair_scores", "scored_at")):
+            value = st.query_value(f"SELECT toFloat64(max({column})) FROM {st.table(table)}")
+            if value:
+                metrics.TABLE_NEWEST.labels(table="pair_counts" if table == "ingest_batches" else table).set(value)
+
+    def sample_lag(self) -> None:
+        from . import metrics
+        from .lag import LagSampler
+
+        if self._lag is None:
+            self._lag = LagSampler(self.bootstrap)
+        groups = [self.settings.app_id, f"{self.settings.app_id}-ingest"]
+        self._lag.sample(groups)
+        for row in self._lag.table(10):
+            labels = (row["group"], row["topic"], str(row["partition"]))
+            metrics.CONSUMER_LAG.labels(*labels).set(row["lag"])
+            if row["lag_seconds"] is not None:
+                metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(row["lag_seconds"])
 
 
 def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool = False) -> faust.App:
@@ -49,8 +75,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 3),
         topic_partitions=settings.topic_partitions,
         store="memory://",
-        web_enabled=web,
-        web_port=settings.web_port,
+        web_enabled=False,  # our own endpoints (streams.web) are served by WebService below
         datadir=f"{settings.data_dir}/faust",
     )
     app.runtime = runtime  # type: ignore[attr-defined]
@@ -123,5 +148,27 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         async def on_stop(self) -> None:
             if runtime.ingest is not None:
                 await runtime.ingest.stop()
+
+    if web:
+        @app.service
+        class WebService(Service):
+            """``/metrics``, ``/healthz``, ``/readyz`` on ``PAIRSTREAM_WEB_PORT``."""
+
+            async def on_start(self) -> None:
+                from .web import assignment_check, broker_check, build_app, serve, storage_check
+
+                checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
+                          "partitions": assignment_check(runtime)}
+                self.runner = await serve(build_app(checks), settings.web_port)
+                log.info("web endpoints on :%d", settings.web_port)
+
+            async def on_stop(self) -> None:
+                await self.runner.cleanup()
+
+    @app.timer(interval=10.0)
+    async def export_lag():
+        """Consumer lag of the worker's groups as Prometheus gauges (every 10 s)."""
+        await asyncio.to_thread(runtime.sample_lag)
+        await asyncio.to_thread(runtime.sample_freshness)
 
     return app

@@ -34,3 +34,15 @@ LABEL_SKIPS = Counter(
     "pairstream_label_cache_hits_total", "Routed pairs not scored again (same prompt version and "
     "backend, or a manual label)."
 )
+CONSUMER_LAG = Gauge("pairstream_consumer_lag_messages", "End offset minus committed offset.",
+                     ["group", "topic", "partition"])
+CONSUMER_LAG_SECONDS = Gauge("pairstream_consumer_lag_seconds",
+                             "Lag divided by the recent consume rate (an estimate).",
+                             ["group", "topic", "partition"])
+TABLE_NEWEST = Gauge("pairstream_table_newest_row_timestamp_seconds",
+                     "Time of the newest row of a table (freshness).", ["table"])
+TRAINING_RUNS = Counter("pairstream_training_runs_total", "Training runs by outcome.", ["status"])
+TRAINING_SECONDS = Histogram("pairstream_training_run_seconds", "Duration of training runs.",
+                             buckets=(60, 300, 900, 1800, 3600, 7200))
+PROMOTED_VERSION = Gauge("pairstream_promoted_model_info", "1 for the promoted model version.",
+                         ["version"])

@@ -1,0 +1,69 @@
+"""The worker's endpoints, served for real and scraped over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from types import SimpleNamespace
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams import metrics
+from streams.web import assignment_check, broker_check, build_app, serve, storage_check
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_all(app, paths):
+    async def go():
+        port = _free_port()
+        runner = await serve(app, port, "127.0.0.1")
+        try:
+            async with aiohttp.ClientSession() as session:
+                out = {}
+                for path in paths:
+                    async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+                        out[path] = (response.status, await response.text())
+                return out
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(go())
+
+
+def test_health_readiness_and_metrics(storage, broker):
+    runtime = SimpleNamespace(ingest=SimpleNamespace(partitions={0: None, 2: None}))
+    metrics.DLQ.labels(topic="clicks", reason="bad_json").inc()
+    app = build_app({"clickhouse": storage_check(storage), "kafka": broker_check(broker.bootstrap),
+                     "partitions": assignment_check(runtime)})
+    got = _get_all(app, ["/healthz", "/readyz", "/metrics"])
+    assert got["/healthz"][0] == 200
+    assert got["/readyz"][0] == 200 and '"ready": true' in got["/readyz"][1]
+    families = {f.name: f for f in text_string_to_metric_families(got["/metrics"][1])}
+    ours = [f for name, f in families.items() if name.startswith("pairstream_")]
+    assert len(ours) >= 15
+    for family in ours:  # Prometheus naming: counters end in _total once exposed
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+        assert not any("item" in label or "pair" == label for s in family.samples for label in s.labels)
+    dead = [s for s in families["pairstream_dead_letters"].samples
+            if s.name.endswith("_total") and s.labels.get("reason") == "bad_json"]
+    assert dead and dead[0].value >= 1
+
+
+def test_not_ready_without_partitions_or_clickhouse(storage, broker):
+    class Down:
+        def query_value(self, sql):
+            raise ConnectionError("refused")
+
+    runtime = SimpleNamespace(ingest=None)
+    app = build_app({"clickhouse": storage_check(Down()), "kafka": broker_check(broker.bootstrap),
+                     "partitions": assignment_check(runtime)})
+    status, body = _get_all(app, ["/readyz"])["/readyz"]
+    assert status == 503
+    assert '"kafka": {"ok": true' in body and '"clickhouse": {"ok": false' in body
