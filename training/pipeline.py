@@ -86,11 +86,12 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
     labels_test = np.array([e.label for e in test], np.float32)
     pairs_test = [(e.item_a, e.item_b) for e in test]
     loss = DistillationLoss(config.alpha, config.beta, config.gamma, config.temperature)
+    train_probs = teacher.predict(train)  # the KD targets of the labelled rows, once
 
     def students(multiple: float) -> dict:
-        augmented = _augment(storage, teacher, labelled, multiple)
+        augmented = _augment(storage, teacher, labelled, multiple)  # targets = teacher output
         rows = train + augmented
-        teacher_probs = teacher.predict(rows)
+        teacher_probs = np.concatenate([train_probs] + [r.target[None] for r in augmented])
         result = {"multiple": multiple, "train_labelled": len(train), "train_augmented": len(augmented)}
         for kind in ("cross", "two_tower"):
             model, tokenizer, curve = train_student(
