@@ -179,15 +179,15 @@ class ClickIngest:
             await self.drain()
         finally:
             self._stopping.set()
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
+        await self._close()
 
     async def abort(self) -> None:
         """Close the connections and write nothing more: what a killed process leaves behind."""
         self._stopping.set()
         self._write_task = None
+        await self._close()
+
+    async def _close(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:

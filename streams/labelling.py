@@ -28,12 +28,12 @@ from . import metrics
 from .config import Settings
 from .produce import send_batched
 from .storage import Storage
+from .storage.items import PRODUCT_COLUMNS, latest_items_sql, products
 from .storage.labels import LabelRow, effective_sql, existing_labels, write_labels
 
 log = logging.getLogger(__name__)
 TIERS = ("low", "medium", "high")
 MAX_ID = 128
-PRODUCT_COLUMNS = ("title", "category", "brand", "color", "condition", "model")
 
 
 @dataclass
@@ -139,10 +139,10 @@ class Labeller:
 
     async def _score(self, pairs: list[RoutedPair], dead: list) -> list[LabelRow]:
         ids = sorted({p.item_a for p in pairs} | {p.item_b for p in pairs})
-        products = await asyncio.to_thread(self._products, ids)
+        found = await asyncio.to_thread(products, self.storage, ids)
         wanted = set()
         for pair in pairs:
-            a, b = products.get(pair.item_a), products.get(pair.item_b)
+            a, b = found.get(pair.item_a), found.get(pair.item_b)
             if pair.tier == "low" and a is not None and b is not None:
                 wanted.add(tuple(sorted((str(a["category"]), str(b["category"])))))
         examples: dict[tuple[str, str], list[Example]] = {}
@@ -150,7 +150,7 @@ class Labeller:
             examples = await asyncio.to_thread(self._examples, sorted(wanted))
         ready = []
         for pair in pairs:
-            a, b = products.get(pair.item_a), products.get(pair.item_b)
+            a, b = found.get(pair.item_a), found.get(pair.item_b)
             if a is None or b is None:
                 missing = pair.item_a if a is None else pair.item_b
                 dead.append((pair.key, pair.raw, "unknown_item", f"{missing} is not in the catalogue"))
@@ -181,19 +181,10 @@ class Labeller:
                 result.dim_scores, reasons, result.dim_dists, now))
         return rows
 
-    def _products(self, ids: list[str]) -> dict[str, dict]:
-        st = self.storage
-        cols = ", ".join(f"argMax({c}, updated_at) AS {c}" for c in PRODUCT_COLUMNS)
-        table = st.query_arrow(
-            f"SELECT item_id, {cols} FROM {st.table('items')} "
-            f"WHERE item_id IN {{ids:Array(String)}} GROUP BY item_id", {"ids": ids})
-        return {row["item_id"]: row for row in table.to_pylist()} if table.num_rows else {}
-
     def _examples(self, category_pairs: list[tuple[str, str]]) -> dict[tuple[str, str], list[Example]]:
         """Labelled pairs per category pair (manual first, then the newest), in one query."""
         st = self.storage
-        latest = (f"SELECT item_id, " + ", ".join(f"argMax({c}, updated_at) AS {c}" for c in PRODUCT_COLUMNS)
-                  + f" FROM {st.table('items')} GROUP BY item_id")
+        latest = latest_items_sql(st)
         table = st.query_arrow(
             f"""SELECT l.item_a AS a, l.item_b AS b, l.score AS score,
                        least(ia.category, ib.category) AS c1, greatest(ia.category, ib.category) AS c2,

@@ -18,7 +18,6 @@ import numpy as np
 from models.rubric import load_rubric
 from models.text import item_text
 
-PRODUCT_COLUMNS = ("title", "category", "brand", "color", "condition", "model")
 
 
 @dataclass
@@ -46,13 +45,9 @@ def smoothed(label: float, sigma: float = 1.0) -> np.ndarray:
 
 
 def items_text(storage, ids: list[str]) -> dict[str, str]:
-    if not ids:
-        return {}
-    cols = ", ".join(f"argMax({c}, updated_at) AS {c}" for c in PRODUCT_COLUMNS)
-    table = storage.query_arrow(
-        f"SELECT item_id, {cols} FROM {storage.table('items')} "
-        "WHERE item_id IN {ids:Array(String)} GROUP BY item_id", {"ids": ids})
-    return {row["item_id"]: item_text(row) for row in (table.to_pylist() if table.num_rows else [])}
+    from streams.storage.items import products
+
+    return {item_id: item_text(row) for item_id, row in products(storage, ids).items()}
 
 
 def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
