@@ -102,3 +102,22 @@ def quantize_int8(path: Path) -> Path:
     out = path.with_name(path.stem + ".int8.onnx")
     quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
     return out
+
+
+def export_students(cross: CrossEncoderStudent, tower: TwoTowerStudent, tokenizer, out_dir: Path,
+                    max_length: int, seed: int = 0) -> tuple[dict[str, str], dict[str, float]]:
+    """Both students as one servable bundle: (artifacts, parity). ``models.runtime.Students``
+    loads exactly these artifacts; ``max_length`` travels with them so serving tokenises
+    like training did."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = {"dir": str(out_dir), "max_length": str(max_length)}
+    artifacts["cross_encoder"] = str(export_cross_encoder(cross, out_dir))
+    tower_path, head_path = export_two_tower(tower, out_dir)
+    artifacts["item_encoder"], artifacts["pair_head"] = str(tower_path), str(head_path)
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+    artifacts["tokenizer"] = str(out_dir / "tokenizer")
+    vocab = tokenizer.vocab_size
+    parity = {"cross": cross_parity(cross, Path(artifacts["cross_encoder"]), vocab, seed),
+              "two_tower": two_tower_parity(tower, tower_path, head_path, vocab, seed)}
+    return artifacts, parity

@@ -1,6 +1,8 @@
 """Serve the students with ONNX Runtime: CUDA where present, CPU otherwise (logged).
 
 Scores are the expected value of the 10-bin distribution (1..10), like the teacher's.
+``Students`` is the unit a worker loads and swaps on a hot reload: both students of one model
+version, from the artifacts the registry records.
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ def session(path: str | Path, threads: int = 0):
         options.intra_op_num_threads = threads
     # onnxruntime-gpu lists CUDA even where no GPU or CUDA libraries exist (then it logs an
     # error and falls back); ask for it only where torch sees a GPU
+    sess = ort.InferenceSession(str(path), options, providers=providers())
+    log.info("ONNX Runtime %s on %s (threads %s)", Path(path).name, sess.get_providers()[0],
+             threads or "default")
+    return sess
+
+
+def providers() -> list[str]:
+    """CUDA first where a GPU is present and onnxruntime-gpu offers it, then CPU."""
+    import onnxruntime as ort
     import torch
 
     wanted = ["CUDAExecutionProvider"] if torch.cuda.is_available() else []
-    providers = [p for p in wanted if p in ort.get_available_providers()] + ["CPUExecutionProvider"]
-    sess = ort.InferenceSession(str(path), options, providers=providers)
-    log.info("ONNX Runtime %s on %s", Path(path).name, sess.get_providers()[0])
-    return sess
+    return [p for p in wanted if p in ort.get_available_providers()] + ["CPUExecutionProvider"]
 
 
 def expected(logits: np.ndarray) -> np.ndarray:
@@ -77,3 +85,23 @@ class OnnxTwoTower:
 
     def score_embeddings(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return expected(self.head.run(None, {"u": u.astype(np.float32), "v": v.astype(np.float32)})[0])
+
+
+class Students:
+    """Both students of one model version, ready to score (see ``export_students``)."""
+
+    def __init__(self, version: str, artifacts: dict[str, str], threads: int = 0,
+                 int8: bool = False):
+        from transformers import AutoTokenizer
+
+        self.version = version
+        self.artifacts = dict(artifacts)
+        self.max_length = int(artifacts.get("max_length", 96))
+        tokenizer = AutoTokenizer.from_pretrained(artifacts["tokenizer"])
+        cross = Path(artifacts["cross_encoder_int8" if int8 and "cross_encoder_int8" in artifacts
+                               else "cross_encoder"])
+        self.cross = OnnxCrossEncoder(cross.parent, tokenizer, file=cross.name,
+                                      max_length=self.max_length, threads=threads)
+        self.two_tower = OnnxTwoTower(Path(artifacts["item_encoder"]).parent, tokenizer,
+                                      max_length=self.max_length, threads=threads)
+        self.provider = self.cross.session.get_providers()[0]

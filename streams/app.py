@@ -6,6 +6,10 @@
   ``LabellerService`` owning the scoring backend;
 - ``ClickIngestService``: the high-rate click path (see ``streams.ingest`` for why it is an
   aiokafka consumer driven by a Faust service rather than an agent);
+- ``ServingService``: the live score index and students for the lookup API, hot-reloaded from
+  ``model-updates`` (``streams.model_watch``);
+- ``TrainingService`` + the leader-only ``training_trigger`` timer: triggered training runs,
+  then publish and announce (``streams.trainer``);
 - the storage handle, opened once per worker.
 """
 
@@ -38,6 +42,11 @@ class Runtime:
         self.labeller = None  # streams.labelling.Labeller, set when the worker starts
         self.last_label_report = None
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
+        from .lookup import Serving
+
+        self.serving = Serving(storage, settings)
+        self.watcher = None  # streams.model_watch.ModelWatcher
+        self.launcher = None  # streams.trainer.TrainingLauncher
         self._lag = None
 
     def sample_freshness(self) -> None:
@@ -149,17 +158,66 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             if runtime.ingest is not None:
                 await runtime.ingest.stop()
 
+    @app.service
+    class ServingService(Service):
+        """Loads the live score version and students, then follows ``model-updates``."""
+
+        async def on_start(self) -> None:
+            from .model_watch import ModelWatcher
+
+            await runtime.serving.reload()
+            runtime.watcher = ModelWatcher(bootstrap, settings.topic_model_updates, runtime.serving)
+            await runtime.watcher.start()
+
+        @Service.task
+        async def _watch(self) -> None:
+            while runtime.watcher is None:
+                await self.sleep(0.05)
+            await runtime.watcher.run()
+
+        async def on_stop(self) -> None:
+            if runtime.watcher is not None:
+                await runtime.watcher.stop()
+
+    @app.service
+    class TrainingService(Service):
+        """Owns the launcher of training runs and its producer (jobs, outputs, announcements)."""
+
+        async def on_start(self) -> None:
+            from aiokafka import AIOKafkaProducer
+
+            from .trainer import TrainingLauncher
+
+            self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                             max_batch_size=1 << 20)
+            await self.producer.start()
+            runtime.launcher = TrainingLauncher(settings, storage, self.producer)
+
+        async def on_stop(self) -> None:
+            if runtime.launcher is not None:
+                await runtime.launcher.stop()
+            await self.producer.stop()
+
+    @app.timer(interval=settings.training_check_s, on_leader=True)
+    async def training_trigger():
+        """Enough new labels, or the schedule: start a training run (leader worker only)."""
+        if runtime.launcher is not None:
+            await runtime.launcher.check()
+
     if web:
         @app.service
         class WebService(Service):
-            """``/metrics``, ``/healthz``, ``/readyz`` on ``PAIRSTREAM_WEB_PORT``."""
+            """``/metrics``, ``/healthz``, ``/readyz`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
 
             async def on_start(self) -> None:
+                from .lookup import add_routes
                 from .web import assignment_check, broker_check, build_app, serve, storage_check
 
                 checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                           "partitions": assignment_check(runtime)}
-                self.runner = await serve(build_app(checks), settings.web_port)
+                web_app = build_app(checks)
+                add_routes(web_app, runtime.serving, settings)
+                self.runner = await serve(web_app, settings.web_port)
                 log.info("web endpoints on :%d", settings.web_port)
 
             async def on_stop(self) -> None:

@@ -89,6 +89,10 @@ def cmd_bench(args) -> int:
         from .benchmarks import score as bench_score
 
         result = bench_score.run(args)
+    elif args.what == "serve":
+        from .benchmarks import serve as bench_serve
+
+        result = bench_serve.run(args)
     else:
         print(f"unknown benchmark {args.what}", file=sys.stderr)
         return 2
@@ -97,16 +101,31 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def distill_config(args):
+    from training.pipeline import DistillConfig
+
+    return DistillConfig(
+        teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
+        student_epochs=args.epochs, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
+        beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance)
+
+
+def distill_config_from(extra: str):
+    """The DistillConfig of a triggered run: ``training_args`` parsed like `distill` options."""
+    import shlex
+
+    parser = argparse.ArgumentParser(prog="training_args", add_help=False)
+    _distill_options(parser)
+    return distill_config(parser.parse_args(shlex.split(extra)))
+
+
 def cmd_distill(args) -> int:
-    from training.pipeline import DistillConfig, run
+    from training.pipeline import run
 
     from .storage import open_storage
 
     settings = _settings(args)
-    config = DistillConfig(
-        teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
-        student_epochs=args.epochs, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
-        beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance)
+    config = distill_config(args)
     storage = open_storage(settings)
     try:
         result = run(storage, settings.data_dir, config)
@@ -121,6 +140,116 @@ def cmd_distill(args) -> int:
               f"{'promoted' if d['promoted'] else 'rejected'} (incumbent {d['incumbent']}); "
               f"report {result['report']['json']}")
     return 0
+
+
+def cmd_train_job(args) -> int:
+    from .trainer import train_job
+
+    settings = _settings(args)
+    result = train_job(args.run_dir, settings.data_dir, distill_config(args))
+    print(json.dumps({"version": result["version"], "decision": result["decision"],
+                      "minutes": result["minutes"]}, default=str))
+    return 0
+
+
+def cmd_trainer(args) -> int:
+    from .runtime import stack
+    from .trainer import run_trainer
+
+    settings = _settings(args)
+    if settings.embedded_kafka or settings.embedded_clickhouse:
+        print("the trainer service serves training_mode=kafka: it needs PAIRSTREAM_KAFKA_BOOTSTRAP "
+              "and PAIRSTREAM_CLICKHOUSE_URL (embedded workers train in a subprocess instead)",
+              file=sys.stderr)
+        return 2
+    with stack(settings) as (bootstrap, storage):
+        run_trainer(settings, bootstrap, storage, distill_config_from, once=args.once)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    import asyncio
+
+    from training import registry
+
+    from .runtime import stack
+    from .trainer import _publish_with_producer
+
+    settings = _settings(args)
+    with stack(settings) as (bootstrap, storage):
+        row = registry.get(storage, args.version) if args.version else registry.promoted(storage)
+        if row is None:
+            print("no promoted model to publish (run `pairstream distill` first)", file=sys.stderr)
+            return 2
+        summary = asyncio.run(_publish_with_producer(storage, settings, bootstrap, row["version"]))
+    print(json.dumps(summary, default=str) if args.json else
+          f"published {summary['score_version']}: {summary['pairs']} pairs of {summary['items']} items, "
+          f"{summary['cross_rescored']} rescored by the cross-encoder, in {summary['seconds']}s")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from training import registry
+
+    from .storage import open_storage
+    from .storage import runs as run_table
+    from .storage import scores
+
+    settings = _settings(args)
+    storage = open_storage(settings)
+    try:
+        if args.action == "list":
+            live = scores.live(storage)
+            rows = [{"version": m["version"], "status": m["status"],
+                     "spearman_vs_labels": m["metrics"].get("cross", {}).get("spearman_vs_labels"),
+                     "created_at": str(m["created_at"])} for m in registry.models(storage)]
+            versions = scores.versions(storage)
+            if args.json:
+                print(json.dumps({"models": rows, "score_versions": versions, "live": live}, default=str))
+                return 0
+            for r in rows:
+                print(f"{r['version']:28} {r['status']:9} spearman {r['spearman_vs_labels']}")
+            for v in versions:
+                mark = "*" if live and v["score_version"] == live["score_version"] else " "
+                print(f"{mark} {v['score_version']:44} {v['status']:9} {v['rows']} rows")
+        elif args.action == "runs":
+            for r in run_table.runs(storage, args.limit):
+                print(json.dumps(r, default=str))
+        elif args.action == "rollback":
+            target = scores.rollback_target(storage, args.version)
+            scores.point_live(storage, target["score_version"], target["model_version"])
+            registry.restore(storage, target["model_version"])
+            notified = _announce_rollback(settings, target)
+            print(f"live score version is now {target['score_version']} "
+                  f"(model {target['model_version']}); "
+                  + ("workers notified on " + settings.topic_model_updates if notified else
+                     "no broker configured: workers load it when they start"))
+        return 0
+    finally:
+        storage.close()
+
+
+def _announce_rollback(settings, target) -> bool:
+    import asyncio
+
+    if settings.embedded_kafka:
+        return False
+
+    async def send():
+        from aiokafka import AIOKafkaProducer
+
+        from .trainer import announce
+
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            await announce(producer, settings, {"event": "rollback", **{
+                k: target[k] for k in ("model_version", "score_version")}})
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    return True
 
 
 def cmd_lag(args) -> int:
@@ -218,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Benchmarks. ingest: Kafka -> pairs -> ClickHouse against "
                                    "raw aiokafka consumption in the same run. score: LLM "
                                    "labelling against a local OpenAI-compatible server with a "
-                                   "fixed latency (prompt splitting, concurrency, cache).")
-    p.add_argument("what", choices=["ingest", "score", "distill"], help="which benchmark")
+                                   "fixed latency (prompt splitting, concurrency, cache). "
+                                   "distill: one training round. serve: ONNX vs torch, int8 vs "
+                                   "fp32, two-tower vs cross-encoder, lookup API latency.")
+    p.add_argument("what", choices=["ingest", "score", "distill", "serve"], help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
                    help="events offered at --fresh-rate for the freshness measurement")
@@ -232,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3, help="distill: student epochs")
     p.add_argument("--teacher-epochs", type=int, default=8, help="distill: teacher epochs")
     p.add_argument("--out", help="distill: keep artifacts and the report here")
+    p.add_argument("--requests", type=int, default=2000, help="serve: lookup requests per size")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 
@@ -242,19 +374,49 @@ def build_parser() -> argparse.ArgumentParser:
                                    "promote if the held-out metrics beat the promoted model. "
                                    "Runs on one device: CUDA where torch sees a GPU, else CPU.")
     p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
-    p.add_argument("--teacher", default="", help="local Qwen checkpoint (LoRA on a GPU)")
-    p.add_argument("--backbone", default="minilm", help="student backbone: minilm | tiny | PATH")
-    p.add_argument("--augment", type=float, default=1.0,
-                   help="teacher-labelled pairs per labelled training pair")
-    p.add_argument("--epochs", type=int, default=3, help="student epochs")
-    p.add_argument("--teacher-epochs", type=int, default=6)
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the KL to the teacher")
-    p.add_argument("--beta", type=float, default=0.3, help="weight of the label cross-entropy")
-    p.add_argument("--gamma", type=float, default=0.2, help="weight of the score MSE")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--tolerance", type=float, default=0.01, help="promotion gate tolerance")
+    _distill_options(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("train-job", help="(internal) one embedded training run in a child process",
+                       description="What an embedded worker starts when a run is due: imports "
+                                   "the table snapshot in RUN_DIR into a private chDB, trains, and "
+                                   "writes result.json and the registry rows back to RUN_DIR.")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--data-dir", help="where model artifacts go (the worker's data dir)")
+    _distill_options(p)
+    p.set_defaults(func=cmd_train_job)
+
+    p = sub.add_parser("trainer", help="the trainer service: runs jobs from training-jobs",
+                       description="Production training (training_mode=kafka): consume job "
+                                   "messages from the training-jobs topic, train against the "
+                                   "ClickHouse server, publish and announce promotions.")
+    p.add_argument("--once", action="store_true", help="run one job, then exit")
+    p.set_defaults(func=cmd_trainer)
+
+    p = sub.add_parser("publish", help="score candidate pairs with the promoted students",
+                       description="Score every pair at or above the low tier plus the labelled "
+                                   "pairs (two-tower), rescore each item's top partners with the "
+                                   "cross-encoder within the time budget, write a new score version, "
+                                   "expose it atomically and produce pair-scores / item-partners.")
+    p.add_argument("--version", help="model version (default: the promoted one)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("models", help="the model registry, score versions, training runs, rollback",
+                       description="list: models and score versions (* = live). runs: training "
+                                   "runs, newest first. rollback VERSION: expose the newest kept "
+                                   "score version of a model (or a score version) again, mark the "
+                                   "model promoted, and tell the workers to reload.")
+    p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list", help="models and score versions")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("runs", help="training runs")
+    a.add_argument("--limit", type=int, default=20)
+    a = actions.add_parser("rollback", help="serve an older version again")
+    a.add_argument("version", help="model version or score version")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("lag", help="consumer lag per group and partition, with Burrow statuses",
                        description="Committed offset, end offset, lag, consume rate and an "
@@ -291,6 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--reason", default="", help="why (kept with the label)")
     p.set_defaults(func=cmd_labels)
     return parser
+
+
+def _distill_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default="", help="local Qwen checkpoint (LoRA on a GPU)")
+    p.add_argument("--backbone", default="minilm", help="student backbone: minilm | tiny | PATH")
+    p.add_argument("--augment", type=float, default=1.0,
+                   help="teacher-labelled pairs per labelled training pair")
+    p.add_argument("--epochs", type=int, default=3, help="student epochs")
+    p.add_argument("--teacher-epochs", type=int, default=6)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the KL to the teacher")
+    p.add_argument("--beta", type=float, default=0.3, help="weight of the label cross-entropy")
+    p.add_argument("--gamma", type=float, default=0.2, help="weight of the score MSE")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--tolerance", type=float, default=0.01, help="promotion gate tolerance")
 
 
 def main(argv: list[str] | None = None) -> int:

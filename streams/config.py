@@ -97,6 +97,38 @@ class Settings:
     llm_retries: int = setting(3, "Retries of a failed call (exponential back-off with jitter).")
     rubric_path: str = setting("", "Rubric YAML (weights, prompts). Empty = the packaged one.")
     few_shot_k: int = setting(3, "Few-shot examples for long-tail (low tier) pairs.")
+    # --- training trigger, publishing, serving ------------------------------------------
+    topic_model_updates: str = setting(
+        "model-updates", "Promotions and rollbacks; every worker reloads its students from it.")
+    topic_training_jobs: str = setting(
+        "training-jobs", "Training requests for the trainer service (training_mode=kafka).")
+    topic_pair_scores: str = setting(
+        "pair-scores", "Published pair scores, compacted, key item_a|item_b.")
+    topic_item_partners: str = setting(
+        "item-partners", "Top partners per item, compacted, key item_id.")
+    training_mode: str = setting(
+        "subprocess",
+        "How a triggered run starts: subprocess (embedded: a child process on a snapshot of the "
+        "tables) | kafka (a message on training-jobs for `pairstream trainer`).")
+    training_min_new_labels: int = setting(
+        500, "Start a training run once this many labels arrived since the last run.")
+    training_interval_s: float = setting(
+        86400.0, "Start a run when this long passed since the last one (0 = labels only).")
+    training_check_s: float = setting(30.0, "How often the leader worker checks the trigger.")
+    training_retry_s: float = setting(
+        900.0, "After a failed run, wait this long before the next try (never a retry loop).")
+    training_timeout_s: float = setting(
+        7200.0, "A run still 'running' after this long is treated as dead.")
+    training_args: str = setting(
+        "", "Extra `pairstream distill` options for triggered runs, e.g. '--epochs 2'.")
+    publish_partners_k: int = setting(50, "Partners kept per item in item_partners.")
+    publish_cross_top_k: int = setting(
+        10, "The cross-encoder rescores this many top two-tower partners of each item.")
+    publish_cross_budget_s: float = setting(
+        120.0, "Time the cross-encoder may spend per publish (best partners first).")
+    score_versions_kept: int = setting(3, "Complete score versions kept for rollback.")
+    onnx_threads: int = setting(0, "ONNX Runtime intra-op threads (0 = its default).")
+    lookup_max_pairs: int = setting(1000, "Most pairs one POST /v1/pair-scores may ask for.")
 
     # ---------------------------------------------------------------------------------
     @property
@@ -146,6 +178,8 @@ class Settings:
             raise ValueError("history_size >= 1, session_window_s >= 0, horizon_days >= 1")
         if self.llm_backend not in ("heuristic", "openai", "hf"):
             raise ValueError(f"llm_backend must be heuristic, openai or hf, not {self.llm_backend!r}")
+        if self.training_mode not in ("subprocess", "kafka"):
+            raise ValueError(f"training_mode must be subprocess or kafka, not {self.training_mode!r}")
 
     @classmethod
     def documentation(cls) -> list[tuple[str, str, str]]:

@@ -46,3 +46,15 @@ TRAINING_SECONDS = Histogram("pairstream_training_run_seconds", "Duration of tra
                              buckets=(60, 300, 900, 1800, 3600, 7200))
 PROMOTED_VERSION = Gauge("pairstream_promoted_model_info", "1 for the promoted model version.",
                          ["version"])
+TRAINING_RUNNING = Gauge("pairstream_training_running", "1 while a training run is in progress.")
+SCORES_PUBLISHED = Counter("pairstream_scores_published_total", "Pair scores written by publishes.")
+PUBLISH_SECONDS = Histogram("pairstream_publish_seconds", "Duration of a publish.",
+                            buckets=(1, 5, 15, 60, 300, 900, 3600))
+LIVE_SCORE_VERSION = Gauge("pairstream_live_score_version_info",
+                           "1 for the score version readers see.", ["score_version", "model_version"])
+LOOKUP_SECONDS = Histogram("pairstream_lookup_seconds", "Lookup API latency by endpoint.",
+                           ["endpoint"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1))
+LOOKUP_PAIRS = Counter("pairstream_lookup_pairs_total", "Pairs answered by the lookup API, by "
+                       "where the score came from.", ["source"])
+MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome.",
+                        ["outcome"])

@@ -18,7 +18,20 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         settings.topic_clicks_dlq: {},
         settings.topic_pairs_to_score: {},
         settings.topic_pairs_to_score_dlq: {},
+        settings.topic_pair_scores: compact,
+        settings.topic_item_partners: compact,
+        settings.topic_model_updates: {},
+        settings.topic_training_jobs: {},
     }
+
+
+# one partition: model updates and training requests are rare and must stay in order
+SINGLE_PARTITION = ("topic_model_updates", "topic_training_jobs")
+
+
+def partitions_of(settings: Settings, name: str) -> int:
+    single = {getattr(settings, field) for field in SINGLE_PARTITION}
+    return 1 if name in single else settings.topic_partitions
 
 
 def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
@@ -31,7 +44,7 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(name, settings.topic_partitions, 1, topic_configs=configs)
+            NewTopic(name, partitions_of(settings, name), 1, topic_configs=configs)
             for name, configs in topic_specs(settings).items()
             if name not in existing
         ]

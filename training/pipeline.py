@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from models.losses import DistillationLoss
-from models.onnx_export import (cross_parity, export_cross_encoder, export_two_tower,
-                                quantize_int8, two_tower_parity)
+from models.onnx_export import export_students, quantize_int8
 
 from . import registry
 from .dataset import PairExample, candidate_pairs, items_text, load_labelled
@@ -111,16 +110,9 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
     main = students(config.augment_multiple)
     curve_points = sorted(curve_points + [_curve_point(main)], key=lambda p: p["multiple"])
 
-    artifacts = {"dir": str(out)}
     cross, tower = main["cross"], main["two_tower"]
-    artifacts["cross_encoder"] = str(export_cross_encoder(cross["model"], out))
-    t_path, h_path = export_two_tower(tower["model"], out)
-    artifacts["item_encoder"], artifacts["pair_head"] = str(t_path), str(h_path)
-    cross["tokenizer"].save_pretrained(out / "tokenizer")
-    artifacts["tokenizer"] = str(out / "tokenizer")
-    vocab = cross["tokenizer"].vocab_size
-    parity = {"cross": cross_parity(cross["model"], Path(artifacts["cross_encoder"]), vocab, config.seed),
-              "two_tower": two_tower_parity(tower["model"], t_path, h_path, vocab, config.seed)}
+    artifacts, parity = export_students(cross["model"], tower["model"], cross["tokenizer"], out,
+                                        config.max_length, config.seed)
     if max(parity.values()) > config.parity_tolerance:
         raise RuntimeError(f"ONNX parity failed: {parity} > {config.parity_tolerance}")
     metrics = {

@@ -59,3 +59,22 @@ def promote(storage, version: str, metrics: dict, artifacts: dict, created_at: f
         record(storage, old["version"], "retired", old["metrics"], old["artifacts"],
                old["created_at"].timestamp())
     record(storage, version, "promoted", metrics, artifacts, created_at)
+
+
+def get(storage, version: str) -> dict | None:
+    found = [m for m in models(storage) if m["version"] == version]
+    return found[-1] if found else None
+
+
+def restore(storage, version: str) -> dict:
+    """Rollback: ``version`` becomes the promoted bundle again, the current one ``retired``."""
+    target = get(storage, version)
+    if target is None:
+        raise LookupError(f"no model {version!r} in the registry")
+    current = promoted(storage)
+    if current is not None and current["version"] != version:
+        record(storage, current["version"], "retired", current["metrics"], current["artifacts"],
+               current["created_at"].timestamp())
+    record(storage, version, "promoted", target["metrics"], target["artifacts"],
+           target["created_at"].timestamp())
+    return target

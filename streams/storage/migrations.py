@@ -3,7 +3,7 @@
 Each migration is a version number and a list of statements. Applied versions are recorded in
 ``schema_migrations``; running ``migrate`` again applies nothing twice, and every statement is
 itself idempotent (``IF NOT EXISTS``) so a migration interrupted half way can be re-run.
-The columns of ``pair_scores`` / ``pair_scores_latest`` are the contract the re-ranker reads.
+The columns of ``pair_scores_latest`` / ``item_partners_latest`` are the contract the re-ranker reads.
 """
 
 from __future__ import annotations
@@ -123,6 +123,78 @@ def _migrations(db: str) -> list[Migration]:
                 created_at DateTime DEFAULT now()
             ) ENGINE = MergeTree ORDER BY batch
             TTL created_at + INTERVAL 1 HOUR""",
+        )),
+        Migration(3, "versioned score tables, the live pointer, reader views, training runs", (
+            # pair_scores and score_versions of migration 1 never had a writer (publishing
+            # arrives with this migration): they are replaced by tables keyed by score version
+            # (one publish of one model), which is what rollback and atomic exposure need.
+            f"DROP TABLE IF EXISTS {db}.pair_scores",
+            f"DROP TABLE IF EXISTS {db}.score_versions",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_scores (
+                item_a String,
+                item_b String,
+                score Float32,
+                model_version String,
+                scorer LowCardinality(String),
+                score_version String,
+                scored_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            PARTITION BY score_version
+            ORDER BY (score_version, item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.item_partners (
+                item_id String,
+                rank UInt16,
+                partner_id String,
+                score Float32,
+                scorer LowCardinality(String),
+                model_version String,
+                score_version String
+            ) ENGINE = MergeTree
+            PARTITION BY score_version
+            ORDER BY (score_version, item_id, rank)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.item_embeddings (
+                item_id String,
+                embedding Array(Float32),
+                model_version String,
+                score_version String
+            ) ENGINE = MergeTree
+            PARTITION BY score_version
+            ORDER BY (score_version, item_id)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.score_versions (
+                score_version String,
+                model_version String,
+                status LowCardinality(String),
+                rows UInt64,
+                detail String,
+                changed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at) ORDER BY score_version""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.score_pointer (
+                name String,
+                score_version String,
+                model_version String,
+                changed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at) ORDER BY name""",
+            f"""CREATE VIEW IF NOT EXISTS {db}.pair_scores_latest AS
+                SELECT item_a, item_b, score, model_version, scorer, score_version, scored_at
+                FROM {db}.pair_scores
+                WHERE score_version = (SELECT argMax(score_version, changed_at)
+                                       FROM {db}.score_pointer WHERE name = 'live')""",
+            f"""CREATE VIEW IF NOT EXISTS {db}.item_partners_latest AS
+                SELECT item_id, rank, partner_id, score, scorer, model_version, score_version
+                FROM {db}.item_partners
+                WHERE score_version = (SELECT argMax(score_version, changed_at)
+                                       FROM {db}.score_pointer WHERE name = 'live')""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.training_runs (
+                run_id String,
+                trigger LowCardinality(String),
+                status LowCardinality(String),
+                model_version String,
+                promoted UInt8,
+                error String,
+                started_at DateTime64(3, 'UTC'),
+                finished_at Nullable(DateTime64(3, 'UTC')),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY run_id""",
         )),
     ]
 

@@ -1,0 +1,164 @@
+"""Publishing: candidates, versions exposed atomically, rollback, cleanup, Kafka outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import orjson
+import pytest
+
+from models.runtime import Students
+from streams import publish as publish_module
+from streams.publish import emit, publish
+from streams.score_index import ScoreIndex
+from streams.storage import scores
+from streams.topics import ensure_topics
+from training import registry
+
+from student_fixtures import seed_pairs, tiny_students
+
+
+@pytest.fixture
+def seeded(storage, tmp_path):
+    data = seed_pairs(storage)
+    first = tiny_students(storage, tmp_path, seed=0)
+    return data, first
+
+
+def _live_rows(storage):
+    return storage.query_rows(
+        f"SELECT item_a, item_b, score, scorer, model_version, score_version "
+        f"FROM {storage.table('pair_scores_latest')}")
+
+
+def test_publish_scores_every_candidate_once(storage, settings, seeded):
+    data, first = seeded
+    published = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    rows = _live_rows(storage)
+    assert {(a, b) for a, b, *_ in rows} == data["eligible"]  # >= low tier, plus labelled pairs
+    assert len(rows) == len(data["eligible"]) == published.summary["pairs"]
+    by_pair = {(a, b): (s, sc) for a, b, s, sc, *_ in rows}
+    assert by_pair[data["manual"]] == (2.0, "manual")  # a manual label wins
+    assert all(1.0 <= s <= 10.0 for s, _ in by_pair.values())
+    assert {v for *_, v in rows} == {published.score_version}
+    # every pair is rescored by the cross-encoder: top-10 partners of items with few partners
+    assert published.summary["cross_rescored"] == len(rows) - 1
+    partners = storage.query_rows(
+        f"SELECT item_id, rank, partner_id, score FROM {storage.table('item_partners_latest')} "
+        "ORDER BY item_id, rank")
+    by_item: dict = {}
+    for item, rank, partner, score in partners:
+        by_item.setdefault(item, []).append(score)
+    assert all(s == sorted(s, reverse=True) for s in by_item.values())  # best first
+
+
+def test_cross_encoder_budget_is_respected(storage, settings, seeded):
+    _, first = seeded
+    students = Students(first["version"], first["artifacts"])
+    published = publish(storage, settings.replace(publish_cross_budget_s=0.0), students, progress=False)
+    assert published.summary["cross_rescored"] == 0 and published.summary["cross_budget_exhausted"]
+    scorers = {sc for *_, sc, _m, _v in _live_rows(storage)}
+    assert scorers == {"two_tower", "manual"}
+
+
+def test_readers_never_see_a_mixed_version(storage, settings, seeded, tmp_path, monkeypatch):
+    _, first = seeded
+    publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    second = tiny_students(storage, tmp_path, seed=1)
+    monkeypatch.setattr(publish_module, "WRITE_CHUNK_ROWS", 20)  # a version takes many inserts
+    expected = len(_live_rows(storage))
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            seen.append(storage.query_rows(
+                f"SELECT uniqExact(score_version), count(), any(model_version) "
+                f"FROM {storage.table('pair_scores_latest')}")[0])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        publish(storage, settings, Students(second["version"], second["artifacts"]), progress=False)
+    finally:
+        stop.set()
+        reader.join()
+    assert len(seen) > 3
+    assert all(versions == 1 and n == expected for versions, n, _ in seen)
+    assert {m for *_, m in seen} <= {first["version"], second["version"]}
+    assert seen[-1][2] == second["version"] or _live_rows(storage)[0][4] == second["version"]
+
+
+def test_rollback_and_cleanup(storage, settings, seeded, tmp_path):
+    _, first = seeded
+    v1 = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    rows_v1 = sorted(_live_rows(storage))
+    second = tiny_students(storage, tmp_path, seed=1)
+    publish(storage, settings, Students(second["version"], second["artifacts"]), progress=False)
+    assert sorted(_live_rows(storage)) != rows_v1
+    assert registry.promoted(storage)["version"] == second["version"]
+
+    target = scores.rollback_target(storage, first["version"])
+    scores.point_live(storage, target["score_version"], target["model_version"])
+    registry.restore(storage, first["version"])
+    assert sorted(_live_rows(storage)) == rows_v1
+    assert scores.live(storage)["score_version"] == v1.score_version
+    statuses = {m["version"]: m["status"] for m in registry.models(storage)}
+    assert statuses == {first["version"]: "promoted", second["version"]: "retired"}
+
+    # keep 1: a third publish drops every complete version but the newest and the live one
+    third = tiny_students(storage, tmp_path, seed=2)
+    v3 = publish(storage, settings.replace(score_versions_kept=1),
+                 Students(third["version"], third["artifacts"]), progress=False)
+    left = storage.query_rows(f"SELECT DISTINCT score_version FROM {storage.table('pair_scores')}")
+    assert {v for (v,) in left} == {v3.score_version}
+    with pytest.raises(LookupError):
+        scores.rollback_target(storage, first["version"])
+    with pytest.raises(ValueError):
+        scores.point_live(storage, "not-a-version", "x")
+
+
+def test_index_matches_the_table(storage, settings, seeded):
+    data, first = seeded
+    publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    index = ScoreIndex.load(storage)
+    rows = _live_rows(storage)
+    pairs = [(a, b) for a, b, *_ in rows]
+    found = index.lookup(pairs + [("nope", "zzz")])
+    assert found[-1] is None
+    assert [(round(f[0], 4), f[1]) for f in found[:-1]] == [(round(s, 4), sc) for _, _, s, sc, *_ in rows]
+    item = rows[0][0]
+    partners = index.partners(item, 1000)
+    expected = sorted(((b if a == item else a), s) for a, b, s, *_ in rows if item in (a, b))
+    assert sorted((p["item_id"], pytest.approx(p["score"], abs=1e-4)) for p in partners) == expected
+    assert index.embedding(item) is not None and index.partners("unknown", 5) is None
+
+
+def test_kafka_outputs(storage, settings, seeded, broker):
+    from aiokafka import AIOKafkaProducer
+    from kafka import KafkaConsumer
+
+    _, first = seeded
+    settings = settings.replace(topic_pair_scores=f"ps-{settings.app_id}",
+                                topic_item_partners=f"ip-{settings.app_id}")
+    ensure_topics(broker.bootstrap, settings)
+    published = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            return await emit(producer, settings, published)
+        finally:
+            await producer.stop()
+
+    counts = asyncio.run(go())
+    assert counts == {"pair_scores": len(published.a), "item_partners": len(published.partners)}
+    consumer = KafkaConsumer(settings.topic_pair_scores, bootstrap_servers=broker.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    got = {m.key.decode(): orjson.loads(m.value) for m in consumer}
+    consumer.close()
+    assert len(got) == len(published.a)
+    key, value = next(iter(got.items()))
+    assert key == f"{value['item_a']}|{value['item_b']}"
+    assert value["score_version"] == published.score_version and value["model_version"] == first["version"]
