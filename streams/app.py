@@ -223,6 +223,15 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             async def on_stop(self) -> None:
                 await self.runner.cleanup()
 
+    @app.service
+    class LagExportService(Service):
+        """Closes the lag sampler's admin connection with the worker."""
+
+        async def on_stop(self) -> None:
+            if runtime._lag is not None:
+                await asyncio.to_thread(runtime._lag.close)
+                runtime._lag = None
+
     @app.timer(interval=10.0)
     async def export_lag():
         """Consumer lag of the worker's groups as Prometheus gauges (every 10 s)."""

@@ -107,7 +107,8 @@ def distill_config(args):
     return DistillConfig(
         teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
         student_epochs=args.epochs, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
-        beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance)
+        beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance,
+        max_labels=args.max_labels)
 
 
 def distill_config_from(extra: str):
@@ -331,7 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on this machine, end to end",
                        description="Generate a catalogue and clicks, stream them through the "
-                                   "embedded stack and print what happened.")
+                                   "embedded stack (ingest, tiers, labelling), run one CPU "
+                                   "distillation round in a child process, publish scores, hot "
+                                   "reload, query the lookup API, and print a summary: top "
+                                   "partners with per-dimension reasons, consumer lag, model "
+                                   "metrics and the HTML report's path.")
     p.add_argument("--items", type=int, default=3000)
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--events", type=int, default=200000)
@@ -341,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scoring backend (default: PAIRSTREAM_LLM_BACKEND, else heuristic)")
     p.add_argument("--llm-url", help="openai: base URL of the endpoint (…/v1)")
     p.add_argument("--llm-model", help="openai: model name; hf: local model directory")
+    p.add_argument("--backbone", default="minilm",
+                   help="student backbone of the distillation round: minilm (pretrained, "
+                        "default) | tiny (seconds, for smoke tests) | PATH")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks (print figures; --json for one JSON object)",
@@ -467,6 +475,8 @@ def _distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, default=0.2, help="weight of the score MSE")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--tolerance", type=float, default=0.01, help="promotion gate tolerance")
+    p.add_argument("--max-labels", type=int, default=0,
+                   help="use at most this many labelled training pairs (0 = all; bounds CPU runs)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,10 @@
-"""``pairstream demo``: generator -> replay -> Kafka -> Faust worker -> ClickHouse, with a
-live view and a summary. Runs on the embedded defaults; leaves no process behind."""
+"""``pairstream demo``: the whole system on the embedded defaults, with a live view.
+
+generator -> replay -> Kafka -> Faust worker (ingest, tiers, labelling) -> ClickHouse ->
+one distillation round in a child process (the worker's real training path) -> publish ->
+hot reload -> lookup API -> summary (top partners with per-dimension reasons, lag table, model
+metrics, the HTML report). Leaves no process behind: the broker, the worker and the training
+child are all stopped on exit and on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,26 +15,41 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .config import Settings
 from .runtime import stack
 
 
+DEMO_TRAINING = "--epochs 1 --teacher-epochs 4 --augment 1 --max-labels 400"
+
+
 def run_demo(settings: Settings, args) -> int:
     from .replay import replay
     from .synthetic import write_dataset
 
+    import logging
+
+    # the replay thread's kafka-python producer warns whenever the ingest holds the GIL for a
+    # moment; in the demo's live view that is noise, not news
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     data_dir = Path(settings.data_dir)
     if settings.embedded_clickhouse and settings.chdb_path.exists():
         shutil.rmtree(settings.chdb_path)  # the embedded broker starts empty: so do the tables
+    settings = settings.replace(
+        web_port=_free_port(),
+        training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm"
+                                                                  else f" --backbone {args.backbone}")),
+        training_min_new_labels=10**9, training_interval_s=0)  # the demo starts its one run itself
     out = data_dir / "demo-data"
     t0 = time.time()
     counts = write_dataset(out, args.items, args.users, args.events, args.seed)
-    print(f"[1/3] generated {counts['items']} items, {counts['clicks']} clicks, "
+    print(f"[1/6] generated {counts['items']} items, {counts['clicks']} clicks, "
           f"{counts['truth_pairs']} truth pairs in {out} ({time.time() - t0:.1f}s)")
     with stack(settings) as (bootstrap, storage):
-        print(f"[2/3] embedded stack up: Kafka {bootstrap}, chDB {settings.chdb_path}")
+        print(f"[2/6] embedded stack up: Kafka {bootstrap}, chDB {settings.chdb_path}, "
+              f"web :{settings.web_port}")
         replay_error: list[BaseException] = []
 
         def produce() -> None:
@@ -41,54 +61,210 @@ def run_demo(settings: Settings, args) -> int:
 
         producer = threading.Thread(target=produce, name="replay", daemon=True)
         producer.start()
-        summary = asyncio.run(_stream(settings, bootstrap, storage, counts["clicks"]))
+        summary = asyncio.run(_pipeline(settings, bootstrap, storage, counts["clicks"], args))
         producer.join(timeout=30)
         if replay_error:
             print(f"replay failed: {replay_error[0]}", file=sys.stderr)
             return 1
-        print("[3/3] done: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
-        _print_top_pairs(storage)
-        _print_labels(storage)
-    return 0
+        _print_summary(storage, settings, summary)
+    return 0 if summary.get("training", {}).get("status") == "succeeded" else 1
 
 
-async def _stream(settings: Settings, bootstrap: str, storage, expected: int) -> dict:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, args) -> dict:
     from .app import create_app
 
-    app = create_app(settings, bootstrap, storage, web=False)
+    app = create_app(settings, bootstrap, storage, web=True)
     await app.start()
     runtime = app.runtime
     started = time.time()
+    summary: dict = {}
     try:
-        with tqdm(total=expected, desc="streaming", unit="ev") as bar:
-            while True:
-                await asyncio.sleep(0.5)
-                ingest = runtime.ingest
-                done = ingest.totals["events"] if ingest else 0
-                bar.n = done
-                bar.set_postfix(pairs=ingest.totals["pairs"] if ingest else 0,
-                                catalogue=len(runtime.catalogue))
-                bar.refresh()
-                if done >= expected or time.time() - started > 600:
-                    break
-        totals = dict(runtime.ingest.totals)
-        await runtime.ingest.checkpoint()  # route what the last batches touched
-        await runtime.ingest.drain()
-        routed = runtime.ingest.router.routed_total
-        with tqdm(total=routed, desc="labelling", unit="pair") as bar:
-            deadline = time.time() + 300
-            while runtime.pairs_handled < routed and time.time() < deadline:
-                await asyncio.sleep(0.5)
-                bar.n = runtime.pairs_handled
-                bar.refresh()
-            bar.n = runtime.pairs_handled
-            bar.refresh()
+        summary["stream"] = await _stream(runtime, expected)
+        summary["training"] = await _train(runtime, settings)
+        summary["lookup"] = await _lookup(runtime, settings)
+        summary["lag"] = await asyncio.to_thread(_lag_rows, runtime, settings)
     finally:
         await app.stop()
-    seconds = time.time() - started
+    summary["seconds"] = round(time.time() - started, 1)
+    return summary
+
+
+async def _stream(runtime, expected: int) -> dict:
+    """[3/6] clicks -> pairs -> tiers -> labels, with a live view."""
+    started = time.time()
+    with tqdm(total=expected, desc="[3/6] streaming", unit="ev") as bar:
+        while True:
+            await asyncio.sleep(0.5)
+            ingest = runtime.ingest
+            done = ingest.totals["events"] if ingest else 0
+            bar.n = done
+            bar.set_postfix(ev_s=f"{done / max(time.time() - started, 1e-9):,.0f}",
+                            lag=_ingest_lag(ingest), pairs=ingest.totals["pairs"] if ingest else 0,
+                            labels=runtime.pairs_handled)
+            bar.refresh()
+            if done >= expected or time.time() - started > 600:
+                break
+    totals = dict(runtime.ingest.totals)
+    await runtime.ingest.checkpoint()  # route what the last batches touched
+    await runtime.ingest.drain()
+    routed = runtime.ingest.router.routed_total
+    with tqdm(total=routed, desc="      labelling", unit="pair") as bar:
+        deadline = time.time() + 300
+        while runtime.pairs_handled < routed and time.time() < deadline:
+            await asyncio.sleep(0.5)
+            bar.n = runtime.pairs_handled
+            bar.refresh()
+        bar.n = runtime.pairs_handled
+        bar.refresh()
     return {"events": totals.get("events", 0), "invalid": totals.get("invalid", 0),
             "pair_rows": totals.get("pairs", 0), "routed": routed,
-            "labelled": runtime.pairs_handled, "seconds": round(seconds, 1)}
+            "labelled": runtime.pairs_handled, "seconds": round(time.time() - started, 1)}
+
+
+def _ingest_lag(ingest) -> int:
+    if ingest is None or ingest._consumer is None:
+        return 0
+    lag = 0
+    for tp, state in ingest._tps():
+        high = ingest._consumer.highwater(tp)
+        if high is not None:
+            lag += max(0, high - state.position)
+    return lag
+
+
+async def _train(runtime, settings: Settings) -> dict:
+    """[4/6] one distillation round in a child process, then [5/6] publish and hot reload."""
+    launcher = runtime.launcher
+    run_id = await launcher.launch("demo")
+    log_path = Path(settings.data_dir) / "runs" / run_id / "train.log"
+    started = time.time()
+    with tqdm(desc="[4/6] distilling (child process)", bar_format="{desc}: {elapsed} {postfix}") as bar:
+        while launcher.busy:
+            await asyncio.sleep(1.0)
+            bar.set_postfix_str(_last_line(log_path)[:70])
+            bar.refresh()
+    outcome = launcher.last or {"status": "failed", "error": "no outcome"}
+    outcome["log"] = str(log_path)
+    if outcome["status"] != "succeeded":
+        print(f"training failed: {outcome.get('error')}", file=sys.stderr)
+        return outcome
+    if outcome.get("promoted"):
+        deadline = time.time() + 30  # the hot reload arrives through model-updates
+        while runtime.serving.current.model_version != outcome["model_version"] and time.time() < deadline:
+            await asyncio.sleep(0.2)
+        pub = outcome.get("publish", {})
+        print(f"[5/6] published {pub.get('score_version')}: {pub.get('pairs')} pairs of "
+              f"{pub.get('items')} items ({pub.get('cross_rescored')} rescored by the cross-encoder) "
+              f"in {pub.get('seconds')}s; workers now serve {runtime.serving.current.model_version}")
+    outcome["train_seconds"] = round(time.time() - started, 1)
+    return outcome
+
+
+def _last_line(path: Path) -> str:
+    try:
+        text = path.read_bytes()[-4000:].decode(errors="replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1] if parts else ""
+
+
+async def _lookup(runtime, settings: Settings) -> dict:
+    """[6/6] the lookup API, over real HTTP: a few items' best partners and their scores."""
+    import aiohttp
+
+    index = runtime.serving.current.index
+    if not len(index):
+        return {}
+    counts = np.diff(index.offsets)
+    anchors = [index.ids[i] for i in np.argsort(-counts)[:3]]
+    base = f"http://127.0.0.1:{settings.web_port}"
+    out = {"base": base, "items": {}}
+    async with aiohttp.ClientSession() as session:
+        for item in anchors:
+            async with session.get(f"{base}/v1/items/{item}/partners", params={"k": "5"}) as r:
+                out["items"][item] = (await r.json())["partners"]
+        pairs = [[item, p["item_id"]] for item in anchors for p in out["items"][item][:2]]
+        started = time.perf_counter()
+        async with session.post(f"{base}/v1/pair-scores", json={"pairs": pairs}) as r:
+            out["pair_scores"] = await r.json()
+        out["pair_scores_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return out
+
+
+def _lag_rows(runtime, settings: Settings) -> list[dict]:
+    from .lag import LagSampler
+
+    sampler = LagSampler(runtime.bootstrap)
+    try:
+        groups = [settings.app_id, f"{settings.app_id}-ingest"]
+        for _ in range(2):
+            sampler.sample(groups)
+            time.sleep(1.0)
+        return sampler.table(10)
+    finally:
+        sampler.close()
+
+
+def _print_summary(storage, settings: Settings, summary: dict) -> None:
+    from .lag import format_table
+
+    stream, training = summary["stream"], summary.get("training", {})
+    print("\n=== summary ===")
+    print("stream: " + ", ".join(f"{k}={v}" for k, v in stream.items()))
+    _print_top_pairs(storage)
+    _print_labels(storage)
+    lookup = summary.get("lookup") or {}
+    if lookup:
+        reasons = _reasons(storage, [(a, p["item_id"]) for a, ps in lookup["items"].items() for p in ps])
+        titles = _titles(storage, list(lookup["items"]) + [p["item_id"] for ps in lookup["items"].values() for p in ps])
+        print(f"\ntop partners from the lookup API ({lookup['base']}/v1/items/ID/partners?k=5):")
+        for item, partners in lookup["items"].items():
+            print(f"  {item} {titles.get(item, '')[:50]}")
+            for p in partners:
+                print(f"     {p['score']:5.2f} [{p['scorer']}] {p['item_id']} {titles.get(p['item_id'], '')[:45]}")
+                for dim, reason in reasons.get(tuple(sorted((item, p['item_id']))), {}).items():
+                    print(f"            {dim:9} {reason[:80]}")
+        ps = lookup["pair_scores"]
+        print(f"POST /v1/pair-scores for {len(ps['results'])} pairs: model {ps['model_version']}, "
+              f"{lookup['pair_scores_ms']} ms")
+    print("\nconsumer lag:")
+    print(format_table(summary.get("lag", [])))
+    metrics = training.get("metrics") or {}
+    if metrics:
+        print("\nmodel (held-out test split):")
+        for name in ("teacher", "cross", "two_tower"):
+            m = metrics.get(name, {})
+            print(f"  {name:9} Spearman vs labels {m.get('spearman_vs_labels', float('nan')):.3f}, "
+                  f"vs teacher {m.get('spearman_vs_teacher', float('nan')):.3f}, "
+                  f"NDCG@10 {m.get('ndcg10', float('nan')):.3f}")
+        print(f"  promoted: {training.get('promoted')}, version {training.get('model_version')}, "
+              f"training {training.get('seconds')}s")
+    report = (training.get("report") or {}).get("html")
+    print(f"\nreport: {report or 'none (training did not finish: ' + str(training.get('log')) + ')'}")
+    print(f"demo finished in {summary['seconds']}s")
+
+
+def _reasons(storage, pairs) -> dict:
+    from .storage.labels import effective_labels
+
+    wanted = {tuple(sorted(p)) for p in pairs}
+    return {(r["item_a"], r["item_b"]): r["dim_reasons"] for r in effective_labels(storage)
+            if (r["item_a"], r["item_b"]) in wanted}
+
+
+def _titles(storage, ids) -> dict:
+    from .storage.items import products
+
+    return {k: v["title"] for k, v in products(storage, sorted(set(ids))).items()}
 
 
 def _print_top_pairs(storage) -> None:

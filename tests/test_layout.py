@@ -6,7 +6,9 @@ import sys
 
 def test_storage_config_and_pairing_do_not_import_faust():
     code = ("import sys, streams.storage, streams.config, streams.pairing, streams.events, "
-            "streams.synthetic; print('faust' in sys.modules)")
+            "streams.synthetic, streams.publish, streams.score_index, streams.lookup, "
+            "streams.trainer, streams.model_watch, training.snapshot, training.pipeline; "
+            "print('faust' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -14,5 +16,5 @@ def test_storage_config_and_pairing_do_not_import_faust():
 def test_cli_help_explains_commands():
     out = subprocess.run([sys.executable, "-m", "streams.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for command in ("generate", "replay", "worker", "demo", "bench"):
+    for command in ("generate", "replay", "worker", "demo", "bench", "publish", "models", "trainer"):
         assert command in out

@@ -50,6 +50,7 @@ class DistillConfig:
     quantize: bool = True
     parity_tolerance: float = 1e-4
     seed: int = 0
+    max_labels: int = 0  # cap on labelled training pairs (0 = all): bounds a CPU round
 
 
 def _augment(storage, teacher: Teacher, labelled: list[PairExample], multiple: float) -> list[PairExample]:
@@ -74,6 +75,10 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
     torch.manual_seed(config.seed)
     labelled = load_labelled(storage, config.manual_weight)
     train = [e for e in labelled if e.split == "train"]
+    if config.max_labels and len(train) > config.max_labels:
+        # a deterministic subset: the same pairs every run, manual labels first
+        train = sorted(train, key=lambda e: (e.source != "manual", _pair_hash(e)))[:config.max_labels]
+        labelled = train + [e for e in labelled if e.split != "train"]
     test = [e for e in labelled if e.split == "test"]
     if len(train) < 8 or len(test) < 3:
         raise ValueError(f"too few labels to train: {len(train)} train / {len(test)} test pairs")
@@ -139,6 +144,12 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
                          curve_points if len(curve_points) > 1 else None)
     result["report"] = plots
     return result
+
+
+def _pair_hash(example: PairExample) -> str:
+    import hashlib
+
+    return hashlib.sha1(f"{example.item_a}|{example.item_b}|order".encode()).hexdigest()
 
 
 def _curve_point(result: dict) -> dict:

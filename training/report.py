@@ -1,4 +1,5 @@
-"""The run report: one JSON file and PNG plots (people would rather look than read)."""
+"""The run report: JSON, PNG plots, and one HTML page that shows them with the key figures
+(people would rather look than read)."""
 
 from __future__ import annotations
 
@@ -51,4 +52,38 @@ def write_report(out_dir: Path, result: dict, curves: dict[str, list[float]],
         files["augmentation_curve"] = str(out_dir / "augmentation_curve.png")
     (out_dir / "report.json").write_text(json.dumps({**result, "plots": files}, indent=2, default=str))
     files["json"] = str(out_dir / "report.json")
+    (out_dir / "report.html").write_text(_html(result, files))
+    files["html"] = str(out_dir / "report.html")
     return files
+
+
+def _html(result: dict, plots: dict[str, str]) -> str:
+    """A self-contained page: the figures a reviewer checks first, then the plots."""
+    from html import escape
+
+    metrics = result.get("metrics", {})
+    rows = []
+    for model in ("teacher", "cross", "two_tower"):
+        m = metrics.get(model) or {}
+        rows.append("<tr><td>{}</td>{}</tr>".format(escape(model), "".join(
+            f"<td>{m.get(k, float('nan')):.3f}</td>" for k in
+            ("spearman_vs_labels", "spearman_vs_teacher", "pearson_vs_labels", "mse_vs_labels", "ndcg10"))))
+    decision = result.get("decision", {})
+    images = "".join(f'<figure><img src="{Path(path).name}" alt="{escape(name)}"><figcaption>'
+                     f"{escape(name.replace('_', ' '))}</figcaption></figure>"
+                     for name, path in plots.items() if path.endswith(".png"))
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>pairstream training run {escape(str(result.get('version')))}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}td,th{{padding:4px 10px;
+border-bottom:1px solid #ddd;text-align:right}}td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:1em}}img{{max-width:520px}}</style></head><body>
+<h1>Training run {escape(str(result.get('version')))}</h1>
+<p>Decision: <b>{'promoted' if decision.get('promoted') else 'not promoted'}</b>
+({escape(str(decision.get('metric')))} candidate {decision.get('candidate')}, incumbent
+{decision.get('incumbent')}). Train pairs {metrics.get('n_train')}, teacher-augmented
+{metrics.get('n_augmented')}, test {metrics.get('n_test')}; {result.get('minutes')} minutes.
+ONNX parity (max |onnx - torch|): {escape(str(metrics.get('onnx_parity_max_abs')))}.</p>
+<table><tr><th>model (test split)</th><th>Spearman vs labels</th><th>Spearman vs teacher</th>
+<th>Pearson vs labels</th><th>MSE vs labels</th><th>NDCG@10</th></tr>{''.join(rows)}</table>
+{images}</body></html>
+"""

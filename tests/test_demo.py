@@ -1,0 +1,99 @@
+"""The demo's pieces in one short run: a real `pairstream demo` process on the embedded stack
+(tiny student backbone, a few thousand clicks) must stream, label, train in a child process,
+publish, hot-reload, answer the lookup API, print its summary, and leave no process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, command line), read from /proc (Linux)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(entry)] = (int(fields[1]), fields[0], cmdline)
+    return out
+
+
+def _descendants_alive(pid: int) -> list[int]:
+    procs = _processes()
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, (ppid, state, _) in procs.items() if ppid == parent and state != "Z"]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    info = _processes().get(pid)
+    return info is not None and info[1] != "Z"
+
+
+def test_demo_end_to_end(tmp_path):
+    env = {**os.environ, "PAIRSTREAM_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo", "--events", "20000", "--items", "800",
+         "--users", "400", "--backbone", "tiny"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        out, _ = proc.communicate(timeout=420)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6] published", "consumer lag:",
+                 "top partners from the lookup API", "model (held-out test split):"):
+        assert step in out, step
+    assert re.search(r"POST /v1/pair-scores for \d+ pairs: model v\d", out)
+    report = re.search(r"report: (\S+report\.html)", out).group(1)
+    html = open(report).read()
+    assert "<img" in html and "Spearman" in html
+    assert "pairstream-ingest" in out and "STOP" not in out
+    # nothing left behind: no broker, no training child
+    bootstrap = re.search(r"Kafka (127\.0\.0\.1:\d+)", out).group(1)
+    left = [cmd for _, state, cmd in _processes().values() if state != "Z" and (
+        f"tcp://{bootstrap}" in cmd or ("train-job" in cmd and str(tmp_path) in cmd))]
+    assert not left, left
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_demo_ctrl_c_leaves_nothing_behind(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PAIRSTREAM_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--events", "200000",
+                             "--backbone", "tiny"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, text=True)
+    children: set = set()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(children) < 1:
+        children |= set(_descendants_alive(proc.pid))  # the broker
+        time.sleep(0.2)
+    time.sleep(3)
+    children |= set(_descendants_alive(proc.pid))
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert children, "the demo should have started its broker"
+    time.sleep(1)
+    alive = [pid for pid in children if _alive(pid)]
+    assert not alive, f"left behind: {alive}"

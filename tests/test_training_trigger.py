@@ -1,0 +1,98 @@
+"""The training trigger: thresholds, one run at a time, a failed run waits for the next window;
+and an embedded run in a child process that trains, promotes, publishes and announces."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from streams.storage import runs as run_table
+from streams.storage import scores
+from streams.storage.labels import LabelRow, write_labels
+from streams.topics import ensure_topics
+from streams.trainer import TrainingLauncher
+from training import registry
+
+
+def _labels(storage, n, start=0, at=None):
+    write_labels(storage, [LabelRow(f"a{i:04d}", f"b{i:04d}", 5.0, "medium", "llm", "heuristic", "h", "v",
+                                    labelled_at=at or time.time()) for i in range(start, start + n)])
+
+
+def test_trigger_rules(storage, settings):
+    s = settings.replace(training_min_new_labels=5, training_interval_s=3600, training_retry_s=600,
+                         training_timeout_s=7200)
+    now = time.time()
+    assert run_table.due(storage, s, now) is None  # nothing to learn from
+    _labels(storage, 4, at=now - 10)
+    assert run_table.due(storage, s, now) == "schedule"  # never trained, some labels
+    run_table.record(storage, "r1", "schedule", "succeeded", now - 5, now - 1, "v1", True)
+    assert run_table.due(storage, s, now) is None  # labels are older than the last run
+    _labels(storage, 4, start=10)
+    assert run_table.due(storage, s, now) is None  # 4 new < 5, schedule not yet due
+    assert run_table.due(storage, s, now + 3600) == "schedule"
+    _labels(storage, 1, start=20)
+    assert run_table.due(storage, s, now) == "labels"
+    run_table.record(storage, "r2", "labels", "running", now)
+    assert run_table.due(storage, s, now + 60) is None  # one at a time
+    assert run_table.due(storage, s, now + 7201) == "labels"  # a run that never ended is dead
+    run_table.record(storage, "r2", "labels", "failed", now, now + 30, error="boom")
+    assert run_table.due(storage, s, now + 60) is None  # the failure waits for the next window
+    assert run_table.due(storage, s, now + 631) == "labels"
+
+
+def _launch(storage, settings, broker, trigger="test"):
+    from aiokafka import AIOKafkaProducer
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=1 << 20)
+        await producer.start()
+        launcher = TrainingLauncher(settings, storage, producer)
+        try:
+            run_id = await launcher.launch(trigger)
+            assert await launcher.launch(trigger) is None  # one at a time
+            return run_id, await launcher.wait()
+        finally:
+            await producer.stop()
+
+    return asyncio.run(go())
+
+
+def test_failed_run_is_recorded_and_not_retried_at_once(storage, settings, broker):
+    _labels(storage, 3)  # too few to train: the child process fails
+    s = settings.replace(training_min_new_labels=1, training_retry_s=600)
+    run_id, outcome = _launch(storage, s, broker)
+    assert outcome["status"] == "failed" and "too few labels" in outcome["error"]
+    [row] = run_table.runs(storage)
+    assert row["run_id"] == run_id and row["status"] == "failed" and "too few labels" in row["error"]
+    assert run_table.due(storage, s) is None
+    assert run_table.due(storage, s, time.time() + 601) == "labels"
+
+
+def test_embedded_run_trains_promotes_publishes(storage, settings, broker):
+    from kafka import KafkaConsumer
+
+    from streams.benchmarks.distill import seed_labels
+
+    seed_labels(storage, n_labelled=120, n_candidates=150)
+    s = settings.replace(training_args="--backbone tiny --epochs 1 --teacher-epochs 1",
+                         topic_model_updates=f"mu-{settings.app_id}",
+                         topic_pair_scores=f"ps-{settings.app_id}",
+                         topic_item_partners=f"ip-{settings.app_id}")
+    ensure_topics(broker.bootstrap, s)
+    run_id, outcome = _launch(storage, s, broker)
+    assert outcome["status"] == "succeeded", outcome.get("error")
+    assert outcome["promoted"] and registry.promoted(storage)["version"] == outcome["model_version"]
+    live = scores.live(storage)
+    assert live["model_version"] == outcome["model_version"]
+    assert outcome["publish"]["pairs"] == storage.query_value(
+        f"SELECT count() FROM {storage.table('pair_scores_latest')}") > 100
+    [row] = run_table.runs(storage)
+    assert row["status"] == "succeeded" and row["promoted"] == 1
+    consumer = KafkaConsumer(s.topic_model_updates, bootstrap_servers=broker.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    events = [m.value for m in consumer]
+    consumer.close()
+    assert len(events) == 1 and live["score_version"].encode() in events[0]
