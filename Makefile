@@ -34,6 +34,7 @@ test-all: setup promtool
 
 bench: setup
 	$(BIN)/pairstream bench ingest --events 300000
+	$(BIN)/pairstream bench serve
 
 clean:
 	rm -rf .pairstream reports

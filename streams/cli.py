@@ -108,7 +108,7 @@ def distill_config(args):
         teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
         student_epochs=args.epochs, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
         beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance,
-        max_labels=args.max_labels)
+        max_labels=args.max_labels, max_length=args.max_length)
 
 
 def distill_config_from(extra: str):
@@ -475,6 +475,7 @@ def _distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, default=0.2, help="weight of the score MSE")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--tolerance", type=float, default=0.01, help="promotion gate tolerance")
+    p.add_argument("--max-length", type=int, default=96, help="tokens per pair (students, teacher)")
     p.add_argument("--max-labels", type=int, default=0,
                    help="use at most this many labelled training pairs (0 = all; bounds CPU runs)")
 

@@ -22,7 +22,7 @@ from .config import Settings
 from .runtime import stack
 
 
-DEMO_TRAINING = "--epochs 1 --teacher-epochs 4 --augment 1 --max-labels 400"
+DEMO_TRAINING = "--epochs 1 --teacher-epochs 4 --augment 1 --max-labels 400 --max-length 64"
 
 
 def run_demo(settings: Settings, args) -> int:
@@ -41,7 +41,8 @@ def run_demo(settings: Settings, args) -> int:
         web_port=_free_port(),
         training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm"
                                                                   else f" --backbone {args.backbone}")),
-        training_min_new_labels=10**9, training_interval_s=0)  # the demo starts its one run itself
+        training_min_new_labels=10**9, training_interval_s=0,  # the demo starts its one run itself
+        publish_cross_budget_s=min(settings.publish_cross_budget_s, 30.0))  # 10 minutes in all
     out = data_dir / "demo-data"
     t0 = time.time()
     counts = write_dataset(out, args.items, args.users, args.events, args.seed)
