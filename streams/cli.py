@@ -174,7 +174,7 @@ def cmd_publish(args) -> int:
     from training import registry
 
     from .runtime import stack
-    from .trainer import _publish_with_producer
+    from .trainer import publish_with_own_producer
 
     settings = _settings(args)
     with stack(settings) as (bootstrap, storage):
@@ -182,7 +182,7 @@ def cmd_publish(args) -> int:
         if row is None:
             print("no promoted model to publish (run `pairstream distill` first)", file=sys.stderr)
             return 2
-        summary = asyncio.run(_publish_with_producer(storage, settings, bootstrap, row["version"]))
+        summary = asyncio.run(publish_with_own_producer(storage, settings, bootstrap, row["version"]))
     print(json.dumps(summary, default=str) if args.json else
           f"published {summary['score_version']}: {summary['pairs']} pairs of {summary['items']} items, "
           f"{summary['cross_rescored']} rescored by the cross-encoder, in {summary['seconds']}s")
@@ -237,17 +237,12 @@ def _announce_rollback(settings, target) -> bool:
         return False
 
     async def send():
-        from aiokafka import AIOKafkaProducer
-
+        from .produce import open_producer
         from .trainer import announce
 
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-        await producer.start()
-        try:
+        async with open_producer(settings.kafka_bootstrap) as producer:
             await announce(producer, settings, {"event": "rollback", **{
                 k: target[k] for k in ("model_version", "score_version")}})
-        finally:
-            await producer.stop()
 
     asyncio.run(send())
     return True

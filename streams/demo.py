@@ -108,7 +108,7 @@ async def _stream(runtime, expected: int) -> dict:
             done = ingest.totals["events"] if ingest else 0
             bar.n = done
             bar.set_postfix(ev_s=f"{done / max(time.time() - started, 1e-9):,.0f}",
-                            lag=_ingest_lag(ingest), pairs=ingest.totals["pairs"] if ingest else 0,
+                            lag=ingest.lag() if ingest else 0, pairs=ingest.totals["pairs"] if ingest else 0,
                             labels=runtime.pairs_handled)
             bar.refresh()
             if done >= expected or time.time() - started > 600:
@@ -128,17 +128,6 @@ async def _stream(runtime, expected: int) -> dict:
     return {"events": totals.get("events", 0), "invalid": totals.get("invalid", 0),
             "pair_rows": totals.get("pairs", 0), "routed": routed,
             "labelled": runtime.pairs_handled, "seconds": round(time.time() - started, 1)}
-
-
-def _ingest_lag(ingest) -> int:
-    if ingest is None or ingest._consumer is None:
-        return 0
-    lag = 0
-    for tp, state in ingest._tps():
-        high = ingest._consumer.highwater(tp)
-        if high is not None:
-            lag += max(0, high - state.position)
-    return lag
 
 
 async def _train(runtime, settings: Settings) -> dict:
@@ -257,9 +246,10 @@ def _print_summary(storage, settings: Settings, summary: dict) -> None:
 def _reasons(storage, pairs) -> dict:
     from .storage.labels import effective_labels
 
-    wanted = {tuple(sorted(p)) for p in pairs}
-    return {(r["item_a"], r["item_b"]): r["dim_reasons"] for r in effective_labels(storage)
-            if (r["item_a"], r["item_b"]) in wanted}
+    wanted = sorted({tuple(sorted(p)) for p in pairs})
+    rows = effective_labels(storage, "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})",
+                            {"a": [a for a, _ in wanted], "b": [b for _, b in wanted]}) if wanted else []
+    return {(r["item_a"], r["item_b"]): r["dim_reasons"] for r in rows}
 
 
 def _titles(storage, ids) -> dict:

@@ -193,6 +193,15 @@ class ClickIngest:
         if self._producer is not None:
             await self._producer.stop()
 
+    def lag(self) -> int:
+        """Messages fetched by the broker's high watermark but not yet processed, summed over
+        the held partitions (a live figure for the demo's view; monitoring uses committed
+        offsets, ``streams.lag``)."""
+        if self._consumer is None:
+            return 0
+        highs = ((self._consumer.highwater(tp), state.position) for tp, state in self._tps())
+        return sum(max(0, high - position) for high, position in highs if high is not None)
+
     def caught_up(self, end_offsets: dict[int, int]) -> bool:
         """True once every partition in ``end_offsets`` is processed and written up to its end."""
         return (self._write_task is None or self._write_task.done()) and all(

@@ -9,7 +9,8 @@ other Kafka producer would put it.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import contextlib
+from typing import AsyncIterator, Iterable, Sequence
 
 import numpy as np
 
@@ -88,3 +89,16 @@ async def send_batched(
     for future in pending:
         await future
     return n
+
+
+@contextlib.asynccontextmanager
+async def open_producer(bootstrap: str, **options) -> AsyncIterator:
+    """An aiokafka producer for one short job (a CLI command, a trainer job), always stopped."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()

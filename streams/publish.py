@@ -55,6 +55,7 @@ class Published:
     b: np.ndarray
     score: np.ndarray
     scorer: np.ndarray  # index into SCORERS
+    embeddings: np.ndarray | None = None  # row k = item ids[k]
     partners: dict[str, list[tuple[str, float, str]]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
 
@@ -74,10 +75,11 @@ def candidate_pairs(storage: Storage, settings: Settings) -> pa.Table:
 
 
 def manual_labels(storage: Storage) -> dict[tuple[str, str], float]:
-    rows = storage.query_rows(
-        f"SELECT item_a, item_b, argMax(score, labelled_at) FROM {storage.table('pair_labels')} "
-        "WHERE source = 'manual' GROUP BY item_a, item_b")
-    return {(a, b): float(s) for a, b, s in rows}
+    """The newest manual label of each pair (``effective_labels`` decides what counts)."""
+    from .storage.labels import effective_labels
+
+    return {(r["item_a"], r["item_b"]): float(r["score"])
+            for r in effective_labels(storage, "source = 'manual'")}
 
 
 def _ranked(anchor: np.ndarray, score: np.ndarray):
@@ -135,8 +137,7 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
     t = time.perf_counter()
     rescored, exhausted = _cross_rescore(settings, students, texts, a, b, score, scorer, progress)
     steps["cross_rescore"] = time.perf_counter() - t
-    published = Published("", students.version, ids, a, b, score, scorer)
-    published.embeddings = embeddings  # type: ignore[attr-defined]
+    published = Published("", students.version, ids, a, b, score, scorer, embeddings)
     published.summary = {
         "model_version": students.version, "pairs": int(len(a)), "items": len(ids),
         "cross_rescored": rescored, "cross_budget_exhausted": exhausted,
@@ -216,7 +217,7 @@ def write(storage: Storage, settings: Settings, published: Published) -> Publish
             "partner_id": pa.array(cols[2], pa.string()), "score": pa.array(cols[3], pa.float32()),
             "scorer": pa.array(cols[4], pa.string()), "model_version": [model] * len(rows),
             "score_version": [version] * len(rows)}))
-    emb = getattr(published, "embeddings", None)
+    emb = published.embeddings
     if emb is not None and len(emb):
         dim = emb.shape[1]
         values = pa.array(emb.astype(np.float32).ravel(), pa.float32())

@@ -221,7 +221,7 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
                     result = run(storage, settings.data_dir, config_for(job.get("args", "")))
                     promoted = bool(result["decision"]["promoted"])
                     if promoted:
-                        asyncio.run(_publish_with_producer(storage, settings, bootstrap, result["version"]))
+                        asyncio.run(publish_with_own_producer(storage, settings, bootstrap, result["version"]))
                     run_table.record(storage, run_id, trigger, "succeeded", started, time.time(),
                                      result["version"], promoted)
                 except Exception as exc:  # noqa: BLE001 - recorded; the next window retries
@@ -234,12 +234,9 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
         consumer.close()
 
 
-async def _publish_with_producer(storage, settings, bootstrap, version) -> dict:
-    from aiokafka import AIOKafkaProducer
+async def publish_with_own_producer(storage, settings, bootstrap, version) -> dict:
+    """``publish_and_announce`` outside a worker (the CLI, the trainer service)."""
+    from .produce import open_producer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
-    await producer.start()
-    try:
+    async with open_producer(bootstrap, linger_ms=5, max_batch_size=1 << 20) as producer:
         return await publish_and_announce(storage, settings, producer, version, progress=True)
-    finally:
-        await producer.stop()
