@@ -213,9 +213,15 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
     try:
         while True:
             for message in (m for ms in consumer.poll(timeout_ms=1000).values() for m in ms):
-                job = orjson.loads(message.value)
+                job = _parse_job(message.value)
+                if job is None:  # not a job: say so and keep serving the ones that are
+                    log.error("training-jobs %d:%d is not a job message, skipped: %r",
+                              message.partition, message.offset, message.value[:200])
+                    metrics.DLQ.labels(topic=settings.topic_training_jobs, reason="bad_message").inc()
+                    consumer.commit()
+                    continue
                 started = time.time()
-                run_id, trigger = job["run_id"], job.get("trigger", "kafka")
+                run_id, trigger = job["run_id"], str(job.get("trigger", "kafka"))
                 run_table.record(storage, run_id, trigger, "running", started)
                 try:
                     result = run(storage, settings.data_dir, config_for(job.get("args", "")))
@@ -232,6 +238,19 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
                     return
     finally:
         consumer.close()
+
+
+def _parse_job(value: bytes) -> dict | None:
+    """A job message: a JSON object with a string ``run_id`` (``args`` a string if present)."""
+    try:
+        job = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(job, dict) or not isinstance(job.get("run_id"), str) or not job["run_id"]:
+        return None
+    if not isinstance(job.get("args", ""), str):
+        return None
+    return job
 
 
 async def publish_with_own_producer(storage, settings, bootstrap, version) -> dict:

@@ -96,3 +96,23 @@ def test_embedded_run_trains_promotes_publishes(storage, settings, broker):
     events = [m.value for m in consumer]
     consumer.close()
     assert len(events) == 1 and live["score_version"].encode() in events[0]
+
+
+def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, settings, broker):
+    from kafka import KafkaProducer
+
+    from streams.cli import distill_config_from
+    from streams.trainer import run_trainer
+
+    s = settings.replace(topic_training_jobs=f"jobs-{settings.app_id}")
+    ensure_topics(broker.bootstrap, s)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for value in (b"{not json", b'{"trigger": "labels"}', b'{"run_id": "r-x", "args": 7}',
+                  b'{"run_id": "r-good", "trigger": "labels", "args": "--backbone tiny"}'):
+        producer.send(s.topic_training_jobs, value)
+    producer.flush()
+    producer.close()
+    _labels(storage, 3)  # too few to train: the good job runs and fails, recorded
+    run_trainer(s, broker.bootstrap, storage, distill_config_from, once=True)
+    [row] = run_table.runs(storage)
+    assert row["run_id"] == "r-good" and row["status"] == "failed" and "too few labels" in row["error"]
