@@ -71,7 +71,9 @@ class Settings:
     tier_medium: int = setting(20, "Count at which a pair enters the medium tier.")
     tier_high: int = setting(100, "Count at which a pair enters the high tier (label 10).")
     ingest_batch_events: int = setting(
-        20000, "Most events the ingest turns into one ClickHouse write."
+        200000,
+        "Most consumed events held, paired but unwritten, while a ClickHouse write is in "
+        "flight; past this the ingest waits for the write (back-pressure).",
     )
     ingest_flush_ms: int = setting(
         250, "Longest a consumed event waits before its batch is written (freshness)."

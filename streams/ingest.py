@@ -35,6 +35,7 @@ partition and offset as headers) before the offset that covers them is committed
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 import time
@@ -42,18 +43,21 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 
-from . import metrics
+from . import metrics, pair_kernel
 from .config import Settings
-from .events import InvalidEvent, click_fields
-from .pairing import Sessionizer
+from .click_decode import decode_clicks
+from .pairing import PairIncrements, Sessionizer
 from .produce import send_batched
 from .storage import Storage, StorageError
 from .storage.base import timestamp_array
 from .tiers import TierRouter
 
 log = logging.getLogger(__name__)
+
+FETCH_MAX_RECORDS = 20000  # one getmany; batches grow beyond it while a write is in flight
 
 SESSIONS_SCHEMA = pa.schema([
     ("topic", pa.string()),
@@ -72,7 +76,17 @@ class PartitionState:
     replay_end: int | None = None  # an intent to rebuild exactly before anything else
     pending: list = field(default_factory=list)  # messages held until replay_end is reached
     intents: dict[int, int] = field(default_factory=dict)  # start -> end, found at restore
-    dirty: set = field(default_factory=set)  # users touched since the last checkpoint
+
+
+@dataclass
+class OpenBatch:
+    """One partition's paired but unwritten offset range ``[start, end)``."""
+
+    tp: object
+    start: int
+    end: int
+    parts: list  # PairIncrements of each fetch that joined
+    exact: bool  # an intent rebuilt after a crash: its range is fixed, nothing joins it
 
 
 @dataclass
@@ -84,7 +98,8 @@ class Checkpoint:
     times: list[list[float]]
     partitions: list[int]
     versions: list[int]
-    touched_pairs: list[pa.Table]
+    touched: np.ndarray | None  # pair_hash of the pairs incremented since the last checkpoint
+    newest_day: int  # UTC day number: the end of the horizon for the crossing check
     evicted: int
 
 
@@ -97,7 +112,7 @@ class BatchReport:
     pairs: int
     routed: int
     event_times: list[float]
-    written_at: float
+    written_at: float  # when its pair_counts insert returned (visible to readers)
 
 
 class ClickIngest:
@@ -130,7 +145,11 @@ class ClickIngest:
         self._flush_lock = asyncio.Lock()
         self.totals = defaultdict(int)
         self._last_checkpoint = time.monotonic()
-        self._unrouted: list[pa.Table] = []  # pair increments not yet checked for tier crossings
+        self._unrouted: dict[int, list] = {}  # partition -> increment keys not yet routed
+        self._open: dict[int, OpenBatch] = {}  # paired, not yet handed to a write
+        self._open_dlq: list = []
+        self._open_events = 0
+        self._open_times: list[float] = []
         self.first_message_at: float | None = None  # perf_counter of the first consumed batch
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -152,6 +171,7 @@ class ClickIngest:
                 for tp in assigned:
                     await ingest._restore_partition(tp)
 
+        await asyncio.to_thread(pair_kernel.warm_up)
         timeout_ms = int(self.settings.session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -204,7 +224,7 @@ class ClickIngest:
 
     def caught_up(self, end_offsets: dict[int, int]) -> bool:
         """True once every partition in ``end_offsets`` is processed and written up to its end."""
-        return (self._write_task is None or self._write_task.done()) and all(
+        return not self._writing() and not self._open and all(
             p in self.partitions and self.partitions[p].position >= end and not self.partitions[p].pending
             for p, end in end_offsets.items())
 
@@ -219,8 +239,7 @@ class ClickIngest:
                 await self.drain()  # surface a failed write at once
             try:
                 batches = await self._consumer.getmany(
-                    timeout_ms=int(flush_s * 1000), max_records=max_events
-                )
+                    timeout_ms=int(flush_s * 1000), max_records=min(max_events, FETCH_MAX_RECORDS))
             except Exception as exc:  # noqa: BLE001 - consumer errors during shutdown
                 if self._stopping.is_set():
                     break
@@ -229,8 +248,11 @@ class ClickIngest:
                 continue
             if batches and self.first_message_at is None:
                 self.first_message_at = time.perf_counter()
-            if batches or self.has_pending():
-                await self.flush(batches)
+            await self.flush(batches)  # also seals what is open once the writer is free
+            # getmany returns without suspending while the fetcher has records buffered, so
+            # yield once per fetch: otherwise a sealed write (and every hop of the one in
+            # flight) waits until the consumer runs dry
+            await asyncio.sleep(0)
 
     # --- recovery ----------------------------------------------------------------------
     async def _restore_partition(self, tp) -> None:
@@ -269,7 +291,7 @@ class ClickIngest:
         else:
             await self._consumer.seek_to_beginning(tp)
         log.info("partition %d restored: %d users, position %d, replay to %s",
-                 p, len(sessionizer.histories), position, state.replay_end)
+                 p, sessionizer.num_users, position, state.replay_end)
 
     # --- the batch -----------------------------------------------------------------------
     def _tps(self):
@@ -277,16 +299,17 @@ class ClickIngest:
 
         return [(TopicPartition(self.topic, p), st) for p, st in self.partitions.items()]
 
-    def has_pending(self) -> bool:
-        return any(st.pending for st in self.partitions.values())
-
     async def flush(self, batches: dict) -> None:
-        """Process a fetch now; its writes run while the next fetch is processed.
+        """Process a fetch now; write what is open as soon as the writer is free.
 
-        Pipelining: ClickHouse calls run in a thread (chDB and the HTTP client release the
-        GIL), so batch k is written while batch k+1 is decoded and paired. Writes stay
-        strictly ordered (one in flight), and a checkpoint's session rows are taken before
-        the next batch touches the histories, so the recovery argument is unchanged.
+        Pipelining with adaptive batches: ClickHouse calls run in a thread (chDB and the HTTP
+        client release the GIL) and one write is in flight at a time. While it runs, newly
+        paired fetches join each partition's *open* batch; when it returns, everything open
+        is sealed into the next write. So under load batches grow (fewer, larger inserts,
+        each with a fixed cost) and at a low rate they stay small (fresh). Past
+        ``ingest_batch_events`` open events the ingest waits for the write (back-pressure).
+        A sealed batch is still one contiguous offset range per partition with its own
+        intent and token, and a checkpoint is taken at sealing, so recovery is unchanged.
         """
         async with self._flush_lock:
             await self._flush(batches)
@@ -302,71 +325,83 @@ class ClickIngest:
         if task is not None:
             await task
 
+    def _writing(self) -> bool:
+        return self._write_task is not None and not self._write_task.done()
+
     async def _flush(self, batches: dict, force_checkpoint: bool = False) -> None:
         now = self.clock()
-        s = self.settings
-        work = []  # (tp, state, start, end, counts)
-        dlq = []
-        event_times: list[float] = []
-        events = 0
         for tp in set(batches) | {tp for tp, st in self._tps() if st.pending}:
             state = self.partitions.get(tp.partition)
             if state is None:  # revoked meanwhile
                 continue
             messages = state.pending + [m for m in batches.get(tp, ()) if m.offset >= state.position]
             state.pending = []
-            if state.replay_end is not None:
+            batch = self._open.get(tp.partition)
+            if batch is not None and batch.exact:
+                state.pending = messages  # nothing joins an intent being rebuilt
+                continue
+            exact = state.replay_end is not None
+            if exact:
                 if not messages or messages[-1].offset + 1 < state.replay_end:
                     state.pending = messages  # keep reading until the intent's range is complete
                     continue
                 state.pending = [m for m in messages if m.offset >= state.replay_end]
                 messages = [m for m in messages if m.offset < state.replay_end]
-            if not messages:
-                continue
-            start, end = state.position, messages[-1].offset + 1
-            counts: dict = {}
-            add_user = state.dirty.add
-            add_time = event_times.append
-            state.sessionizer.sync_catalogue()
-            process = state.sessionizer.process
-            max_bytes, max_future = s.max_event_bytes, s.max_future_s
-            for msg in messages:
-                # "future" is judged against the message's own Kafka timestamp, so a replay
-                # after a crash judges every event exactly as the first pass did
-                sent_at = msg.timestamp / 1000.0 if msg.timestamp and msg.timestamp > 0 else now
-                try:
-                    user, item, ts = click_fields(msg.value, sent_at, max_bytes, max_future)
-                except InvalidEvent as bad:
-                    dlq.append((msg, bad))
-                    continue
-                process(user, item, ts, counts)
-                add_user(user)
-                add_time(ts)
-            events += len(messages)
-            work.append((tp, state, start, end, counts))
-        due = force_checkpoint or time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s
-        if not work and not (force_checkpoint and self._checkpoint_needed()):
-            return
+            if messages:
+                self._pair(tp, state, messages, batch, exact, now)
+        if self._writing():
+            if not force_checkpoint and self._open_events < self.settings.ingest_batch_events:
+                return
+            await self.drain()  # back-pressure (or a checkpoint that must follow this write)
+        due = force_checkpoint or (
+            time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s)
+        if self._open or (due and self._checkpoint_needed()):
+            self._seal(due, now)
+
+    def _pair(self, tp, state: PartitionState, messages: list, batch, exact: bool, now: float) -> None:
+        """Decode, validate and pair one partition's messages into its open batch."""
+        s = self.settings
+        clicks = decode_clicks(messages, now, s.max_event_bytes, s.max_future_s)
+        self._open_dlq += clicks.dead
+        users, items, times = clicks.users, clicks.items, clicks.times
+        sessionizer = state.sessionizer
+        sessionizer.sync_catalogue()
+        increments = sessionizer.process_batch(users, items, times)
+        metrics.UNKNOWN_ITEMS.inc(sessionizer.unknown_items)
+        sessionizer.unknown_items = 0
+        self._open_times += times
+        self._open_events += len(messages)
+        start, end = state.position, messages[-1].offset + 1
+        state.position = end
+        if exact:
+            state.replay_end = None
+        if state.intents:  # the next batch of a chain that a crash interrupted
+            state.replay_end = state.intents.pop(end, None)
+        if batch is None:
+            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact)
+        else:
+            batch.end = end
+            batch.parts.append(increments)
+
+    def _seal(self, due: bool, now: float) -> None:
+        """Turn the open batches (and a checkpoint when due) into the next write."""
         tables = []
-        for tp, state, start, end, counts in work:
-            metrics.UNKNOWN_ITEMS.inc(state.sessionizer.unknown_items)
-            state.sessionizer.unknown_items = 0
-            state.position = end
-            if state.replay_end is not None and end >= state.replay_end:
-                state.replay_end = None
-            if state.intents:  # the next batch of a chain that a crash interrupted
-                state.replay_end = state.intents.pop(end, None)
-            table = state.sessionizer.counts_to_arrow(counts) if counts else None
+        for p, batch in sorted(self._open.items()):
+            state = self.partitions[p]
+            increments = PairIncrements.merge(batch.parts)
+            table = state.sessionizer.to_arrow(increments) if len(increments) else None
             if table is not None:
-                self._unrouted.append(table.select(["item_a", "item_b", "day"]))
-            tables.append((tp, start, end, table))
+                self._unrouted.setdefault(p, []).append(increments.keys)
+            tables.append((batch.tp, batch.start, batch.end, table))
         checkpoint = self._take_checkpoint() if due else None
+        dlq, events, event_times = self._open_dlq, self._open_events, self._open_times
+        self._open, self._open_dlq, self._open_events, self._open_times = {}, [], 0, []
         previous = self._write_task
         self._write_task = asyncio.ensure_future(self._write_after(
             previous, tables, checkpoint, dlq, now, events, event_times))
 
     def _checkpoint_needed(self) -> bool:
-        return bool(self._unrouted) or any(st.dirty for st in self.partitions.values())
+        return bool(self._unrouted) or any(st.sessionizer.has_dirty() for st in self.partitions.values())
 
     def _take_checkpoint(self) -> Checkpoint:
         """Session rows of every dirty user at its partition's position, idle users evicted.
@@ -374,27 +409,31 @@ class ClickIngest:
         Taken synchronously between batches, so each row is the state exactly at ``version``."""
         self._last_checkpoint = time.monotonic()
         idle_s = self.settings.session_window_s + self.settings.late_allowance_s
-        cp = Checkpoint([], [], [], [], [], self._unrouted, 0)
-        self._unrouted = []
+        cp = Checkpoint([], [], [], [], [], None, 0, 0)
+        touched = []
+        for p, keys in self._unrouted.items():
+            hashes, newest_day = self.partitions[p].sessionizer.touched_hashes(keys)
+            touched.append(hashes)
+            cp.newest_day = max(cp.newest_day, newest_day)
+        if touched:
+            cp.touched = np.unique(np.concatenate(touched))
+        self._unrouted = {}
         for p, state in self.partitions.items():
-            evicted = state.sessionizer.evict_idle(idle_s)
-            users = state.dirty.union(evicted)
-            state.dirty = set()
-            if not users:
+            u, i, t, evicted = state.sessionizer.checkpoint_rows(idle_s)
+            if not u:
                 continue
-            u, i, t = state.sessionizer.snapshot(users)  # an evicted user has an empty history
             cp.users += u
             cp.items += i
             cp.times += t
             cp.partitions += [p] * len(u)
             cp.versions += [state.position] * len(u)
-            cp.evicted += len(evicted)
+            cp.evicted += evicted
         return cp
 
     async def _write_after(self, previous, tables, checkpoint, dlq, now, events, event_times):
         if previous is not None:
             await previous
-        pairs = await self._write(tables, checkpoint, dlq, now)
+        pairs, written_at = await self._write(tables, checkpoint, dlq, now)
         self.totals["events"] += events
         self.totals["invalid"] += len(dlq)
         self.totals["pairs"] += pairs
@@ -403,35 +442,21 @@ class ClickIngest:
         if self.on_batch is not None:
             self.on_batch(BatchReport(
                 events, len(dlq), pairs, self.router.last_routed if checkpoint else 0,
-                event_times, self.clock()))
+                event_times, written_at))
 
-    async def _write(self, tables, checkpoint: Checkpoint | None, dlq, now: float) -> int:
-        """The ordered writes of one flush; returns the pair-day rows written."""
-        st = self.storage
-        topic = self.topic
+    async def _write(self, tables, checkpoint: Checkpoint | None, dlq, now: float):
+        """The ordered writes of one flush; returns the pair-day rows written and when their
+        insert returned.
+
+        Each blocking step is one thread call (not one per insert): while the event loop is
+        busy pairing the next fetch, every hop back to it costs a wait."""
         written = 0
         if tables:
-            # 1. intents
-            intents = pa.table({
-                "topic": pa.array([topic] * len(tables)),
-                "partition": pa.array([t[0].partition for t in tables], pa.uint32()),
-                "start_offset": pa.array([t[1] for t in tables], pa.uint64()),
-                "end_offset": pa.array([t[2] for t in tables], pa.uint64()),
-                "created_at": timestamp_array([now] * len(tables)),
-            })
-            await self._with_retry(lambda: st.insert_arrow("ingest_batches", intents))
-            # 2. pair increments, one deduplicated insert per partition batch
-            for tp, start, end, table in tables:
-                if table is None:
-                    continue
-                token = f"{topic}:{tp.partition}:{start}:{end}"
-                started = time.perf_counter()
-                await self._with_retry(
-                    lambda: st.insert_arrow("pair_counts", table, dedup_token=token))
-                metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(
-                    time.perf_counter() - started)
-                metrics.PAIR_INCREMENTS.inc(table.num_rows)
-                written += table.num_rows
+            started = time.perf_counter()
+            written = await self._with_retry(lambda: self._write_counts(tables, now))
+            metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
+            metrics.PAIR_INCREMENTS.inc(written)
+        written_at = self.clock()
         # dead letters before the commit that covers them
         if dlq:
             await self._send_dlq(dlq)
@@ -446,14 +471,36 @@ class ClickIngest:
                 await self._consumer.commit(offsets)
             except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
                 log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
+        return written, written_at
+
+    def _write_counts(self, tables, now: float) -> int:
+        """1. intents, 2. one deduplicated pair_counts insert per partition batch (blocking).
+        Retrying the whole call is safe: intents are idempotent rows and the tokens drop
+        inserts that already landed."""
+        st, topic = self.storage, self.topic
+        st.insert_arrow("ingest_batches", pa.table({
+            "topic": pa.array([topic] * len(tables)),
+            "partition": pa.array([t[0].partition for t in tables], pa.uint32()),
+            "start_offset": pa.array([t[1] for t in tables], pa.uint64()),
+            "end_offset": pa.array([t[2] for t in tables], pa.uint64()),
+            "created_at": timestamp_array([now] * len(tables)),
+        }))
+        written = 0
+        for tp, start, end, table in tables:
+            if table is not None:
+                st.insert_arrow("pair_counts", table, dedup_token=f"{topic}:{tp.partition}:{start}:{end}")
+                written += table.num_rows
         return written
 
     async def _write_checkpoint(self, cp: Checkpoint) -> None:
-        # 4. routing of pairs that entered a tier since the last checkpoint
-        if cp.touched_pairs:
-            touched = pa.concat_tables(cp.touched_pairs)
-            await self._with_retry(lambda: self.router.route(touched), is_async=True)
-        # 5. session rows, one insert
+        # 4. routing of pairs that entered a tier since the last checkpoint: find and encode
+        # (thread), produce (event loop), then the ledger (with the sessions, one thread call)
+        routing = None
+        if cp.touched is not None:
+            newest_day = dt.date(1970, 1, 1) + dt.timedelta(days=cp.newest_day)
+            routing = await self._with_retry(lambda: self.router.plan(cp.touched, newest_day))
+            await self.router.send(routing)
+        sessions = None
         if cp.users:
             sessions = pa.table({
                 "topic": pa.array([self.topic] * len(cp.users)),
@@ -463,10 +510,17 @@ class ClickIngest:
                 "times": pa.array(cp.times, pa.list_(pa.float64())),
                 "version": pa.array(cp.versions, pa.uint64()),
             }, schema=SESSIONS_SCHEMA)
-            started = time.perf_counter()
-            await self._with_retry(lambda: self.storage.insert_arrow("user_sessions", sessions))
-            metrics.CH_WRITE_SECONDS.labels(table="user_sessions").observe(
-                time.perf_counter() - started)
+
+        def ledger_and_sessions() -> None:
+            if routing is not None:
+                self.router.record(routing)
+            # 5. session rows, one insert, after the routing they cover
+            if sessions is not None:
+                self.storage.insert_arrow("user_sessions", sessions)
+
+        started = time.perf_counter()
+        await self._with_retry(ledger_and_sessions)
+        metrics.CH_WRITE_SECONDS.labels(table="user_sessions").observe(time.perf_counter() - started)
         metrics.SESSIONS_EVICTED.inc(cp.evicted)
 
     async def _send_dlq(self, dlq: list) -> None:
@@ -483,13 +537,11 @@ class ClickIngest:
             metrics.DLQ.labels(topic=self.topic, reason=bad.reason).inc()
         await send_batched(self._producer, self.settings.topic_clicks_dlq, records)
 
-    async def _with_retry(self, call, is_async: bool = False):
+    async def _with_retry(self, call):
         """Retry ClickHouse calls with capped exponential back-off; never give up silently."""
         delay = 0.1
         while True:
             try:
-                if is_async:
-                    return await call()
                 return await asyncio.to_thread(call)
             except StorageError as exc:
                 metrics.CH_ERRORS.inc()

@@ -7,23 +7,22 @@ j != i, where both categories are known (at processing time) and differ. Each su
 history at time max(t, its previous time); if the history then holds more than N items the
 one with the oldest time (ties: smallest id) leaves.
 
-This module is the hot path of the ingest: plain dicts, and a pair-day is one packed int
-(item index a, item index b, day) rather than a tuple of strings, so aggregation hashes ints
-and the conversion to Arrow is vectorised (numpy unpack + ``take`` from the id table).
+The state is columnar so a whole batch runs in one compiled call (``streams.pair_kernel``):
+users are slots of (slots, N) item/time arrays, items are dense intern indexes with an int
+category code, and the Python side only maps strings to indexes (one dict lookup per field).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-DAY_S = 86400
-ITEM_BITS = 24  # up to 16M distinct items per partition's intern table
-DAY_BITS = 16  # UTC day number (days since 1970) fits until 2149
-_ITEM_MASK = (1 << ITEM_BITS) - 1
-_DAY_MASK = (1 << DAY_BITS) - 1
+from . import pair_kernel as kernel
+
+_NO_WEIGHTS = np.empty(0, np.uint64)
 
 PAIR_COUNTS_SCHEMA = pa.schema([
     ("item_a", pa.string()),
@@ -33,34 +32,124 @@ PAIR_COUNTS_SCHEMA = pa.schema([
 ])
 
 
-class Sessionizer:
-    """User histories of one partition, and the pair increments they produce.
+@dataclass
+class PairIncrements:
+    """A batch's aggregated increments: packed pair-day keys (see ``pair_kernel``) and counts."""
 
-    A history maps item -> (time, intern index). Two things keep the per-event loop short:
-    categories are read from a list by intern index (synced from the catalogue's change log
-    once per batch, so "category at processing time" still holds at batch granularity), and
-    while a user's clicks arrive in time order the dict's insertion order *is* time order, so
-    the history's oldest item is its first key and trimming needs no scan.
-    """
+    keys: np.ndarray
+    counts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @staticmethod
+    def merge(parts: Sequence["PairIncrements"]) -> "PairIncrements":
+        """One aggregate of several batches' increments (same partition, same intern table)."""
+        if len(parts) == 1:
+            return parts[0]
+        return PairIncrements(*kernel.aggregate(
+            np.concatenate([p.keys for p in parts]), np.concatenate([p.counts for p in parts])))
+
+
+class _Index(dict):
+    """``value -> index``, creating the index on first lookup (so ``map(index.__getitem__,
+    values)`` interns a whole column without a Python-level branch per value)."""
+
+    def __init__(self, create):
+        super().__init__()
+        self._create = create
+
+    def __missing__(self, key):
+        idx = self[key] = self._create(key)
+        return idx
+
+
+class Sessionizer:
+    """User histories of one partition, and the pair increments a batch of clicks produces.
+
+    Categories are cached per intern index and refreshed from the catalogue's change log once
+    per batch, so "category at processing time" holds at batch granularity."""
 
     def __init__(self, catalogue: Mapping[str, str], window_s: float, history_size: int):
         self.catalogue = catalogue  # item_id -> category, shared with the catalogue agent
         self.window_s = float(window_s)
         self.history_size = int(history_size)
-        self.histories: dict[str, dict[str, tuple[float, int]]] = {}
-        self.unordered: set[str] = set()  # users whose history order is not time order
         self.watermark = 0.0  # newest event time seen
         self.unknown_items = 0
-        self.ids: list[str] = []  # intern table: index -> item_id
-        self.categories: list[str | None] = []  # index -> category (None: unknown)
-        self.index: dict[str, int] = {}
+        # items: intern table, ids as UTF-8 bytes + offsets (for the kernel's id order)
+        self.ids: list[str] = []
+        self.index = _Index(self._intern_item)
+        self._new_ids: list[str] = []
+        self._id_bytes = np.zeros(1 << 16, np.uint8)
+        self._id_off = np.zeros(1 << 12, np.int64)
+        self._cats = np.full(1 << 12, -1, np.int32)
+        self._category_codes: dict[str, int] = {}
         self._catalogue_version = getattr(catalogue, "version", 0)
+        # users: slots of fixed-width history rows
+        self.slot_users: list[str | None] = []
+        self.users = _Index(self._new_slot)
+        self._free: list[int] = []
+        self._h_item = np.zeros((64, self.history_size), np.int32)
+        self._h_time = np.zeros((64, self.history_size), np.float64)
+        self._h_len = np.zeros(64, np.int32)
+        self._dirty = np.zeros(64, np.bool_)
+        self._out = np.empty(0, np.uint64)
 
-    def _intern(self, item: str) -> int:
-        idx = self.index[item] = len(self.ids)
+    # --- interning -----------------------------------------------------------------------
+    def _intern_item(self, item: str) -> int:
+        idx = len(self.ids)
+        if idx >= kernel.MAX_ITEMS:
+            raise RuntimeError(f"more than {kernel.MAX_ITEMS} distinct items in one partition's "
+                               "intern table; restart the worker to rebuild it from the histories")
         self.ids.append(item)
-        self.categories.append(self.catalogue.get(item))
+        self._new_ids.append(item)
         return idx
+
+    def _commit_new_items(self) -> None:
+        """Append the ids interned since the last call to the byte buffer and category cache."""
+        new = self._new_ids
+        if not new:
+            return
+        self._new_ids = []
+        first, count = len(self.ids) - len(new), len(new)
+        encoded = [item.encode() for item in new]
+        blob = np.frombuffer(b"".join(encoded), np.uint8)
+        ends = np.cumsum([len(e) for e in encoded], dtype=np.int64) + self._id_off[first]
+        need = first + count + 1
+        if need > len(self._id_off):
+            size = max(need, 2 * len(self._id_off))
+            self._id_off = _grown(self._id_off, size, 0)
+            self._cats = _grown(self._cats, size, -1)
+        start = int(self._id_off[first])
+        if start + len(blob) > len(self._id_bytes):
+            self._id_bytes = _grown(self._id_bytes, max(start + len(blob), 2 * len(self._id_bytes)), 0)
+        self._id_bytes[start:start + len(blob)] = blob
+        self._id_off[first + 1:first + count + 1] = ends
+        get = self.catalogue.get
+        self._cats[first:first + count] = [self._category_code(get(item)) for item in new]
+
+    def _category_code(self, category: str | None) -> int:
+        if category is None:
+            return -1
+        code = self._category_codes.get(category)
+        if code is None:
+            code = self._category_codes[category] = len(self._category_codes)
+        return code
+
+    def _new_slot(self, user: str) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self.slot_users[slot] = user
+            return slot
+        slot = len(self.slot_users)
+        self.slot_users.append(user)
+        if slot >= len(self._h_len):
+            size = 2 * len(self._h_len)
+            self._h_item = _grown(self._h_item, size, 0)
+            self._h_time = _grown(self._h_time, size, 0.0)
+            self._h_len = _grown(self._h_len, size, 0)
+            self._dirty = _grown(self._dirty, size, False)
+        return slot
 
     def sync_catalogue(self) -> None:
         """Pick up catalogue changes (call between batches; cheap when nothing changed)."""
@@ -70,112 +159,136 @@ class Sessionizer:
         changed = self.catalogue.changed_since(self._catalogue_version)  # type: ignore[attr-defined]
         if changed is None:  # too far behind the change log: refresh everything
             changed = self.ids
-        get, index, categories = self.catalogue.get, self.index, self.categories
+        get, index = self.catalogue.get, self.index
         for item in changed:
-            idx = index.get(item)
+            idx = dict.get(index, item)
             if idx is not None:
-                categories[idx] = get(item)
+                self._cats[idx] = self._category_code(get(item))
         self._catalogue_version = version
 
-    def process(self, user: str, item: str, ts: float, counts: dict) -> None:
-        """Apply one click; add its increments to ``counts[packed (a, b, day)]``."""
-        history = self.histories.get(user)
-        if history is None:
-            history = self.histories[user] = {}
-        if ts > self.watermark:
-            self.watermark = ts
-        idx = self.index.get(item)
-        if idx is None:
-            idx = self._intern(item)
-        categories = self.categories
-        category = categories[idx]
-        if category is None:
-            self.unknown_items += 1
-        elif history:
-            window = self.window_s
-            day = int(ts // DAY_S)
-            for other, (other_ts, other_idx) in history.items():
-                if other_idx == idx:
-                    continue
-                gap = ts - other_ts
-                if gap > window or gap < -window:
-                    continue
-                other_category = categories[other_idx]
-                if other_category is None or other_category == category:
-                    continue
-                if item < other:
-                    key = (((idx << ITEM_BITS) | other_idx) << DAY_BITS) | day
-                else:
-                    key = (((other_idx << ITEM_BITS) | idx) << DAY_BITS) | day
-                counts[key] = counts.get(key, 0) + 1
-        previous = history.get(item)
-        if previous is None or ts > previous[0]:
-            if history and user not in self.unordered:
-                if ts < next(reversed(history.values()))[0]:
-                    self.unordered.add(user)
-                elif previous is not None:
-                    del history[item]  # move to the end: order stays time order
-            history[item] = (ts, idx)
-        if len(history) > self.history_size:
-            self._drop_oldest(user, history)
+    # --- the batch -----------------------------------------------------------------------
+    def process_batch(self, users: Sequence[str], items: Sequence[str], times) -> PairIncrements:
+        """Apply clicks in order; return their aggregated pair-day increments."""
+        n = len(users)
+        times = np.asarray(times, np.float64)
+        if n == 0:
+            return PairIncrements(np.empty(0, np.uint64), np.empty(0, np.uint64))
+        slots = np.fromiter(map(self.users.__getitem__, users), np.int64, n)
+        idx = np.fromiter(map(self.index.__getitem__, items), np.int64, n)
+        self._commit_new_items()
+        need = n * self.history_size
+        if len(self._out) < need:
+            self._out = np.empty(max(need, 2 * len(self._out)), np.uint64)
+        m, unknown = kernel.pair_batch(
+            slots, idx, times, self._h_item, self._h_time, self._h_len, self._cats,
+            self._id_bytes, self._id_off, self.window_s, self._out)
+        self.unknown_items += int(unknown)
+        self._dirty[slots] = True
+        self.watermark = max(self.watermark, float(times.max()))
+        return PairIncrements(*kernel.aggregate(self._out[:m], _NO_WEIGHTS))
 
-    def _drop_oldest(self, user: str, history: dict) -> None:
-        """The item with the oldest time leaves; ties: the smallest id."""
-        if user not in self.unordered:
-            keys = iter(history.items())
-            first, (first_ts, _) = next(keys)
-            if next(keys)[1][0] != first_ts:
-                del history[first]
-                return
-        oldest_ts = min(history.values())[0]
-        del history[min(k for k, v in history.items() if v[0] == oldest_ts)]
+    def process(self, user: str, item: str, ts: float) -> PairIncrements:
+        """One click (tests and small callers; the ingest uses ``process_batch``)."""
+        return self.process_batch([user], [item], [ts])
 
-    def counts_to_arrow(self, counts: Mapping[int, int]) -> pa.Table:
+    def to_arrow(self, increments: PairIncrements) -> pa.Table:
         """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
-        if not counts:
+        if not len(increments):
             return PAIR_COUNTS_SCHEMA.empty_table()
-        keys = np.fromiter(counts.keys(), dtype=np.uint64, count=len(counts))
-        values = np.fromiter(counts.values(), dtype=np.uint64, count=len(counts))
-        day = (keys & _DAY_MASK).astype(np.int32)
-        pair = keys >> DAY_BITS
-        a = (pair >> ITEM_BITS).astype(np.int64)
-        b = (pair & _ITEM_MASK).astype(np.int64)
-        ids = pa.array(self.ids, pa.string())
+        a, b, day = kernel.unpack_ordered(increments.keys, self._id_bytes, self._id_off)
+        ids = self._ids_arrow()
         return pa.table(
-            [ids.take(pa.array(a)), ids.take(pa.array(b)),
-             pa.array(day, pa.int32()).cast(pa.date32()), pa.array(values)],
+            [ids.take(pa.array(a)).cast(pa.string()), ids.take(pa.array(b)).cast(pa.string()),
+             pa.array(day, pa.int32()).cast(pa.date32()), pa.array(increments.counts)],
             schema=PAIR_COUNTS_SCHEMA,
         )
 
+    def touched_hashes(self, keys: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+        """``pair_hash`` of each distinct pair in packed increment keys, and their newest day
+        number (what the tier-crossing check needs; no strings are built)."""
+        keys = np.concatenate(keys)
+        newest_day = int((keys & np.uint64(0xFFFF)).max())
+        pairs = np.unique(keys >> np.uint64(kernel.DAY_BITS)) << np.uint64(kernel.DAY_BITS)
+        return kernel.pair_hashes(pairs, self._id_bytes, self._id_off), newest_day
+
+    def _ids_arrow(self) -> pa.LargeStringArray:
+        """The intern table as an Arrow array over the id buffers (no copy)."""
+        n = len(self.ids)
+        return pa.LargeStringArray.from_buffers(
+            n, pa.py_buffer(self._id_off[:n + 1]), pa.py_buffer(self._id_bytes[:self._id_off[n]]))
+
+    def decode(self, increments: PairIncrements) -> dict[tuple[str, str, int], int]:
+        """``{(item_a, item_b, day): count}`` (tests and debugging)."""
+        a, b, day = kernel.unpack_ordered(increments.keys, self._id_bytes, self._id_off)
+        return {(self.ids[x], self.ids[y], int(d)): int(c)
+                for x, y, d, c in zip(a, b, day, increments.counts)}
+
+    # --- state: eviction and checkpoint rows (see streams.ingest) --------------------------
+    @property
+    def num_users(self) -> int:
+        return len(self.slot_users) - len(self._free)
+
+    def has_dirty(self) -> bool:
+        return bool(self._dirty.any())
+
     def evict_idle(self, idle_s: float) -> list[str]:
         """Drop users whose newest click is more than ``idle_s`` behind the watermark."""
-        cutoff = self.watermark - idle_s
-        idle = [u for u, h in self.histories.items()
-                if not h or max(v[0] for v in h.values()) < cutoff]
-        for user in idle:
-            del self.histories[user]
-            self.unordered.discard(user)
-        return idle
+        used = len(self.slot_users)
+        newest = kernel.newest_times(self._h_time[:used], self._h_len[:used])
+        idle = np.flatnonzero((self._h_len[:used] > 0) & (newest < self.watermark - idle_s))
+        evicted = []
+        for slot in idle.tolist():
+            user = self.slot_users[slot]
+            evicted.append(user)
+            del self.users[user]
+            self.slot_users[slot] = None
+            self._free.append(slot)
+        self._h_len[idle] = 0
+        self._dirty[idle] = False
+        return evicted
 
-    # --- checkpoint rows (see streams.ingest: histories are saved at checkpoints) --------
-    def snapshot(self, users: Iterable[str]) -> tuple[list[str], list[list[str]], list[list[float]]]:
+    def _rows(self, slots: Iterable[int]) -> tuple[list[str], list[list[str]], list[list[float]]]:
         ids, items, times = [], [], []
-        for user in users:
-            history = self.histories.get(user, {})
-            ids.append(user)
-            items.append(list(history.keys()))
-            times.append([v[0] for v in history.values()])
+        for slot in slots:
+            length = int(self._h_len[slot])
+            ids.append(self.slot_users[slot])
+            items.append([self.ids[i] for i in self._h_item[slot, :length].tolist()])
+            times.append(self._h_time[slot, :length].tolist())
         return ids, items, times
 
+    def snapshot(self) -> tuple[list[str], list[list[str]], list[list[float]]]:
+        """Every user's history (tests; checkpoints use ``checkpoint_rows``)."""
+        return self._rows(s for s, user in enumerate(self.slot_users) if user is not None)
+
+    def checkpoint_rows(self, idle_s: float):
+        """Rows to save: users touched since the last call, and idle users evicted now (with
+        empty histories, so a restore does not bring them back). Returns (users, items, times,
+        evicted count)."""
+        evicted = self.evict_idle(idle_s)
+        dirty = np.flatnonzero(self._dirty[:len(self.slot_users)])
+        self._dirty[dirty] = False
+        users, items, times = self._rows(dirty.tolist())
+        return users + evicted, items + [[] for _ in evicted], times + [[] for _ in evicted], len(evicted)
+
     def restore(self, users: list[str], items: list[list[str]], times: list[list[float]]) -> None:
+        keep = self.history_size
         for user, user_items, user_times in zip(users, items, times):
             if not user_items:
                 continue
-            history = {}
-            for item, ts in zip(user_items, user_times):
-                idx = self.index.get(item)
-                history[item] = (ts, self._intern(item) if idx is None else idx)
-            self.histories[user] = history
-            if any(b < a for a, b in zip(user_times, user_times[1:])):
-                self.unordered.add(user)
+            entries = list(zip(user_times, user_items))
+            if len(entries) > keep:  # saved under a larger N: keep the newest (time, id)
+                entries = sorted(entries, reverse=True)[:keep]
+            slot = self.users[user]
+            for s, (ts, item) in enumerate(entries):
+                self._h_item[slot, s] = self.index[item]
+                self._h_time[slot, s] = ts
+            self._h_len[slot] = len(entries)
             self.watermark = max(self.watermark, max(user_times))
+        self._commit_new_items()
+
+
+def _grown(array: np.ndarray, size: int, fill) -> np.ndarray:
+    """``array`` copied into a larger first axis of ``size``, the new part set to ``fill``."""
+    out = np.full((size,) + array.shape[1:], fill, array.dtype)
+    out[:len(array)] = array
+    return out

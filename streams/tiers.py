@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import time
-import uuid
 from collections import Counter
+from dataclasses import dataclass
+from itertools import repeat
 
-import orjson
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import metrics
 from .config import Settings
@@ -33,7 +34,19 @@ from .storage.base import timestamp_array
 TIER_NAMES = {1: "low", 2: "medium", 3: "high"}
 
 
+@dataclass
+class Routing:
+    """Crossings found by one check, already encoded as ``pairs-to-score`` records."""
+
+    crossings: pa.Table  # item_a, item_b, tier, total
+    records: list  # (key, value, None)
+    routed_at: float
+
+
 class TierRouter:
+    """Finds tier crossings (``plan``, blocking: run it in a thread), produces them (``send``)
+    and records them in the ledger (``record``, blocking). ``route`` does all three."""
+
     def __init__(self, settings: Settings, storage: Storage, producer=None):
         self.settings = settings
         self.storage = storage
@@ -41,72 +54,98 @@ class TierRouter:
         self.last_routed = 0
         self.routed_total = 0  # messages produced to pairs-to-score by this router
 
-    def crossings(self, touched_pairs: pa.Table) -> pa.Table:
-        """item_a, item_b, tier (new), total: the touched pairs now above their routed tier.
+    def crossings(self, touched_hashes: np.ndarray, newest_day: dt.date,
+                  routed_at: float = 0.0) -> pa.Table:
+        """item_a, item_b, tier_code (new tier), total: the touched pairs now above their routed tier,
+        with ``key`` and ``value``: their ``pairs-to-score`` message, formatted by ClickHouse
+        (JSON escaping in C++, not a Python loop on a thread that competes for the GIL).
 
-        ``touched_pairs`` has columns item_a, item_b, day (increments; repeats are fine)."""
+        ``touched_hashes`` are the ``pair_hash`` values of the pairs incremented since the last
+        check (``Sessionizer.touched_hashes``); the horizon ends on ``newest_day``.
+
+        Two phases keep it exact and cheap: sums grouped by the 8-byte hash give candidates
+        (a hash collision can only add a false candidate, never hide a pair), then the
+        candidates' totals are recomputed grouped by the item ids themselves."""
         st = self.storage
         s = self.settings
-        batch = uuid.uuid4().hex
-        newest_day = pc.max(touched_pairs.column("day")).as_py()
-        touched_pairs = touched_pairs.group_by(["item_a", "item_b"]).aggregate([])
-        st.insert_arrow("pair_touches", pa.table({
-            "batch": pa.array([batch] * touched_pairs.num_rows),
-            "item_a": touched_pairs.column("item_a"),
-            "item_b": touched_pairs.column("item_b"),
+        batch = secrets.randbits(63)
+        st.insert_arrow("pair_touched_hashes", pa.table({
+            "batch": pa.array(np.full(len(touched_hashes), batch, np.uint64)),
+            "pair_hash": pa.array(touched_hashes, pa.uint64()),
         }))
-        touched = f"SELECT item_a, item_b FROM {st.table('pair_touches')} WHERE batch = {{batch:String}}"
+        counts, tiers = st.table("pair_counts"), st.table("pair_tiers")
+        touched = (f"SELECT pair_hash FROM {st.table('pair_touched_hashes')} "
+                   f"WHERE batch = {{batch:UInt64}}")
+        horizon = "day >= {lo:Date} AND day <= {hi:Date}"
+        candidates = (f"SELECT pair_hash FROM {counts} WHERE {horizon} AND pair_hash IN ({touched}) "
+                      f"GROUP BY pair_hash HAVING sum(count) >= {{low:UInt64}}")
         return st.query_arrow(
-            f"""SELECT item_a, item_b, tier, total FROM (
+            f"""SELECT item_a, item_b, tier_code, total, concat(item_a, '|', item_b) AS key,
+                       formatRowNoNewline('JSONEachRow', item_a, item_b,
+                                          arrayElement(['low', 'medium', 'high'], tier_code) AS tier,
+                                          total AS count, {{now:Float64}} AS routed_at) AS value
+                FROM (SELECT item_a, item_b, tier AS tier_code, total FROM (
                     SELECT t.item_a AS item_a, t.item_b AS item_b, t.total AS total,
                            toUInt8(multiIf(t.total >= {{high:UInt64}}, 3,
                                            t.total >= {{medium:UInt64}}, 2, 1)) AS tier,
                            r.routed AS routed
                     FROM (
                         SELECT item_a, item_b, sum(count) AS total
-                        FROM {st.table('pair_counts')}
-                        WHERE day >= {{lo:Date}} AND day <= {{hi:Date}}
-                          AND (item_a, item_b) IN ({touched})
+                        FROM {counts}
+                        WHERE {horizon} AND pair_hash IN ({candidates})
                         GROUP BY item_a, item_b
                         HAVING total >= {{low:UInt64}}
                     ) AS t
                     LEFT JOIN (
                         SELECT item_a, item_b, max(tier) AS routed
-                        FROM {st.table('pair_tiers')}
-                        WHERE (item_a, item_b) IN ({touched})
+                        FROM {tiers}
+                        WHERE pair_hash IN ({touched})
                         GROUP BY item_a, item_b
                     ) AS r ON t.item_a = r.item_a AND t.item_b = r.item_b
-                ) WHERE tier > routed""",
+                ) WHERE tier > routed)
+                SETTINGS output_format_json_quote_64bit_integers = 0""",
             {
                 "batch": batch,
+                "now": routed_at,
                 "lo": (newest_day - dt.timedelta(days=s.horizon_days - 1)).isoformat(),
                 "hi": newest_day.isoformat(),
                 "low": s.tier_low, "medium": s.tier_medium, "high": s.tier_high,
             },
         )
 
-    async def route(self, touched_pairs: pa.Table) -> int:
-        crossings = await asyncio.to_thread(self.crossings, touched_pairs)
-        self.last_routed = n = crossings.num_rows
-        self.routed_total += n
-        if not n:
-            return 0
+    def plan(self, touched_hashes: np.ndarray, newest_day: dt.date) -> Routing:
+        """Find the crossings and encode their messages (blocking)."""
         now = time.time()
-        a = crossings.column("item_a").to_pylist()
-        b = crossings.column("item_b").to_pylist()
-        tiers = crossings.column("tier").to_pylist()
-        counts = crossings.column("total").to_pylist()
-        keys = [f"{x}|{y}".encode() for x, y in zip(a, b)]
-        dumps = orjson.dumps
-        values = [dumps({"item_a": x, "item_b": y, "tier": TIER_NAMES[t], "count": c, "routed_at": now})
-                  for x, y, t, c in zip(a, b, tiers, counts)]
-        await send_batched(self.producer, self.settings.topic_pairs_to_score,
-                           zip(keys, values, [None] * n))
-        for tier, k in Counter(tiers).items():
-            metrics.PAIRS_ROUTED.labels(tier=TIER_NAMES[tier]).inc(k)
-        await asyncio.to_thread(self.storage.insert_arrow, "pair_tiers", pa.table({
+        crossings = self.crossings(touched_hashes, newest_day, now)
+        if not crossings.num_rows:
+            return Routing(crossings, [], now)
+        keys = crossings.column("key").cast(pa.binary()).to_pylist()
+        values = crossings.column("value").cast(pa.binary()).to_pylist()
+        return Routing(crossings, list(zip(keys, values, repeat(None))), now)
+
+    async def send(self, routing: Routing) -> int:
+        n = len(routing.records)
+        self.last_routed = n
+        self.routed_total += n
+        if n:
+            await send_batched(self.producer, self.settings.topic_pairs_to_score, routing.records)
+            for tier, k in Counter(routing.crossings.column("tier_code").to_pylist()).items():
+                metrics.PAIRS_ROUTED.labels(tier=TIER_NAMES[tier]).inc(k)
+        return n
+
+    def record(self, routing: Routing) -> None:
+        """Write the ledger rows (after the messages are produced: at-least-once)."""
+        crossings, n = routing.crossings, len(routing.records)
+        if not n:
+            return
+        self.storage.insert_arrow("pair_tiers", pa.table({
             "item_a": crossings.column("item_a"), "item_b": crossings.column("item_b"),
-            "tier": crossings.column("tier"), "count": crossings.column("total").cast(pa.uint64()),
-            "routed_at": timestamp_array([now] * n),
+            "tier": crossings.column("tier_code"), "count": crossings.column("total").cast(pa.uint64()),
+            "routed_at": timestamp_array([routing.routed_at] * n),
         }))
+
+    async def route(self, touched_hashes: np.ndarray, newest_day: dt.date) -> int:
+        routing = await asyncio.to_thread(self.plan, touched_hashes, newest_day)
+        n = await self.send(routing)
+        await asyncio.to_thread(self.record, routing)
         return n

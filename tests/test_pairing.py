@@ -1,20 +1,26 @@
-"""The fast Sessionizer against the naive reference, including the cases its shortcuts skip."""
+"""The compiled Sessionizer against the naive reference, including the cases its shortcuts skip."""
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from streams.benchmarks.reference import reference_counts
 from streams.catalogue import Catalogue
-from streams.pairing import DAY_BITS, ITEM_BITS, Sessionizer
+from streams.pairing import PairIncrements, Sessionizer
 
 
-def _decode(sessionizer, counts):
-    out = {}
-    for key, n in counts.items():
-        pair = key >> DAY_BITS
-        a, b = sessionizer.ids[pair >> ITEM_BITS], sessionizer.ids[pair & ((1 << ITEM_BITS) - 1)]
-        out[(a, b, key & ((1 << DAY_BITS) - 1))] = n
+def _run(sessionizer, events, batch_sizes=(1,)):
+    """Feed ``events`` in batches of varying size; return the merged decoded increments."""
+    out, k, turn = {}, 0, 0
+    while k < len(events):
+        size = batch_sizes[turn % len(batch_sizes)]
+        chunk = events[k:k + size]
+        k, turn = k + size, turn + 1
+        users, items, times = zip(*chunk)
+        for key, n in sessionizer.decode(sessionizer.process_batch(users, items, times)).items():
+            out[key] = out.get(key, 0) + n
     return out
 
 
@@ -26,42 +32,81 @@ def test_matches_reference_with_ties_out_of_order_and_unknown_items():
                    float(rng.choice([rng.randrange(0, 200_000), 1000, 1000, 90_000])))
                   for _ in range(300)]
         if trial % 2 == 0:
-            events.sort(key=lambda e: e[2])  # the in-order fast path
-        sessionizer, counts = Sessionizer(categories, 1800, 5), {}
-        for user, item, ts in events:
-            sessionizer.process(user, item, ts, counts)
-        assert _decode(sessionizer, counts) == dict(reference_counts(events, categories, 1800, 5))
+            events.sort(key=lambda e: e[2])
+        got = _run(Sessionizer(categories, 1800, 5), events, batch_sizes=(1, 7, 300, 64))
+        assert got == dict(reference_counts(events, categories, 1800, 5)), trial
+
+
+def test_ties_are_broken_by_id_in_string_order_not_intern_order():
+    # "b9" is interned first but "b10" sorts first: the tie at t=0 must evict "b10"
+    categories = {"b10": "x", "b9": "y", "c": "z", "d": "w"}
+    events = [("u", "b9", 0.0), ("u", "b10", 0.0), ("u", "c", 5.0), ("u", "d", 6.0)]
+    got = _run(Sessionizer(categories, 1800, 2), events)
+    assert got == dict(reference_counts(events, categories, 1800, 2))
+    assert ("b9", "d", 0) in got and ("b10", "d", 0) not in got
+
+
+def test_non_ascii_ids_order_like_python_strings():
+    categories = {"é": "x", "z": "y", "Ω": "z", "a": "w"}
+    events = [("u", "é", 1.0), ("u", "z", 2.0), ("u", "Ω", 3.0), ("u", "a", 4.0)]
+    got = _run(Sessionizer(categories, 1800, 20), events, batch_sizes=(4,))
+    assert got == dict(reference_counts(events, categories, 1800, 20))
 
 
 def test_catalogue_changes_reach_cached_categories():
     catalogue = Catalogue({"a": "phone", "b": "phone"})
-    sessionizer, counts = Sessionizer(catalogue, 1800, 20), {}
-    sessionizer.process("u", "a", 10.0, counts)
-    sessionizer.process("u", "b", 20.0, counts)
-    assert counts == {}  # same category: no pair
+    sessionizer = Sessionizer(catalogue, 1800, 20)
+    assert not _run(sessionizer, [("u", "a", 10.0), ("u", "b", 20.0)])  # same category
     catalogue["b"] = "case"
     catalogue._changed(["b"])
     sessionizer.sync_catalogue()
-    sessionizer.process("u", "a", 30.0, counts)
-    assert _decode(sessionizer, counts) == {("a", "b", 0): 1}
+    assert _run(sessionizer, [("u", "a", 30.0)]) == {("a", "b", 0): 1}
 
 
 def test_snapshot_restore_round_trip_keeps_pairing_identical():
     categories = {f"i{k}": f"c{k % 3}" for k in range(12)}
     events = [(f"u{k % 4}", f"i{(k * 7) % 12}", float(k * 60)) for k in range(200)]
-    whole, counts_whole = Sessionizer(categories, 1800, 6), {}
-    for e in events:
-        whole.process(*e, counts_whole)
-    first, counts_split = Sessionizer(categories, 1800, 6), {}
-    for e in events[:100]:
-        first.process(*e, counts_split)
-    users, items, times = first.snapshot(first.histories)
+    whole = _run(Sessionizer(categories, 1800, 6), events, batch_sizes=(50,))
+    first = Sessionizer(categories, 1800, 6)
+    merged = _run(first, events[:100], batch_sizes=(33,))
     second = Sessionizer(categories, 1800, 6)
-    second.restore(users, items, times)
-    tail = {}
-    for e in events[100:]:
-        second.process(*e, tail)
-    merged = _decode(first, counts_split)
-    for key, n in _decode(second, tail).items():
+    second.restore(*first.snapshot())
+    for key, n in _run(second, events[100:], batch_sizes=(17,)).items():
         merged[key] = merged.get(key, 0) + n
-    assert merged == _decode(whole, counts_whole)
+    assert merged == whole
+
+
+def test_idle_users_are_evicted_and_their_slots_reused():
+    categories = {"a": "x", "b": "y"}
+    sessionizer = Sessionizer(categories, 100, 20)
+    _run(sessionizer, [("u1", "a", 0.0), ("u2", "b", 1000.0)], batch_sizes=(2,))
+    users, items, times, evicted = sessionizer.checkpoint_rows(idle_s=100)
+    assert evicted == 1 and dict(zip(users, items)) == {"u1": [], "u2": ["b"]}
+    assert sessionizer.num_users == 1
+    _run(sessionizer, [("u3", "a", 1001.0)])
+    assert sessionizer.num_users == 2 and len(sessionizer.slot_users) == 2  # slot reused
+    users, _, _, evicted = sessionizer.checkpoint_rows(idle_s=100)
+    assert users == ["u3"] and evicted == 0  # only touched users are saved
+
+
+def test_to_arrow_matches_decode():
+    categories = {f"i{k}": f"c{k % 3}" for k in range(40)}
+    rng = np.random.default_rng(0)
+    events = [(f"u{rng.integers(5)}", f"i{rng.integers(40)}", float(t)) for t in range(0, 4000, 7)]
+    sessionizer = Sessionizer(categories, 1800, 20)
+    users, items, times = zip(*events)
+    increments = sessionizer.process_batch(users, items, times)
+    table = sessionizer.to_arrow(increments)
+    rows = {(a, b, d.toordinal() - 719163): c for a, b, d, c in zip(*table.to_pydict().values())}
+    assert rows == sessionizer.decode(increments) and all(a < b for a, b, _ in rows)
+
+
+def test_merged_batches_equal_one_batch():
+    categories = {f"i{k}": f"c{k % 3}" for k in range(30)}
+    rng = np.random.default_rng(1)
+    events = [(f"u{rng.integers(4)}", f"i{rng.integers(30)}", float(t)) for t in range(0, 3000, 3)]
+    one = Sessionizer(categories, 1800, 20)
+    whole = one.decode(one.process_batch(*zip(*events)))
+    split = Sessionizer(categories, 1800, 20)
+    parts = [split.process_batch(*zip(*events[k:k + 97])) for k in range(0, len(events), 97)]
+    assert split.decode(PairIncrements.merge(parts)) == whole

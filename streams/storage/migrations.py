@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # this many inserts is dropped by ClickHouse (exactly-once writes of pair counts).
 DEDUP_WINDOW = 10000
 
+PAIR_HASH_SQL = "murmurHash2_64(concat(item_a, '\\0', item_b))"
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -195,6 +197,21 @@ def _migrations(db: str) -> list[Migration]:
                 finished_at Nullable(DateTime64(3, 'UTC')),
                 updated_at DateTime64(3, 'UTC')
             ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY run_id""",
+        )),
+        Migration(4, "pair hashes for the tier-crossing check", (
+            # murmurHash2_64 of "item_a NUL item_b": streams.pair_kernel.pair_hashes computes
+            # the same value in the ingest, so the check passes touched pairs as 8-byte hashes
+            f"""ALTER TABLE {db}.pair_counts ADD COLUMN IF NOT EXISTS pair_hash UInt64
+                MATERIALIZED {PAIR_HASH_SQL}""",
+            f"""ALTER TABLE {db}.pair_tiers ADD COLUMN IF NOT EXISTS pair_hash UInt64
+                MATERIALIZED {PAIR_HASH_SQL}""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_touched_hashes (
+                batch UInt64,
+                pair_hash UInt64,
+                created_at DateTime DEFAULT now()
+            ) ENGINE = MergeTree ORDER BY (batch, pair_hash)
+            TTL created_at + INTERVAL 1 HOUR""",
+            f"DROP TABLE IF EXISTS {db}.pair_touches",
         )),
     ]
 
