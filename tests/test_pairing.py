@@ -110,3 +110,33 @@ def test_merged_batches_equal_one_batch():
     split = Sessionizer(categories, 1800, 20)
     parts = [split.process_batch(*zip(*events[k:k + 97])) for k in range(0, len(events), 97)]
     assert split.decode(PairIncrements.merge(parts)) == whole
+
+
+def test_pair_hash_matches_the_column_clickhouse_materialises(tmp_path):
+    import pyarrow as pa
+
+    from streams import pair_kernel
+    from streams.storage.chdb_client import ChdbStorage
+    from streams.storage.migrations import PAIR_HASH_SQL
+
+    rng = random.Random(1)
+    alphabet = "abcXYZ019_-é€😀"
+    ids = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 30))) for _ in range(120)})
+    sessionizer = Sessionizer({i: f"c{k % 5}" for k, i in enumerate(ids)}, 1e9, 20)
+    events = [(f"u{k % 3}", rng.choice(ids), float(k)) for k in range(600)]
+    keys = sessionizer.process_batch(*zip(*events)).keys
+    pairs = np.unique(keys >> np.uint64(16)) << np.uint64(16)
+    ours = pair_kernel.pair_hashes(pairs, sessionizer._id_bytes, sessionizer._id_off)
+    a, b, _ = pair_kernel.unpack_ordered(pairs, sessionizer._id_bytes, sessionizer._id_off)
+    storage = ChdbStorage(tmp_path / "ch", "hashes")
+    try:
+        storage.command("CREATE DATABASE IF NOT EXISTS hashes")
+        storage.command("CREATE TABLE hashes.p (item_a String, item_b String) ENGINE = Memory")
+        storage.insert_arrow("p", pa.table({"item_a": [sessionizer.ids[x] for x in a],
+                                            "item_b": [sessionizer.ids[x] for x in b]}))
+        theirs = storage.query_rows(f"SELECT item_a, item_b, {PAIR_HASH_SQL} FROM hashes.p")
+    finally:
+        storage.close()
+    expected = {(sessionizer.ids[x], sessionizer.ids[y]): int(h) for x, y, h in zip(a, b, ours)}
+    assert len(theirs) == len(expected) > 100
+    assert {(x, y): int(h) for x, y, h in theirs} == expected
