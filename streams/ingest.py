@@ -5,8 +5,9 @@ while an aiokafka ``getmany`` loop consumes ~178k/s. So the high-rate click stre
 aiokafka consumer (its own consumer group) driven by a Faust service inside the worker; Faust
 keeps the app, the catalogue agent, the web server and the low-rate streams.
 
-Exactly-once counts. Every flush handles the new messages of each assigned partition as one
-batch ``[start, end)`` and writes, in this order:
+Exactly-once counts. Every write covers, per partition, one contiguous batch ``[start, end)``
+of paired messages (several fetches when they piled up during the previous write) and writes,
+in this order:
 
 1. an *intent* row (topic, partition, start, end) in ``ingest_batches``;
 2. the batch's aggregated pair increments into ``pair_counts`` with the insert

@@ -161,7 +161,7 @@ class Sessionizer:
             changed = self.ids
         get, index = self.catalogue.get, self.index
         for item in changed:
-            idx = dict.get(index, item)
+            idx = dict.get(index, item)  # dict.get: a lookup must not intern (``__missing__``)
             if idx is not None:
                 self._cats[idx] = self._category_code(get(item))
         self._catalogue_version = version
@@ -186,10 +186,6 @@ class Sessionizer:
         self._dirty[slots] = True
         self.watermark = max(self.watermark, float(times.max()))
         return PairIncrements(*kernel.aggregate(self._out[:m], _NO_WEIGHTS))
-
-    def process(self, user: str, item: str, ts: float) -> PairIncrements:
-        """One click (tests and small callers; the ingest uses ``process_batch``)."""
-        return self.process_batch([user], [item], [ts])
 
     def to_arrow(self, increments: PairIncrements) -> pa.Table:
         """Aggregated increments as an Arrow table shaped like ``pair_counts``."""

@@ -14,7 +14,6 @@ hop. Routing is at-least-once (the ledger row follows the produce); consumers ar
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import secrets
 import time
@@ -45,7 +44,7 @@ class Routing:
 
 class TierRouter:
     """Finds tier crossings (``plan``, blocking: run it in a thread), produces them (``send``)
-    and records them in the ledger (``record``, blocking). ``route`` does all three."""
+    and records them in the ledger (``record``, blocking), in that order."""
 
     def __init__(self, settings: Settings, storage: Storage, producer=None):
         self.settings = settings
@@ -143,9 +142,3 @@ class TierRouter:
             "tier": crossings.column("tier_code"), "count": crossings.column("total").cast(pa.uint64()),
             "routed_at": timestamp_array([routing.routed_at] * n),
         }))
-
-    async def route(self, touched_hashes: np.ndarray, newest_day: dt.date) -> int:
-        routing = await asyncio.to_thread(self.plan, touched_hashes, newest_day)
-        n = await self.send(routing)
-        await asyncio.to_thread(self.record, routing)
-        return n
