@@ -23,10 +23,14 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
-def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64,
+                         minilm_embeddings: bool = False) -> Path:
     """Write a randomly initialised Qwen2 causal LM with the MiniLM tokenizer to ``out_dir``.
 
-    Same architecture and code path as a real Qwen checkpoint, small enough for CPU tests."""
+    Same architecture and code path as a real Qwen checkpoint, small enough for CPU tests.
+    ``minilm_embeddings`` (needs ``hidden=384``) starts the token embeddings from MiniLM's
+    pretrained ones: the only pretrained knowledge a CPU teacher can have offline, and it
+    tells the model that "lens" and "camera" are related before it sees a label."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -44,6 +48,15 @@ def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, layers: int = 2, hi
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
+    if minilm_embeddings:
+        from transformers import AutoModel
+
+        pretrained = AutoModel.from_pretrained(minilm_path()).embeddings.word_embeddings.weight
+        if pretrained.shape != model.model.embed_tokens.weight.shape:
+            raise ValueError(f"MiniLM embeddings are {tuple(pretrained.shape)}, the config wants "
+                             f"{tuple(model.model.embed_tokens.weight.shape)}: use hidden=384")
+        with torch.no_grad():
+            model.model.embed_tokens.weight.copy_(pretrained)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

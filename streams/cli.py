@@ -364,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=int, default=600, help="distill: labelled pairs")
     p.add_argument("--backbone", default="minilm", help="distill: student backbone (minilm|tiny|PATH)")
     p.add_argument("--epochs", type=int, default=3, help="distill: student epochs")
-    p.add_argument("--teacher-epochs", type=int, default=8, help="distill: teacher epochs")
+    p.add_argument("--teacher-epochs", type=int, default=20, help="distill: teacher epochs")
+    p.add_argument("--augment", type=float, default=4.0,
+                   help="distill: augmentation multiple of the main run (the curve is always 0, 1, 4)")
     p.add_argument("--out", help="distill: keep artifacts and the report here")
     p.add_argument("--requests", type=int, default=2000, help="serve: lookup requests per size")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from models.local import build_tiny_causal_lm, minilm_path
 from models.losses import DistillationLoss
+from models.text import aligned_pair_text
 from streams.benchmarks.distill import seed_labels
 from training import registry
-from training.dataset import load_labelled, smoothed, split_of
+from training.batches import warmup_cosine
+from training.dataset import PairExample, load_labelled, smoothed, split_of
 from training.pipeline import DistillConfig, run
+from training.teacher import teacher_text
 
 TINY = DistillConfig(student_backbone="tiny", teacher_epochs=2, teacher_lr=1e-3, student_epochs=2,
                      student_lr=1e-3, max_length=48, augment_multiple=1.0)
@@ -74,3 +78,44 @@ def test_end_to_end_registry_and_gate(storage, tmp_path):
 def test_gate_rule():
     assert registry.gate(0.5, None, 0.01)
     assert registry.gate(0.795, 0.8, 0.01) and not registry.gate(0.7, 0.8, 0.01)
+
+
+def test_teacher_reads_the_two_items_field_by_field(storage):
+    seed_labels(storage, n_labelled=40, n_candidates=0)
+    example = load_labelled(storage)[0]
+    text = teacher_text(example)
+    lines = dict(line.split(": ", 1) for line in text.splitlines())
+    assert list(lines) == ["category", "brand", "color", "condition", "model", "title"]
+    assert lines["category"] == f"{example.fields_a['category']} | {example.fields_b['category']}"
+    assert lines["title"] == f"{example.fields_a['title']} | {example.fields_b['title']}"
+    # a missing field is shown as missing, not dropped (the columns stay aligned)
+    assert aligned_pair_text({"category": "lens"}, {"category": "camera", "brand": "Canon"}).splitlines()[1] \
+        == "brand: - | Canon"
+    # without catalogue rows (e.g. texts from elsewhere) the teacher falls back to the two texts
+    bare = PairExample("a", "b", "red case", "phone", example.target, None, 1.0, "train", "x")
+    assert teacher_text(bare) == "product A: red case\nproduct B: phone"
+
+
+def test_cpu_teacher_starts_from_minilm_token_embeddings(tmp_path):
+    from transformers import AutoModel, Qwen2ForCausalLM
+
+    path = build_tiny_causal_lm(tmp_path / "t", layers=1, hidden=384, minilm_embeddings=True)
+    teacher = Qwen2ForCausalLM.from_pretrained(path).model.embed_tokens.weight
+    minilm = AutoModel.from_pretrained(minilm_path()).embeddings.word_embeddings.weight
+    assert torch.equal(teacher, minilm)
+    with pytest.raises(ValueError, match="hidden=384"):
+        build_tiny_causal_lm(tmp_path / "u", layers=1, hidden=64, minilm_embeddings=True)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_cosine(optimizer, total_steps=100, warmup=0.1)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:10]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[-1] < 0.01

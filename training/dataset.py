@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,8 @@ class PairExample:
     weight: float
     split: str
     source: str
+    fields_a: dict = field(default_factory=dict)  # the catalogue row (teacher input); may be empty
+    fields_b: dict = field(default_factory=dict)
 
 
 def split_of(item_a: str, item_b: str, val: float = 0.1, test: float = 0.1) -> str:
@@ -44,10 +46,10 @@ def smoothed(label: float, sigma: float = 1.0) -> np.ndarray:
     return (p / p.sum()).astype(np.float32)
 
 
-def items_text(storage, ids: list[str]) -> dict[str, str]:
+def items_rows(storage, ids: list[str]) -> dict[str, dict]:
     from streams.storage.items import products
 
-    return {item_id: item_text(row) for item_id, row in products(storage, ids).items()}
+    return products(storage, ids)
 
 
 def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
@@ -56,11 +58,11 @@ def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
 
     weights = load_rubric(rubric_path).weights()
     rows = effective_labels(storage)
-    texts = items_text(storage, sorted({r["item_a"] for r in rows} | {r["item_b"] for r in rows}))
+    items = items_rows(storage, sorted({r["item_a"] for r in rows} | {r["item_b"] for r in rows}))
     out = []
     for row in rows:
         a, b = row["item_a"], row["item_b"]
-        if a not in texts or b not in texts:
+        if a not in items or b not in items:
             continue  # an item left the catalogue
         dists = row["dim_dists"]
         if dists and set(dists) >= set(weights):
@@ -68,9 +70,9 @@ def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
             target = (target / target.sum()).astype(np.float32)
         else:
             target = smoothed(float(row["score"]), label_sigma)
-        out.append(PairExample(a, b, texts[a], texts[b], target, float(row["score"]),
+        out.append(PairExample(a, b, item_text(items[a]), item_text(items[b]), target, float(row["score"]),
                                manual_weight if row["source"] == "manual" else 1.0,
-                               split_of(a, b), row["source"]))
+                               split_of(a, b), row["source"], items[a], items[b]))
     return sorted(out, key=lambda e: (e.item_a, e.item_b))
 
 

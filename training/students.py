@@ -1,7 +1,8 @@
 """Distil the teacher into the two students (``models.students``) with ``DistillationLoss``.
 
 Custom loop for the same reason as the teacher's: soft targets, masked label term, row
-weights. The encoder learns at ``lr``, the fresh head ten times faster.
+weights. The encoder learns at ``lr``, the fresh head ten times faster; both warm up and
+decay (cosine), as BERT fine-tuning usually does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from tqdm import tqdm
 from models.losses import DistillationLoss
 from models.students import CrossEncoderStudent, TwoTowerStudent, load_encoder
 
-from .batches import item_inputs, label_bins, minibatches, pair_inputs, weights
+from .batches import item_inputs, label_bins, minibatches, pair_inputs, warmup_cosine, weights
 
 
 def _optimizer(model, lr: float):
@@ -40,6 +41,7 @@ def train_student(kind: str, train, teacher_probs, backbone: str, loss: Distilla
     encoder, tokenizer = load_encoder(backbone)
     model = CrossEncoderStudent(encoder) if kind == "cross" else TwoTowerStudent(encoder)
     optimizer = _optimizer(model, lr)
+    schedule = warmup_cosine(optimizer, epochs * -(-len(train) // batch_size))
     rows = list(zip(train, torch.tensor(teacher_probs, dtype=torch.float32)))
     history = []
     model.train()
@@ -54,6 +56,7 @@ def train_student(kind: str, train, teacher_probs, backbone: str, loss: Distilla
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            schedule.step()
             total += parts["loss"].item() * len(batch)
             n += len(batch)
         history.append(total / max(n, 1))

@@ -1,12 +1,16 @@
 """The teacher: a Qwen2-architecture causal LM with a classification head over the 10 bins.
 
 Trained on soft targets (cross-entropy against a distribution, i.e. KL up to a constant);
-its score is the expected value of its distribution. On a CPU: a tiny Qwen2 config with the
-MiniLM vocabulary (``models.local``), fully fine-tuned. On a GPU with a real checkpoint from a
-local path: LoRA adapters via ``peft`` (the ``gpu`` extra), the base weights frozen.
+its score is the expected value of its distribution. On a CPU: a tiny Qwen2 config (2 layers,
+hidden 384) with the MiniLM vocabulary and MiniLM's pretrained token embeddings
+(``models.local``), fully fine-tuned. On a GPU with a real checkpoint from a local path: LoRA
+adapters via ``peft`` (the ``gpu`` extra), the base weights frozen. Its input lists the two
+items field by field (``models.text.aligned_pair_text``).
 
 A custom loop rather than ``transformers.Trainer``: the loss takes soft targets and per-row
-weights, and the loop is twenty lines; Trainer would need a subclass for exactly that.
+weights, and the loop is twenty lines; Trainer would need a subclass for exactly that. The
+learning rate warms up and decays (cosine): at a constant rate a from-scratch model stalled
+at the label marginal.
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ import torch
 from tqdm import tqdm
 
 from models.local import build_tiny_causal_lm
+from models.text import aligned_pair_text
 
-from .batches import minibatches, targets, weights
+from .batches import minibatches, targets, warmup_cosine, weights
 
 log = logging.getLogger(__name__)
 
 
 def teacher_text(example) -> str:
+    """Field by field where the catalogue rows are known, else the two item texts."""
+    if example.fields_a and example.fields_b:
+        return aligned_pair_text(example.fields_a, example.fields_b)
     return f"product A: {example.text_a}\nproduct B: {example.text_b}"
 
 
@@ -40,8 +48,8 @@ class Teacher:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if not path:
-            path = str(build_tiny_causal_lm(Path(workdir) / "tiny-qwen2-teacher", seed=seed,
-                                            layers=4, hidden=128))
+            path = str(build_tiny_causal_lm(Path(workdir) / "tiny-qwen2-teacher-384x2", seed=seed,
+                                            layers=2, hidden=384, minilm_embeddings=True))
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -65,6 +73,8 @@ class Teacher:
         """Soft-target training; returns the mean loss of each epoch."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        steps = epochs * -(-len(train) // batch_size)
+        schedule = warmup_cosine(optimizer, steps)
         history = []
         self.model.train()
         for epoch in range(epochs):
@@ -79,6 +89,7 @@ class Teacher:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
+                schedule.step()
                 total += loss.item() * len(batch)
                 n += len(batch)
             history.append(total / max(n, 1))
