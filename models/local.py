@@ -23,6 +23,23 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
+def load_tokenizer(path: str | Path):
+    """The tokenizer of a model directory, of the class its ``tokenizer_config.json`` names.
+
+    transformers 5 picks the tokenizer class from ``config.json``'s model type when the two
+    disagree, so a Qwen2 directory holding the MiniLM (BERT WordPiece) tokenizer would load as
+    a Qwen2 BPE tokenizer over the WordPiece vocabulary: single characters, capitals dropped.
+    Real checkpoints name their own class, so for them this is what AutoTokenizer does."""
+    import json
+
+    import transformers
+
+    config = Path(path) / "tokenizer_config.json"
+    name = json.loads(config.read_text()).get("tokenizer_class") if config.exists() else None
+    cls = getattr(transformers, name, None) if name else None
+    return (cls or transformers.AutoTokenizer).from_pretrained(path)
+
+
 def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64,
                          minilm_embeddings: bool = False) -> Path:
     """Write a randomly initialised Qwen2 causal LM with the MiniLM tokenizer to ``out_dir``.

@@ -466,7 +466,7 @@ def _distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", type=float, default=1.0,
                    help="teacher-labelled pairs per labelled training pair")
     p.add_argument("--epochs", type=int, default=3, help="student epochs")
-    p.add_argument("--teacher-epochs", type=int, default=6)
+    p.add_argument("--teacher-epochs", type=int, default=20, help="teacher epochs")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the KL to the teacher")
     p.add_argument("--beta", type=float, default=0.3, help="weight of the label cross-entropy")
     p.add_argument("--gamma", type=float, default=0.2, help="weight of the score MSE")

@@ -22,7 +22,7 @@ from .config import Settings
 from .runtime import stack
 
 
-DEMO_TRAINING = "--epochs 1 --teacher-epochs 4 --augment 1 --max-labels 400 --max-length 64"
+DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-length 64"
 
 
 def run_demo(settings: Settings, args) -> int:

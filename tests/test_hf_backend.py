@@ -27,10 +27,24 @@ def test_score_is_the_expected_value_of_the_answer_distribution(tiny_lm):
     assert len(dist) == 10 and sum(dist) == pytest.approx(1, abs=1e-5)
     assert reply.score == pytest.approx(sum((k + 1) * p for k, p in enumerate(dist)))
     assert 1 <= reply.score <= 10
-    # "1" and "10" share a first token in this vocabulary: both are scored as whole answers
-    assert backend.single_token is False and backend._continuations[9][:1] == backend._continuations[0][:1]
+    # the MiniLM WordPiece vocabulary has "1".."10" as single tokens: one forward pass
+    assert backend.single_token is True
+    assert backend.tokenizer.tokenize("Spigen iPhone") == ["sp", "##igen", "iphone"]  # not characters
     # deterministic for the same prompt, different for another prompt
     again = asyncio.run(backend.score(DimensionRequest("model", messages, {}, {})))
     assert again.distribution == pytest.approx(dist)
     other = load_rubric().messages("colour", {"title": "red"}, {"title": "green"})
     assert asyncio.run(backend.score(DimensionRequest("colour", other, {}, {}))).distribution != pytest.approx(dist)
+
+
+def test_whole_answers_are_scored_when_single_tokens_are_not_used(tiny_lm):
+    from models.llm.hf_backend import HFBackend
+
+    backend = HFBackend(str(tiny_lm), single_token=False)
+    messages = load_rubric().messages("model", {"title": "case for iPhone 13"}, {"title": "iPhone 13"})
+    dist = asyncio.run(backend.score(DimensionRequest("model", messages, {}, {}))).distribution
+    assert backend.single_token is False and len(backend._continuations) == 10
+    assert len(dist) == 10 and sum(dist) == pytest.approx(1, abs=1e-5)
+    # a different answer distribution from the single-token path's: the answers end with [SEP]
+    fast = asyncio.run(HFBackend(str(tiny_lm)).score(DimensionRequest("model", messages, {}, {})))
+    assert fast.distribution != pytest.approx(dist)

@@ -38,13 +38,14 @@ class DistillConfig:
     gamma: float = 0.2  # weight of the MSE between expected scores
     temperature: float = 2.0
     teacher_path: str = ""  # a local Qwen checkpoint; empty = tiny Qwen2 config (CPU)
-    teacher_epochs: int = 6
+    teacher_epochs: int = 20  # a from-scratch CPU teacher needs many passes over a few hundred labels
     teacher_lr: float = 5e-4
     student_backbone: str = "minilm"  # minilm | tiny | a local BERT checkpoint
     student_epochs: int = 3
     student_lr: float = 5e-5
     batch_size: int = 16
-    max_length: int = 96
+    max_length: int = 96  # student tokens per pair
+    teacher_max_length: int = 128  # the teacher's field-by-field input is its own format
     augment_multiple: float = 1.0  # teacher-labelled pairs per labelled training pair
     manual_weight: float = 3.0
     tolerance: float = 0.01  # gate: how much worse than the promoted model is still accepted
@@ -85,7 +86,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
     if len(train) < 8 or len(test) < 3:
         raise ValueError(f"too few labels to train: {len(train)} train / {len(test)} test pairs")
     teacher = Teacher.build(config.teacher_path or None, Path(data_dir) / "models", seed=config.seed,
-                            max_length=config.max_length)
+                            max_length=config.teacher_max_length)
     teacher_curve = teacher.fit(train, config.teacher_epochs, config.teacher_lr, config.batch_size,
                                 config.seed)
     teacher_test = teacher.predict(test) @ BINS

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.local import build_tiny_causal_lm
+from models.local import build_tiny_causal_lm, load_tokenizer
 from models.text import aligned_pair_text
 
 from .batches import minibatches, targets, warmup_cosine, weights
@@ -44,13 +44,13 @@ class Teacher:
     @classmethod
     def build(cls, path: str | None, workdir: Path, lora: bool | None = None, seed: int = 0,
               max_length: int = 128) -> "Teacher":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if not path:
             path = str(build_tiny_causal_lm(Path(workdir) / "tiny-qwen2-teacher-384x2", seed=seed,
                                             layers=2, hidden=384, minilm_embeddings=True))
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         torch.manual_seed(seed)

@@ -29,12 +29,12 @@ class HFBackend(Backend):
 
     def __init__(self, path: str, device: str | None = None, single_token: bool | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        from .. import local  # noqa: F401 - sets HF_HUB_OFFLINE before loading
+        from ..local import load_tokenizer  # importing models.local also sets HF_HUB_OFFLINE
 
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.tokenizer = load_tokenizer(path)
             self.model = AutoModelForCausalLM.from_pretrained(path)
         except OSError as exc:
             raise BackendError(f"cannot load a causal LM from {path}: {exc}") from exc
