@@ -39,8 +39,8 @@ def run_demo(settings: Settings, args) -> int:
         shutil.rmtree(settings.chdb_path)  # the embedded broker starts empty: so do the tables
     settings = settings.replace(
         web_port=_free_port(),
-        training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm"
-                                                                  else f" --backbone {args.backbone}")),
+        training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else
+                                                                  f" --backbone {args.backbone} --teacher-epochs 2")),
         training_min_new_labels=10**9, training_interval_s=0,  # the demo starts its one run itself
         publish_cross_budget_s=min(settings.publish_cross_budget_s, 30.0))  # 10 minutes in all
     out = data_dir / "demo-data"
