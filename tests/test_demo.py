@@ -89,7 +89,9 @@ def test_demo_ctrl_c_leaves_nothing_behind(tmp_path):
     children |= set(_descendants_alive(proc.pid))
     proc.send_signal(signal.SIGINT)
     try:
-        proc.communicate(timeout=60)
+        # 120 s: once under a full suite's load the demo took over 60 s to unwind (it passed
+        # alone the same session); the assertion that matters is that nothing is left behind
+        proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
