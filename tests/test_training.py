@@ -35,7 +35,7 @@ def test_split_is_by_pair_and_deterministic():
 
 def test_distillation_loss_terms():
     loss = DistillationLoss(alpha=1.0, beta=0.0, gamma=0.0, temperature=2.0)
-    teacher = torch.tensor([smoothed(7.0)])
+    teacher = torch.from_numpy(smoothed(7.0)[None, :])
     matching = torch.log(teacher)  # a student whose distribution equals the teacher's
     assert loss(matching, teacher)["loss"].item() == pytest.approx(0.0, abs=1e-5)
     assert loss(torch.zeros(1, 10), teacher)["loss"].item() > 0.1

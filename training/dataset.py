@@ -46,19 +46,21 @@ def smoothed(label: float, sigma: float = 1.0) -> np.ndarray:
     return (p / p.sum()).astype(np.float32)
 
 
-def items_rows(storage, ids: list[str]) -> dict[str, dict]:
-    from streams.storage.items import products
-
-    return products(storage, ids)
+def catalogue_example(items: dict[str, dict], a: str, b: str, target: np.ndarray, label: float | None,
+                      weight: float, split: str, source: str) -> PairExample:
+    """A pair built from its two catalogue rows: the students' texts and the teacher's fields."""
+    return PairExample(a, b, item_text(items[a]), item_text(items[b]), target, label, weight, split,
+                       source, items[a], items[b])
 
 
 def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
                   rubric_path: str = "") -> list[PairExample]:
+    from streams.storage.items import products
     from streams.storage.labels import effective_labels
 
     weights = load_rubric(rubric_path).weights()
     rows = effective_labels(storage)
-    items = items_rows(storage, sorted({r["item_a"] for r in rows} | {r["item_b"] for r in rows}))
+    items = products(storage, sorted({r["item_a"] for r in rows} | {r["item_b"] for r in rows}))
     out = []
     for row in rows:
         a, b = row["item_a"], row["item_b"]
@@ -70,9 +72,9 @@ def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
             target = (target / target.sum()).astype(np.float32)
         else:
             target = smoothed(float(row["score"]), label_sigma)
-        out.append(PairExample(a, b, item_text(items[a]), item_text(items[b]), target, float(row["score"]),
-                               manual_weight if row["source"] == "manual" else 1.0,
-                               split_of(a, b), row["source"], items[a], items[b]))
+        out.append(catalogue_example(items, a, b, target, float(row["score"]),
+                                     manual_weight if row["source"] == "manual" else 1.0,
+                                     split_of(a, b), row["source"]))
     return sorted(out, key=lambda e: (e.item_a, e.item_b))
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from models.losses import DistillationLoss
-from models.text import item_text
 from models.onnx_export import export_students, quantize_int8
+from streams.storage.items import products
 
 from . import registry
-from .dataset import PairExample, candidate_pairs, items_rows, load_labelled
+from .dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
 from .evaluate import evaluate
 from .report import write_report
 from .students import predict_scores, train_student
@@ -58,9 +58,8 @@ class DistillConfig:
 def _augment(storage, teacher: Teacher, labelled: list[PairExample], multiple: float) -> list[PairExample]:
     n = int(round(multiple * sum(e.split == "train" for e in labelled)))
     pairs = candidate_pairs(storage, {(e.item_a, e.item_b) for e in labelled}, n)
-    items = items_rows(storage, sorted({a for a, _ in pairs} | {b for _, b in pairs}))
-    rows = [PairExample(a, b, item_text(items[a]), item_text(items[b]), np.full(10, 0.1, np.float32), None,
-                        1.0, "train", "teacher", items[a], items[b])
+    items = products(storage, sorted({a for a, _ in pairs} | {b for _, b in pairs}))
+    rows = [catalogue_example(items, a, b, np.full(10, 0.1, np.float32), None, 1.0, "train", "teacher")
             for a, b in pairs if a in items and b in items]
     if rows:
         for row, probs in zip(rows, teacher.predict(rows)):

@@ -48,7 +48,7 @@ def run(args) -> dict:
         migrate(storage)
         sizes = seed_labels(storage, args.labelled, 4 * args.labelled)
         config = DistillConfig(student_backbone=args.backbone, student_epochs=args.epochs,
-                               teacher_epochs=args.teacher_epochs, teacher_lr=5e-4,
+                               teacher_epochs=args.teacher_epochs,
                                augment_multiple=args.augment, max_length=96)
         result = run_distillation(storage, args.out or tmp, config, augmentation_curve=[0.0, 1.0, 4.0])
         storage.close()
