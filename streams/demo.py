@@ -52,18 +52,26 @@ def run_demo(settings: Settings, args) -> int:
         print(f"[2/6] embedded stack up: Kafka {bootstrap}, chDB {settings.chdb_path}, "
               f"web :{settings.web_port}")
         replay_error: list[BaseException] = []
+        stop_replay = threading.Event()
 
         def produce() -> None:
             try:
                 replay(bootstrap, out / "clicks.jsonl", out / "items.jsonl",
-                       settings.topic_clicks, settings.topic_items, progress=False)
+                       settings.topic_clicks, settings.topic_items, progress=False, stop=stop_replay)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 replay_error.append(exc)
 
         producer = threading.Thread(target=produce, name="replay", daemon=True)
-        producer.start()
-        summary = asyncio.run(_pipeline(settings, bootstrap, storage, counts["clicks"], args))
-        producer.join(timeout=30)
+        try:
+            summary = asyncio.run(_pipeline(settings, bootstrap, storage, counts["clicks"], producer.start))
+        except KeyboardInterrupt:
+            print("\ninterrupted: the worker, the training child and the replay are stopped; "
+                  "the broker and chDB follow", file=sys.stderr)
+            return 130
+        finally:
+            stop_replay.set()
+            if producer.is_alive():
+                producer.join(timeout=10)
         if replay_error:
             print(f"replay failed: {replay_error[0]}", file=sys.stderr)
             return 1
@@ -79,21 +87,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, args) -> dict:
+async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, start_replay) -> dict:
+    """Start the worker, then the replay (so the worker's start-up does not share the GIL with
+    it), run the steps, and stop the worker whatever happens: a Ctrl-C during ``app.start()``
+    would otherwise leave its non-daemon consumer thread, and the process, running."""
     from .app import create_app
 
     app = create_app(settings, bootstrap, storage, web=True)
-    await app.start()
-    runtime = app.runtime
     started = time.time()
     summary: dict = {}
     try:
+        await app.start()
+        start_replay()
+        runtime = app.runtime
         summary["stream"] = await _stream(runtime, expected)
         summary["training"] = await _train(runtime, settings)
         summary["lookup"] = await _lookup(runtime, settings)
         summary["lag"] = await asyncio.to_thread(_lag_rows, runtime, settings)
     finally:
-        await app.stop()
+        await asyncio.wait_for(app.stop(), timeout=60)
     summary["seconds"] = round(time.time() - started, 1)
     return summary
 

@@ -40,8 +40,14 @@ class ModelWatcher:
         await self._consumer.seek_to_end(*tps)
 
     async def run(self) -> None:
+        """Follow the topic until :meth:`stop` (which ends a pending ``getmany``)."""
+        from aiokafka.errors import ConsumerStoppedError
+
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500)
+            except ConsumerStoppedError:
+                return
             for messages in batches.values():
                 for message in messages:
                     await self.handle(message.value)

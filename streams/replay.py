@@ -7,6 +7,7 @@ parses; an unparsable line is sent without a key.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -43,13 +44,19 @@ def produce_file(
     key_field: str,
     rate: float | None = None,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Send every line of ``path``; ``rate`` caps messages per second. Returns the count."""
+    """Send every line of ``path``; ``rate`` caps messages per second. Returns the count.
+
+    ``stop`` set from another thread ends the replay at the next line, unflushed: a Ctrl-C must
+    not wait for the rest of a file."""
     total = count_lines(path)
     sent = 0
     start = time.monotonic()
     with tqdm(total=total, desc=f"{topic:>8}", unit="msg", disable=not progress) as bar:
         for line in _lines(path):
+            if stop is not None and stop.is_set():
+                return sent
             producer.send(topic, key=_key(line, key_field), value=line)
             sent += 1
             if sent % 1000 == 0:
@@ -83,14 +90,15 @@ def replay(
     topic_items: str = "items",
     rate: float | None = None,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> dict[str, int]:
     producer = make_producer(bootstrap)
     try:
         counts = {}
         if items:
-            counts["items"] = produce_file(producer, topic_items, items, "item_id", None, progress)
-        if clicks:
-            counts["clicks"] = produce_file(producer, topic_clicks, clicks, "user_id", rate, progress)
+            counts["items"] = produce_file(producer, topic_items, items, "item_id", None, progress, stop)
+        if clicks and not (stop is not None and stop.is_set()):
+            counts["clicks"] = produce_file(producer, topic_clicks, clicks, "user_id", rate, progress, stop)
         return counts
     finally:
-        producer.close()
+        producer.close(timeout=1 if stop is not None and stop.is_set() else None)

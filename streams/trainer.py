@@ -109,6 +109,10 @@ class TrainingLauncher:
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
+            try:  # reap it while the loop still runs: a zombie, or asyncio's warning, otherwise
+                await asyncio.wait_for(self.process.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                log.warning("training child %s did not exit after SIGKILL", self.process.pid)
         if self.task is not None and not self.task.done():
             self.task.cancel()
             try:
