@@ -125,13 +125,20 @@ def cmd_distill(args) -> int:
 
     from .storage import open_storage
 
+    from training import distributed
+
     settings = _settings(args)
     config = distill_config(args)
-    storage = open_storage(settings)
+    # under `accelerate launch` only the main process reads and writes ClickHouse (an embedded
+    # chDB serves one process); it hands the data to the others (training.distributed)
+    storage = open_storage(settings) if distributed.is_main() else None
     try:
         result = run(storage, settings.data_dir, config)
     finally:
-        storage.close()
+        if storage is not None:
+            storage.close()
+    if result["version"] is None:
+        return 0  # a replica process: the main one reports
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -377,7 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Qwen2 on a CPU, or --teacher PATH), distil the cross-encoder "
                                    "and two-tower students, export ONNX with parity checks, and "
                                    "promote if the held-out metrics beat the promoted model. "
-                                   "Runs on one device: CUDA where torch sees a GPU, else CPU.")
+                                   "One process uses one device (CUDA where torch sees a GPU, else CPU); "
+                                   "`accelerate launch --num_processes N -m streams.cli distill ...` "
+                                   "trains data-parallel on N GPUs (or N CPU processes with --cpu), "
+                                   "the main process reading ClickHouse and writing the results.")
     p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
     _distill_options(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -119,3 +119,45 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert all(a <= b for a, b in zip(rates[:10], rates[1:10]))
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
     assert rates[-1] < 0.01
+
+
+def test_data_parallel_run_under_torchrun(tmp_path):
+    """Two CPU processes (gloo) train one model: each takes half of every epoch's batches, only
+    the main one reads chDB and writes the model, the registry row and the report."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from streams.config import Settings
+    from streams.storage import open_storage
+
+    settings = Settings(data_dir=str(tmp_path))
+    storage = open_storage(settings)
+    seed_labels(storage, n_labelled=160, n_candidates=200)
+    storage.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "streams.cli", "distill", "--backbone", "tiny", "--teacher-epochs", "2", "--epochs", "1",
+         "--augment", "1", "--max-length", "48", "--json"],
+        env={**os.environ, "PAIRSTREAM_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"version"')]
+    assert len(reports) == 1  # the replica trains, the main process reports
+    result = reports[0]
+    assert result["processes"] == 2
+    assert result["decision"]["promoted"] is True
+    assert max(result["metrics"]["onnx_parity_max_abs"].values()) <= 1e-4
+    storage = open_storage(settings)
+    try:
+        assert [r["version"] for r in registry.models(storage)] == [result["version"]]
+    finally:
+        storage.close()
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("v")] == [result["version"]]
+    # the teacher saw 131 training pairs in 9 batches of 16: 4 steps per process per epoch
+    assert "teacher epoch 1/2: 100%|██████████| 4/4" in proc.stderr

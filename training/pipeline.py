@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from models.losses import DistillationLoss
 from models.onnx_export import export_students, quantize_int8
 from streams.storage.items import products
 
-from . import registry
+from . import distributed, registry
 from .dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
 from .evaluate import evaluate
 from .report import write_report
@@ -55,32 +55,41 @@ class DistillConfig:
     max_labels: int = 0  # cap on labelled training pairs (0 = all): bounds a CPU round
 
 
-def _augment(storage, teacher: Teacher, labelled: list[PairExample], multiple: float) -> list[PairExample]:
+def _candidates(storage, labelled: list[PairExample], multiple: float) -> list[PairExample]:
+    """Unlabelled pairs for augmentation, most frequent first (a smaller multiple takes a
+    prefix), as catalogue examples whose targets the teacher fills in."""
     n = int(round(multiple * sum(e.split == "train" for e in labelled)))
     pairs = candidate_pairs(storage, {(e.item_a, e.item_b) for e in labelled}, n)
     items = products(storage, sorted({a for a, _ in pairs} | {b for _, b in pairs}))
-    rows = [catalogue_example(items, a, b, np.full(10, 0.1, np.float32), None, 1.0, "train", "teacher")
+    return [catalogue_example(items, a, b, np.full(10, 0.1, np.float32), None, 1.0, "train", "teacher")
             for a, b in pairs if a in items and b in items]
-    if rows:
-        for row, probs in zip(rows, teacher.predict(rows)):
-            row.target = probs.astype(np.float32)
-    return rows
 
 
-def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
-        augmentation_curve: list[float] | None = None, register: bool = True) -> dict:
-    """Run once; returns the report dict (metrics, artifacts, promotion decision)."""
-    started = time.time()
-    version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{int(started * 1000) % 1000:03d}"
-    out = Path(data_dir) / "models" / version
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list, list]:
+    """(labelled examples, augmentation candidates for the largest multiple): the run's reads."""
     labelled = load_labelled(storage, config.manual_weight)
     train = [e for e in labelled if e.split == "train"]
     if config.max_labels and len(train) > config.max_labels:
         # a deterministic subset: the same pairs every run, manual labels first
         train = sorted(train, key=lambda e: (e.source != "manual", _pair_hash(e)))[:config.max_labels]
         labelled = train + [e for e in labelled if e.split != "train"]
+    return labelled, _candidates(storage, labelled, max(multiples))
+
+
+def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
+        augmentation_curve: list[float] | None = None, register: bool = True) -> dict:
+    """Run once; returns the report dict (metrics, artifacts, promotion decision).
+
+    Under ``accelerate launch`` every process calls this; only the main one reads ``storage``
+    (the others may pass None) and writes models, registry rows and the report, and the others
+    return ``{"version": None, "process": i}`` once the students are trained."""
+    started = time.time()
+    version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{int(started * 1000) % 1000:03d}"
+    out = Path(data_dir) / "models" / version
+    torch.manual_seed(config.seed)
+    multiples = sorted({config.augment_multiple, *(augmentation_curve or [])})
+    labelled, candidates = distributed.share(_read(storage, config, multiples) if distributed.is_main() else None)
+    train = [e for e in labelled if e.split == "train"]
     test = [e for e in labelled if e.split == "test"]
     if len(train) < 8 or len(test) < 3:
         raise ValueError(f"too few labels to train: {len(train)} train / {len(test)} test pairs")
@@ -93,9 +102,11 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
     pairs_test = [(e.item_a, e.item_b) for e in test]
     loss = DistillationLoss(config.alpha, config.beta, config.gamma, config.temperature)
     train_probs = teacher.predict(train)  # the KD targets of the labelled rows, once
+    for row, probs in zip(candidates, teacher.predict(candidates)):
+        row.target = probs.astype(np.float32)  # augmentation: targets = teacher output
 
     def students(multiple: float) -> dict:
-        augmented = _augment(storage, teacher, labelled, multiple)  # targets = teacher output
+        augmented = candidates[:int(round(multiple * len(train)))]
         rows = train + augmented
         teacher_probs = np.concatenate([train_probs] + [r.target[None] for r in augmented])
         result = {"multiple": multiple, "train_labelled": len(train), "train_augmented": len(augmented)}
@@ -116,6 +127,9 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
         curve_points.append(_curve_point(point))
     main = students(config.augment_multiple)
     curve_points = sorted(curve_points + [_curve_point(main)], key=lambda p: p["multiple"])
+    if not distributed.is_main():
+        return {"version": None, "process": distributed.accelerator().process_index}
+    out.mkdir(parents=True, exist_ok=True)
 
     cross, tower = main["cross"], main["two_tower"]
     artifacts, parity = export_students(cross["model"], tower["model"], cross["tokenizer"], out,
@@ -134,7 +148,8 @@ def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
     decision = _gate(storage, version, metrics, artifacts, test, cross["tokenizer"], config,
                      started) if register else {"promoted": None, "reason": "not registered"}
     result = {
-        "version": version, "config": asdict(config), "metrics": metrics, "artifacts": artifacts,
+        "version": version, "config": asdict(config), "processes": distributed.accelerator().num_processes,
+        "metrics": metrics, "artifacts": artifacts,
         "augmentation_curve": curve_points, "decision": decision,
         "minutes": round((time.time() - started) / 60, 2),
     }

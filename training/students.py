@@ -13,6 +13,7 @@ from tqdm import tqdm
 from models.losses import DistillationLoss
 from models.students import CrossEncoderStudent, TwoTowerStudent, load_encoder
 
+from . import distributed
 from .batches import item_inputs, label_bins, minibatches, pair_inputs, warmup_cosine, weights
 
 
@@ -23,43 +24,49 @@ def _optimizer(model, lr: float):
                              weight_decay=0.01)
 
 
-def _forward(kind: str, model, tokenizer, batch, max_length: int):
+def _forward(kind: str, model, tokenizer, batch, max_length: int, device):
     if kind == "cross":
-        enc = pair_inputs(tokenizer, batch, max_length)
+        enc = pair_inputs(tokenizer, batch, max_length, device)
         return model(enc["input_ids"], enc["attention_mask"],
                      enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
-    a = item_inputs(tokenizer, [e.text_a for e in batch], max_length)
-    b = item_inputs(tokenizer, [e.text_b for e in batch], max_length)
+    a = item_inputs(tokenizer, [e.text_a for e in batch], max_length, device)
+    b = item_inputs(tokenizer, [e.text_b for e in batch], max_length, device)
     return model(a["input_ids"], a["attention_mask"], b["input_ids"], b["attention_mask"])
 
 
 def train_student(kind: str, train, teacher_probs, backbone: str, loss: DistillationLoss,
                   epochs: int = 3, lr: float = 5e-5, batch_size: int = 16, max_length: int = 96,
                   seed: int = 0):
-    """Returns (model, tokenizer, per-epoch mean losses). ``teacher_probs`` aligns with ``train``."""
+    """Returns (model, tokenizer, per-epoch mean losses of this process) with the model back on
+    the CPU, unwrapped, for export. ``teacher_probs`` aligns with ``train``. Data-parallel under
+    ``accelerate launch`` (``training.distributed``)."""
     torch.manual_seed(seed)
     encoder, tokenizer = load_encoder(backbone)
     model = CrossEncoderStudent(encoder) if kind == "cross" else TwoTowerStudent(encoder)
-    optimizer = _optimizer(model, lr)
-    schedule = warmup_cosine(optimizer, epochs * -(-len(train) // batch_size))
+    wrapped, optimizer = distributed.prepare(model, _optimizer(model, lr))
+    device = distributed.device()
+    schedule = warmup_cosine(optimizer, epochs * len(distributed.shard(list(minibatches(train, batch_size, False, seed)))))
     rows = list(zip(train, torch.tensor(teacher_probs, dtype=torch.float32)))
     history = []
-    model.train()
+    wrapped.train()
     for epoch in range(epochs):
         total, n = 0.0, 0
-        batches = list(minibatches(rows, batch_size, shuffle=True, seed=seed + epoch))
-        for chunk in tqdm(batches, desc=f"{kind} student epoch {epoch + 1}/{epochs}", leave=False):
+        batches = distributed.shard(list(minibatches(rows, batch_size, shuffle=True, seed=seed + epoch)))
+        for chunk in tqdm(batches, desc=f"{kind} student epoch {epoch + 1}/{epochs}", leave=False,
+                          disable=not distributed.is_main()):
             batch = [e for e, _ in chunk]
-            logits = _forward(kind, model, tokenizer, batch, max_length)
-            parts = loss(logits, torch.stack([t for _, t in chunk]), label_bins(batch), weights(batch))
+            logits = _forward(kind, wrapped, tokenizer, batch, max_length, device)
+            parts = loss(logits, torch.stack([t for _, t in chunk]).to(device), label_bins(batch).to(device),
+                         weights(batch).to(device))
             optimizer.zero_grad()
-            parts["loss"].backward()
+            distributed.backward(parts["loss"])
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             total += parts["loss"].item() * len(batch)
             n += len(batch)
         history.append(total / max(n, 1))
+    model = distributed.unwrap(wrapped).cpu()
     model.eval()
     return model, tokenizer, history
 
@@ -68,8 +75,9 @@ def train_student(kind: str, train, teacher_probs, backbone: str, loss: Distilla
 def predict_scores(kind: str, model, tokenizer, examples, max_length: int = 96, batch_size: int = 64):
     """Expected 1..10 score per example (torch path; serving uses ONNX)."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     bins = torch.arange(1, 11, dtype=torch.float32)
     for batch in minibatches(examples, batch_size, shuffle=False, seed=0):
-        out.append(torch.softmax(_forward(kind, model, tokenizer, batch, max_length), -1) @ bins)
+        out.append(torch.softmax(_forward(kind, model, tokenizer, batch, max_length, device), -1).cpu() @ bins)
     return torch.cat(out).numpy() if out else torch.zeros(0).numpy()

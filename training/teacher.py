@@ -25,6 +25,7 @@ from tqdm import tqdm
 from models.local import build_tiny_causal_lm, load_tokenizer
 from models.text import aligned_pair_text
 
+from . import distributed
 from .batches import minibatches, targets, warmup_cosine, weights
 
 log = logging.getLogger(__name__)
@@ -46,17 +47,18 @@ class Teacher:
               max_length: int = 128) -> "Teacher":
         from transformers import AutoModelForSequenceClassification
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = distributed.device()
         if not path:
-            path = str(build_tiny_causal_lm(Path(workdir) / "tiny-qwen2-teacher-384x2", seed=seed,
-                                            layers=2, hidden=384, minilm_embeddings=True))
+            with distributed.accelerator().main_process_first():  # one writer, the others read it
+                path = str(build_tiny_causal_lm(Path(workdir) / "tiny-qwen2-teacher-384x2", seed=seed,
+                                                layers=2, hidden=384, minilm_embeddings=True))
         tokenizer = load_tokenizer(path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=10)
         model.config.pad_token_id = tokenizer.pad_token_id
-        if lora if lora is not None else device == "cuda":
+        if lora if lora is not None else device.type == "cuda":
             from peft import LoraConfig, TaskType, get_peft_model
 
             model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32,
@@ -70,29 +72,33 @@ class Teacher:
         return {k: v.to(self.device) for k, v in enc.items() if k != "token_type_ids"}
 
     def fit(self, train, epochs: int = 3, lr: float = 5e-4, batch_size: int = 16, seed: int = 0) -> list[float]:
-        """Soft-target training; returns the mean loss of each epoch."""
+        """Soft-target training (data-parallel under ``accelerate launch``, see
+        ``training.distributed``); returns the mean loss of each epoch on this process."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-        steps = epochs * -(-len(train) // batch_size)
+        model, optimizer = distributed.prepare(self.model, torch.optim.AdamW(params, lr=lr, weight_decay=0.01))
+        self.device = distributed.device()
+        steps = epochs * len(distributed.shard(list(minibatches(train, batch_size, False, seed))))
         schedule = warmup_cosine(optimizer, steps)
         history = []
-        self.model.train()
+        model.train()
         for epoch in range(epochs):
             total, n = 0.0, 0
-            batches = list(minibatches(train, batch_size, shuffle=True, seed=seed + epoch))
-            for batch in tqdm(batches, desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False):
-                logits = self.model(**self._inputs(batch)).logits
+            batches = distributed.shard(list(minibatches(train, batch_size, shuffle=True, seed=seed + epoch)))
+            for batch in tqdm(batches, desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False,
+                              disable=not distributed.is_main()):
+                logits = model(**self._inputs(batch)).logits
                 w = weights(batch).to(self.device)
                 loss_rows = -(targets(batch).to(self.device) * torch.log_softmax(logits, -1)).sum(-1)
                 loss = (w * loss_rows).sum() / w.sum()
                 optimizer.zero_grad()
-                loss.backward()
+                distributed.backward(loss)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
                 total += loss.item() * len(batch)
                 n += len(batch)
             history.append(total / max(n, 1))
+        self.model = distributed.unwrap(model)
         self.model.eval()
         return history
 
