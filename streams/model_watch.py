@@ -8,7 +8,6 @@ ClickHouse, so it needs no history of the topic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import orjson

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-import pytest
 from kafka import KafkaConsumer
 
 from models.fake_openai import FakeLLM, serve

@@ -4,7 +4,6 @@ good enough."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np

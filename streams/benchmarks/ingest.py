@@ -106,7 +106,7 @@ def run(args) -> dict:
                 await ingest.stop()
             return time.perf_counter() - t0
 
-        wall = asyncio.run(go())
+        asyncio.run(go())
         # like the baseline: from the first consumed message to the last batch written
         seconds = marks["last"] - ingest.first_message_at
         rate = n_events / seconds

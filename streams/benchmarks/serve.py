@@ -87,8 +87,6 @@ def run(args) -> dict:
     from training.batches import pair_inputs
     from training.dataset import PairExample
 
-    from ..storage.chdb_client import ChdbStorage
-    from ..storage.migrations import migrate
     from ..synthetic import generate, truth_pairs
 
     max_length = 48
