@@ -283,28 +283,33 @@ def generate(
     return items, clicks
 
 
-def truth_pairs(items: list[Item], clicks: list[Click], window_s: float = 1800) -> Iterator[dict]:
-    """Ground truth for every distinct item pair co-clicked by a user within ``window_s``."""
-    by_id = {item.item_id: item for item in items}
+def co_clicks(clicks: list[Click], window_s: float = 1800) -> Iterator[tuple[str, str]]:
+    """Every (item_a, item_b) co-click of a user within ``window_s`` (sorted ids; repeats
+    included): the pairs the stream counts, in click order."""
     recent: dict[str, list[tuple[float, str]]] = {}
-    seen: set[tuple[str, str]] = set()
     for click in clicks:
         history = [(t, i) for t, i in recent.get(click.user_id, []) if click.ts - t <= window_s]
         for _, other in history:
-            if other == click.item_id:
-                continue
-            pair = (min(other, click.item_id), max(other, click.item_id))
-            if pair in seen:
-                continue
-            seen.add(pair)
-            a, b = by_id[pair[0]], by_id[pair[1]]
-            score = true_compatibility(a, b)
-            yield {
-                "item_a": pair[0], "item_b": pair[1], "score": round(score, 2),
-                "compatible": score >= 6.0, "cross_category": a.category != b.category,
-            }
+            if other != click.item_id:
+                yield (min(other, click.item_id), max(other, click.item_id))
         history.append((click.ts, click.item_id))
         recent[click.user_id] = history[-20:]
+
+
+def truth_pairs(items: list[Item], clicks: list[Click], window_s: float = 1800) -> Iterator[dict]:
+    """Ground truth for every distinct item pair co-clicked by a user within ``window_s``."""
+    by_id = {item.item_id: item for item in items}
+    seen: set[tuple[str, str]] = set()
+    for pair in co_clicks(clicks, window_s):
+        if pair in seen:
+            continue
+        seen.add(pair)
+        a, b = by_id[pair[0]], by_id[pair[1]]
+        score = true_compatibility(a, b)
+        yield {
+            "item_a": pair[0], "item_b": pair[1], "score": round(score, 2),
+            "compatible": score >= 6.0, "cross_category": a.category != b.category,
+        }
 
 
 def write_dataset(out: Path, n_items: int, n_users: int, n_events: int, seed: int) -> dict:

@@ -1,8 +1,9 @@
 """``pairstream bench distill``: one distillation round on a fixed synthetic labelled set.
 
-The generator's co-clicked pairs carry a true 1..10 compatibility; the first
-``--labelled`` of them (seeded order) become labels (source llm), the rest are unlabelled
-candidates in ``pair_counts`` for augmentation. Students are trained at augmentation
+The generator's co-clicked pairs carry a true 1..10 compatibility; the ``--labelled`` most
+frequently co-clicked ones become labels (source llm), as the tier router would have sent
+them to scoring, and all pairs are in ``pair_counts`` with their counts: augmentation takes
+the next most frequent ones. Students are trained at augmentation
 multiples 0, 1 and 4 of the labelled training set (the quality curve); the main run
 (``--augment``, default 4: augmentation is what shows the students the teacher's behaviour
 away from the labelled pairs) is exported, checked for ONNX parity and reported.
@@ -23,22 +24,34 @@ from ..catalogue import Catalogue
 from ..storage.chdb_client import ChdbStorage
 from ..storage.labels import LabelRow, write_labels
 from ..storage.migrations import migrate
-from ..synthetic import generate, truth_pairs
+from ..synthetic import co_clicks, generate, truth_pairs
 
 
 def seed_labels(storage, n_labelled: int, n_candidates: int, seed: int = 1) -> dict:
+    """Catalogue, co-click counts and labels the way the stream leaves them: the
+    ``n_labelled`` most frequently co-clicked pairs carry labels (the tier router sends
+    frequent pairs to scoring; their true score stands in for the LLM's), and every
+    co-clicked pair is in ``pair_counts`` with its count, so augmentation draws the next most
+    frequent ones. Ties in count are broken in a seeded order."""
+    from collections import Counter
+
     items, clicks = generate(1500, 800, 60000, seed=seed)
     Catalogue().upsert(storage, items)
-    truth = list(truth_pairs(items, clicks))
-    random.Random(seed).shuffle(truth)
-    labelled, candidates = truth[:n_labelled], truth[n_labelled:n_labelled + n_candidates]
+    counts = Counter(co_clicks(clicks))
+    truth = {(t["item_a"], t["item_b"]): t for t in truth_pairs(items, clicks)}
+    order = list(truth)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda pair: -counts[pair])  # stable: the shuffle breaks ties
+    labelled = [truth[p] for p in order[:n_labelled]]
     write_labels(storage, [LabelRow(t["item_a"], t["item_b"], float(t["score"]), "medium", "llm",
                                     "synthetic-truth", "generator", "truth") for t in labelled])
     day = dt.date(2026, 6, 1)
     storage.insert_arrow("pair_counts", pa.table({
-        "item_a": [t["item_a"] for t in candidates], "item_b": [t["item_b"] for t in candidates],
-        "day": pa.array([day] * len(candidates)), "count": pa.array([3] * len(candidates), pa.uint64())}))
-    return {"labelled": len(labelled), "candidates": len(candidates)}
+        "item_a": [a for a, _ in order], "item_b": [b for _, b in order],
+        "day": pa.array([day] * len(order)),
+        "count": pa.array([counts[p] for p in order], pa.uint64())}))
+    return {"labelled": len(labelled), "candidates": min(n_candidates, len(order) - len(labelled)),
+            "min_labelled_count": counts[order[len(labelled) - 1]] if labelled else 0}
 
 
 def run(args) -> dict:
