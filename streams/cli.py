@@ -385,8 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and two-tower students, export ONNX with parity checks, and "
                                    "promote if the held-out metrics beat the promoted model. "
                                    "One process uses one device (CUDA where torch sees a GPU, else CPU); "
-                                   "`accelerate launch --num_processes N -m streams.cli distill ...` "
-                                   "trains data-parallel on N GPUs (or N CPU processes with --cpu), "
+                                   "`accelerate launch --multi_gpu --num_processes N -m streams.cli distill ...` "
+                                   "or `torchrun --nproc_per_node N -m streams.cli distill ...` trains "
+                                   "data-parallel on N GPUs (N gloo processes on a CPU-only machine), "
                                    "the main process reading ClickHouse and writing the results.")
     p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
     _distill_options(p)

@@ -47,7 +47,7 @@ def test_distillation_loss_terms():
 
 
 def test_end_to_end_registry_and_gate(storage, tmp_path):
-    seed_labels(storage, n_labelled=160, n_candidates=200)
+    seed_labels(storage, n_labelled=160)
     labelled = load_labelled(storage)
     assert len(labelled) == 160 and {e.split for e in labelled} == {"train", "val", "test"}
     first = run(storage, tmp_path, TINY)
@@ -80,7 +80,7 @@ def test_gate_rule():
 
 
 def test_teacher_reads_the_two_items_field_by_field(storage):
-    seed_labels(storage, n_labelled=40, n_candidates=0)
+    seed_labels(storage, n_labelled=40)
     example = load_labelled(storage)[0]
     text = teacher_text(example)
     lines = dict(line.split(": ", 1) for line in text.splitlines())
@@ -134,7 +134,7 @@ def test_data_parallel_run_under_torchrun(tmp_path):
 
     settings = Settings(data_dir=str(tmp_path))
     storage = open_storage(settings)
-    seed_labels(storage, n_labelled=160, n_candidates=200)
+    seed_labels(storage, n_labelled=160)
     storage.close()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -45,6 +45,13 @@ def shard(batches: list) -> list:
     return batches[acc.process_index:usable:n]
 
 
+def steps_per_epoch(n_items: int, batch_size: int) -> int:
+    """How many batches :func:`shard` gives this process per epoch (for the LR schedule)."""
+    batches = -(-n_items // batch_size)
+    n = accelerator().num_processes
+    return batches if n == 1 else batches // n
+
+
 def share(value):
     """The main process's ``value`` on every process (other processes pass None)."""
     acc = accelerator()

@@ -45,7 +45,7 @@ def train_student(kind: str, train, teacher_probs, backbone: str, loss: Distilla
     model = CrossEncoderStudent(encoder) if kind == "cross" else TwoTowerStudent(encoder)
     wrapped, optimizer = distributed.prepare(model, _optimizer(model, lr))
     device = distributed.device()
-    schedule = warmup_cosine(optimizer, epochs * len(distributed.shard(list(minibatches(train, batch_size, False, seed)))))
+    schedule = warmup_cosine(optimizer, epochs * distributed.steps_per_epoch(len(train), batch_size))
     rows = list(zip(train, torch.tensor(teacher_probs, dtype=torch.float32)))
     history = []
     wrapped.train()

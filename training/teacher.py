@@ -77,8 +77,7 @@ class Teacher:
         params = [p for p in self.model.parameters() if p.requires_grad]
         model, optimizer = distributed.prepare(self.model, torch.optim.AdamW(params, lr=lr, weight_decay=0.01))
         self.device = distributed.device()
-        steps = epochs * len(distributed.shard(list(minibatches(train, batch_size, False, seed))))
-        schedule = warmup_cosine(optimizer, steps)
+        schedule = warmup_cosine(optimizer, epochs * distributed.steps_per_epoch(len(train), batch_size))
         history = []
         model.train()
         for epoch in range(epochs):

@@ -27,7 +27,7 @@ from ..storage.migrations import migrate
 from ..synthetic import co_clicks, generate, truth_pairs
 
 
-def seed_labels(storage, n_labelled: int, n_candidates: int, seed: int = 1) -> dict:
+def seed_labels(storage, n_labelled: int, seed: int = 1) -> dict:
     """Catalogue, co-click counts and labels the way the stream leaves them: the
     ``n_labelled`` most frequently co-clicked pairs carry labels (the tier router sends
     frequent pairs to scoring; their true score stands in for the LLM's), and every
@@ -50,7 +50,7 @@ def seed_labels(storage, n_labelled: int, n_candidates: int, seed: int = 1) -> d
         "item_a": [a for a, _ in order], "item_b": [b for _, b in order],
         "day": pa.array([day] * len(order)),
         "count": pa.array([counts[p] for p in order], pa.uint64())}))
-    return {"labelled": len(labelled), "candidates": min(n_candidates, len(order) - len(labelled)),
+    return {"labelled": len(labelled), "unlabelled_pairs": len(order) - len(labelled),
             "min_labelled_count": counts[order[len(labelled) - 1]] if labelled else 0}
 
 
@@ -59,7 +59,7 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp:
         storage = ChdbStorage(f"{tmp}/chdb", "bench")
         migrate(storage)
-        sizes = seed_labels(storage, args.labelled, 4 * args.labelled)
+        sizes = seed_labels(storage, args.labelled)
         config = DistillConfig(student_backbone=args.backbone, student_epochs=args.epochs,
                                teacher_epochs=args.teacher_epochs,
                                augment_multiple=args.augment, max_length=96)
