@@ -102,11 +102,11 @@ def cmd_bench(args) -> int:
 
 
 def distill_config(args):
-    from training.pipeline import DistillConfig
+    from training.config import DistillConfig
 
     return DistillConfig(
         teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
-        student_epochs=args.epochs, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
+        student_epochs=args.epochs, student_lr=args.lr, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
         beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance,
         max_labels=args.max_labels, max_length=args.max_length)
 
@@ -370,9 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="score: most prompts in flight")
     p.add_argument("--labelled", type=int, default=600, help="distill: labelled pairs")
     p.add_argument("--backbone", default="minilm", help="distill: student backbone (minilm|tiny|PATH)")
-    p.add_argument("--epochs", type=int, default=3, help="distill: student epochs")
-    p.add_argument("--teacher-epochs", type=int, default=20, help="distill: teacher epochs")
-    p.add_argument("--augment", type=float, default=4.0,
+    from training.config import DistillConfig as D
+
+    p.add_argument("--epochs", type=int, default=D.student_epochs, help="distill: student epochs (default %(default)s)")
+    p.add_argument("--lr", type=float, default=D.student_lr, help="distill: student learning rate (default %(default)s)")
+    p.add_argument("--teacher-epochs", type=int, default=D.teacher_epochs,
+                   help="distill: teacher epochs (default %(default)s)")
+    p.add_argument("--augment", type=float, default=D.augment_multiple,
                    help="distill: augmentation multiple of the main run (the curve is always 0, 1, 4)")
     p.add_argument("--out", help="distill: keep artifacts and the report here")
     p.add_argument("--requests", type=int, default=2000, help="serve: lookup requests per size")
@@ -472,19 +476,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _distill_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="", help="local Qwen checkpoint (LoRA on a GPU)")
-    p.add_argument("--backbone", default="minilm", help="student backbone: minilm | tiny | PATH")
-    p.add_argument("--augment", type=float, default=1.0,
-                   help="teacher-labelled pairs per labelled training pair")
-    p.add_argument("--epochs", type=int, default=3, help="student epochs")
-    p.add_argument("--teacher-epochs", type=int, default=20, help="teacher epochs")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the KL to the teacher")
-    p.add_argument("--beta", type=float, default=0.3, help="weight of the label cross-entropy")
-    p.add_argument("--gamma", type=float, default=0.2, help="weight of the score MSE")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--tolerance", type=float, default=0.01, help="promotion gate tolerance")
-    p.add_argument("--max-length", type=int, default=96, help="tokens per pair (students, teacher)")
-    p.add_argument("--max-labels", type=int, default=0,
+    from training.config import DistillConfig as D  # torch-free: the one place defaults live
+
+    p.add_argument("--teacher", default=D.teacher_path, help="local Qwen checkpoint (LoRA on a GPU)")
+    p.add_argument("--backbone", default=D.student_backbone, help="student backbone: minilm | tiny | PATH")
+    p.add_argument("--augment", type=float, default=D.augment_multiple,
+                   help="teacher-labelled pairs per labelled training pair (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=D.student_epochs, help="student epochs (default %(default)s)")
+    p.add_argument("--lr", type=float, default=D.student_lr,
+                   help="student encoder learning rate; the fresh head learns 10x faster (default %(default)s)")
+    p.add_argument("--teacher-epochs", type=int, default=D.teacher_epochs, help="teacher epochs (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=D.alpha, help="weight of the KL to the teacher (default %(default)s)")
+    p.add_argument("--beta", type=float, default=D.beta, help="weight of the label cross-entropy (default %(default)s)")
+    p.add_argument("--gamma", type=float, default=D.gamma, help="weight of the score MSE (default %(default)s)")
+    p.add_argument("--temperature", type=float, default=D.temperature, help="distillation temperature (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=D.tolerance, help="promotion gate tolerance (default %(default)s)")
+    p.add_argument("--max-length", type=int, default=D.max_length, help="student tokens per pair (default %(default)s)")
+    p.add_argument("--max-labels", type=int, default=D.max_labels,
                    help="use at most this many labelled training pairs (0 = all; bounds CPU runs)")
 
 

@@ -17,7 +17,8 @@ from streams.benchmarks.distill import seed_labels
 from training import registry
 from training.batches import warmup_cosine
 from training.dataset import PairExample, load_labelled, smoothed, split_of
-from training.pipeline import DistillConfig, run
+from training.config import DistillConfig
+from training.pipeline import run
 from training.teacher import teacher_text
 
 TINY = DistillConfig(student_backbone="tiny", teacher_epochs=2, teacher_lr=1e-3, student_epochs=2,

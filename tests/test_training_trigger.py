@@ -115,3 +115,19 @@ def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, setti
     run_trainer(s, broker.bootstrap, storage, distill_config_from, once=True)
     [row] = run_table.runs(storage)
     assert row["run_id"] == "r-good" and row["status"] == "failed" and "too few labels" in row["error"]
+
+
+def test_distill_options_default_to_the_config_and_parse_every_knob():
+    """A triggered run with no options trains exactly the DistillConfig the README documents;
+    each option lands on its field (a new option not wired through would fail here)."""
+    from streams.cli import distill_config_from
+    from training.config import DistillConfig
+
+    assert distill_config_from("") == DistillConfig()
+    config = distill_config_from("--epochs 2 --lr 3e-5 --augment 0.5 --alpha 0.1 --beta 0.2 --gamma 0.7 "
+                                 "--temperature 3 --tolerance 0.05 --max-labels 9 --max-length 32 "
+                                 "--backbone tiny --teacher /m --teacher-epochs 4")
+    assert (config.student_epochs, config.student_lr, config.augment_multiple) == (2, 3e-5, 0.5)
+    assert (config.alpha, config.beta, config.gamma, config.temperature) == (0.1, 0.2, 0.7, 3.0)
+    assert (config.tolerance, config.max_labels, config.max_length) == (0.05, 9, 32)
+    assert (config.student_backbone, config.teacher_path, config.teacher_epochs) == ("tiny", "/m", 4)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from models.onnx_export import export_students, quantize_int8
 from streams.storage.items import products
 
 from . import distributed, registry
+from .config import DistillConfig
 from .dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
 from .evaluate import evaluate
 from .report import write_report
@@ -29,30 +30,6 @@ from .teacher import Teacher
 
 log = logging.getLogger(__name__)
 BINS = np.arange(1, 11, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    alpha: float = 0.5  # weight of the temperature-scaled KL to the teacher
-    beta: float = 0.3  # weight of the cross-entropy on the label bin
-    gamma: float = 0.2  # weight of the MSE between expected scores
-    temperature: float = 2.0
-    teacher_path: str = ""  # a local Qwen checkpoint; empty = tiny Qwen2 config (CPU)
-    teacher_epochs: int = 20  # a from-scratch CPU teacher needs many passes over a few hundred labels
-    teacher_lr: float = 5e-4
-    student_backbone: str = "minilm"  # minilm | tiny | a local BERT checkpoint
-    student_epochs: int = 3
-    student_lr: float = 5e-5
-    batch_size: int = 16
-    max_length: int = 96  # student tokens per pair
-    teacher_max_length: int = 128  # the teacher's field-by-field input is its own format
-    augment_multiple: float = 1.0  # teacher-labelled pairs per labelled training pair
-    manual_weight: float = 3.0
-    tolerance: float = 0.01  # gate: how much worse than the promoted model is still accepted
-    quantize: bool = True
-    parity_tolerance: float = 1e-4
-    seed: int = 0
-    max_labels: int = 0  # cap on labelled training pairs (0 = all): bounds a CPU round
 
 
 def _candidates(storage, labelled: list[PairExample], multiple: float) -> list[PairExample]:

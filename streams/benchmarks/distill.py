@@ -18,7 +18,8 @@ import time
 
 import pyarrow as pa
 
-from training.pipeline import DistillConfig, run as run_distillation
+from training.config import DistillConfig
+from training.pipeline import run as run_distillation
 
 from ..catalogue import Catalogue
 from ..storage.chdb_client import ChdbStorage
@@ -61,6 +62,7 @@ def run(args) -> dict:
         migrate(storage)
         sizes = seed_labels(storage, args.labelled)
         config = DistillConfig(student_backbone=args.backbone, student_epochs=args.epochs,
+                               student_lr=args.lr,
                                teacher_epochs=args.teacher_epochs,
                                augment_multiple=args.augment, max_length=96)
         result = run_distillation(storage, args.out or tmp, config, augmentation_curve=[0.0, 1.0, 4.0])
@@ -68,7 +70,7 @@ def run(args) -> dict:
     m = result["metrics"]
     out = {
         **sizes,
-        "augment_multiple": args.augment,
+        "augment_multiple": args.augment, "student_epochs": args.epochs, "student_lr": args.lr,
         "spearman_cross_vs_teacher": round(m["cross"]["spearman_vs_teacher"], 4),
         "spearman_two_tower_vs_teacher": round(m["two_tower"]["spearman_vs_teacher"], 4),
         "spearman_cross_vs_labels": round(m["cross"]["spearman_vs_labels"], 4),
