@@ -67,7 +67,14 @@ def test_end_to_end_registry_and_gate(storage, tmp_path):
     # the second candidate must beat the incumbent (re-scored from its ONNX file on the same
     # held-out pairs) by more than a Spearman can: refused, and the incumbent stays promoted
     second = run(storage, tmp_path, TINY.__class__(**{**TINY.__dict__, "tolerance": -1.01,
-                                                      "quantize": False, "seed": 1}))
+                                                      "quantize": False, "seed": 1}),
+                 augmentation_curve=[0.0, 1.0])
+    assert [p["multiple"] for p in second["augmentation_curve"]] == [0.0, 1.0]
+    assert [p["train_augmented"] for p in second["augmentation_curve"]] == [0, m["n_train"]]
+    for point in second["augmentation_curve"]:
+        lo, hi = point["spearman_cross_vs_teacher_ci95"]
+        assert -1 <= lo <= hi <= 1
+    assert Path(second["report"]["augmentation_curve"]).stat().st_size > 0
     decision = second["decision"]
     assert decision["promoted"] is False and decision["incumbent_version"] == first["version"]
     assert decision["incumbent"] == pytest.approx(m["cross"]["spearman_vs_labels"], abs=1e-3)

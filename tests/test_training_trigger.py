@@ -76,7 +76,7 @@ def test_embedded_run_trains_promotes_publishes(storage, settings, broker):
     from streams.benchmarks.distill import seed_labels
 
     seed_labels(storage, n_labelled=120)
-    s = settings.replace(training_args="--backbone tiny --epochs 1 --teacher-epochs 1",
+    s = settings.replace(training_args="--backbone tiny --epochs 1 --teacher-epochs 1 --augment 1",
                          topic_model_updates=f"mu-{settings.app_id}",
                          topic_pair_scores=f"ps-{settings.app_id}",
                          topic_item_partners=f"ip-{settings.app_id}")

@@ -147,11 +147,14 @@ def _pair_hash(example: PairExample) -> str:
 
 
 def _curve_point(result: dict) -> dict:
-    return {"multiple": result["multiple"], "train_augmented": result["train_augmented"],
-            "spearman_cross_vs_labels": result["cross"]["metrics"]["spearman_vs_labels"],
-            "spearman_two_tower_vs_labels": result["two_tower"]["metrics"]["spearman_vs_labels"],
-            "spearman_cross_vs_teacher": result["cross"]["metrics"]["spearman_vs_teacher"],
-            "spearman_two_tower_vs_teacher": result["two_tower"]["metrics"]["spearman_vs_teacher"]}
+    point = {"multiple": result["multiple"], "train_augmented": result["train_augmented"]}
+    for student in ("cross", "two_tower"):
+        metrics = result[student]["metrics"]
+        for against in ("labels", "teacher"):
+            key = f"spearman_vs_{against}"
+            point[f"spearman_{student}_vs_{against}"] = metrics[key]
+            point[f"spearman_{student}_vs_{against}_ci95"] = metrics[key + "_ci95"]
+    return point
 
 
 def _onnx_scores(path: Path, tokenizer, examples, max_length: int) -> np.ndarray:

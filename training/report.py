@@ -39,13 +39,19 @@ def write_report(out_dir: Path, result: dict, curves: dict[str, list[float]],
     plt.close(fig)
     files["scatter"] = str(out_dir / "teacher_vs_students.png")
     if augmentation:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        xs = [p["multiple"] for p in augmentation]
-        for key in ("spearman_cross_vs_labels", "spearman_two_tower_vs_labels"):
-            ax.plot(xs, [p[key] for p in augmentation], marker="o", label=key)
-        ax.set(xlabel="augmented pairs / labelled pairs", ylabel="Spearman (test)",
-               title="Quality against augmentation size")
-        ax.legend()
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        xs = np.array([p["multiple"] for p in augmentation], np.float64)
+        for ax, against in zip(axes, ("teacher", "labels")):
+            for offset, student in ((-0.04, "cross"), (0.04, "two_tower")):
+                key = f"spearman_{student}_vs_{against}"
+                ys = np.array([p[key] for p in augmentation])
+                lo_hi = np.array([p.get(key + "_ci95", [y, y]) for p, y in zip(augmentation, ys)])
+                ax.errorbar(xs + offset, ys, yerr=[ys - lo_hi[:, 0], lo_hi[:, 1] - ys], marker="o",
+                            capsize=3, label=student.replace("_", "-"))
+            ax.set(xlabel="augmented pairs / labelled pairs", title=f"vs {against} (test, 95% bootstrap)")
+            ax.legend()
+        axes[0].set_ylabel("Spearman")
+        fig.suptitle("Quality against augmentation size")
         fig.tight_layout()
         fig.savefig(out_dir / "augmentation_curve.png", dpi=110)
         plt.close(fig)

@@ -72,21 +72,34 @@ def run(args) -> dict:
         **sizes,
         "augment_multiple": args.augment, "student_epochs": args.epochs, "student_lr": args.lr,
         "spearman_cross_vs_teacher": round(m["cross"]["spearman_vs_teacher"], 4),
+        "spearman_cross_vs_teacher_ci95": _rounded(m["cross"]["spearman_vs_teacher_ci95"]),
         "spearman_two_tower_vs_teacher": round(m["two_tower"]["spearman_vs_teacher"], 4),
+        "spearman_two_tower_vs_teacher_ci95": _rounded(m["two_tower"]["spearman_vs_teacher_ci95"]),
+        "n_test": m["n_test"],
         "spearman_cross_vs_labels": round(m["cross"]["spearman_vs_labels"], 4),
         "spearman_two_tower_vs_labels": round(m["two_tower"]["spearman_vs_labels"], 4),
         "spearman_teacher_vs_labels": round(m["teacher"]["spearman_vs_labels"], 4),
         "ndcg10_cross": round(m["cross"]["ndcg10"], 4),
         "onnx_parity_max_abs": m["onnx_parity_max_abs"],
         "int8": m.get("int8"),
-        "augmentation_curve": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()}
-                               for p in result["augmentation_curve"]],
+        "augmentation_curve": [{k: _rounded(v) for k, v in p.items()} for p in result["augmentation_curve"]],
         "minutes": round((time.time() - started) / 60, 2),
         "report": result["report"].get("json") if args.out else None,
     }
-    print(f"cross vs teacher {out['spearman_cross_vs_teacher']:.3f}, two-tower vs teacher "
-          f"{out['spearman_two_tower_vs_teacher']:.3f}, minutes {out['minutes']}")
+    print(f"cross vs teacher {out['spearman_cross_vs_teacher']:.3f} {out['spearman_cross_vs_teacher_ci95']}, "
+          f"two-tower vs teacher {out['spearman_two_tower_vs_teacher']:.3f} "
+          f"{out['spearman_two_tower_vs_teacher_ci95']} (95% bootstrap over {out['n_test']} test pairs), "
+          f"minutes {out['minutes']}")
     for point in out["augmentation_curve"]:
-        print(f"  augmentation x{point['multiple']:g}: cross vs labels {point['spearman_cross_vs_labels']:.3f}, "
-              f"two-tower vs labels {point['spearman_two_tower_vs_labels']:.3f}")
+        print(f"  augmentation x{point['multiple']:g}: vs teacher cross {point['spearman_cross_vs_teacher']:.3f} "
+              f"two-tower {point['spearman_two_tower_vs_teacher']:.3f}; vs labels cross "
+              f"{point['spearman_cross_vs_labels']:.3f} two-tower {point['spearman_two_tower_vs_labels']:.3f}")
     return out
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
