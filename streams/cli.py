@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "raw aiokafka consumption in the same run. score: LLM "
                                    "labelling against a local OpenAI-compatible server with a "
                                    "fixed latency (prompt splitting, concurrency, cache). "
-                                   "distill: one training round. serve: ONNX vs torch, int8 vs "
+                                   "distill: one training round with the `distill` options below (main run at --augment, "
+                                   "augmentation curve always at 0, 1 and 4). serve: ONNX vs torch, int8 vs "
                                    "fp32, two-tower vs cross-encoder, lookup API latency.")
     p.add_argument("what", choices=["ingest", "score", "distill", "serve"], help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
@@ -369,18 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=50.0, help="score: server latency per reply")
     p.add_argument("--concurrency", type=int, default=64, help="score: most prompts in flight")
     p.add_argument("--labelled", type=int, default=600, help="distill: labelled pairs")
-    p.add_argument("--backbone", default="minilm", help="distill: student backbone (minilm|tiny|PATH)")
-    from training.config import DistillConfig as D
-
-    p.add_argument("--epochs", type=int, default=D.student_epochs, help="distill: student epochs (default %(default)s)")
-    p.add_argument("--lr", type=float, default=D.student_lr, help="distill: student learning rate (default %(default)s)")
-    p.add_argument("--teacher-epochs", type=int, default=D.teacher_epochs,
-                   help="distill: teacher epochs (default %(default)s)")
-    p.add_argument("--augment", type=float, default=D.augment_multiple,
-                   help="distill: augmentation multiple of the main run (the curve is always 0, 1, 4)")
     p.add_argument("--out", help="distill: keep artifacts and the report here")
     p.add_argument("--requests", type=int, default=2000, help="serve: lookup requests per size")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("distill", help="one training round: teacher -> students -> ONNX -> gate",

@@ -69,7 +69,34 @@ class Settings:
     horizon_days: int = setting(30, "Pair frequency = count over this many UTC days.")
     tier_low: int = setting(3, "Count at which a pair enters the low (long-tail) tier.")
     tier_medium: int = setting(20, "Count at which a pair enters the medium tier.")
-    tier_high: int = setting(100, "Count at which a pair enters the high tier (label 10).")
+    tier_high: int = setting(
+        100, "Count at which a pair enters the high tier (a behaviour label instead of an LLM "
+        "call when its lift clears `behaviour_default_min_lift`).")
+    behaviour_default_min_lift: float = setting(
+        2.0, "A high-tier pair gets its label from behaviour (no LLM call) only at this smoothed "
+        "lift or above; below it (bestsellers clicked with everything) it is scored like a "
+        "medium one.")
+    stats_lift_prior: float = setting(
+        1.0, "Pseudo-count of the smoothed lift (users_ab + s) / (expected_ab + s): pairs with "
+        "little evidence shrink towards 1.")
+    stats_half_life_days: float = setting(
+        0.0, "Half-life of the time-decayed co-click count in pair_stats (0 = no decay).")
+    swing_alpha: float = setting(
+        1.0, "Swing: a user pair (u, v) adds w_u w_v / (alpha + |I_u & I_v|) to each pair of "
+        "items both clicked.")
+    swing_user_offset: float = setting(
+        15.0, "Swing user weight w_u = (|I_u| + offset)^-power: heavy clickers count less.")
+    swing_user_power: float = setting(0.3, "Swing user weight exponent (see swing_user_offset).")
+    swing_max_user_items: int = setting(
+        200, "Swing skips users with more distinct items than this in the horizon (crawlers).")
+    swing_max_item_users: int = setting(
+        500, "Swing keeps at most this many users per item: the most recent (then by user id).")
+    blend_evidence_users: float = setting(
+        5.0, "Published score = w * behaviour + (1 - w) * model with w = users / (users + this): "
+        "at this many co-clicking users both sources weigh the same.")
+    stats_min_users: int = setting(
+        3, "Training: candidate pairs with at least this many co-clicking users get a "
+        "behaviour-derived soft label (heuristic labels give way to it).")
     ingest_batch_events: int = setting(
         200000,
         "Most consumed events held, paired but unwritten, while a ClickHouse write is in "

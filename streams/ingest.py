@@ -51,6 +51,7 @@ from . import metrics, pair_kernel
 from .config import Settings
 from .click_decode import decode_clicks
 from .pairing import PairIncrements, Sessionizer
+from .user_items import merge_user_item_days, user_item_days
 from .produce import send_batched
 from .storage import Storage, StorageError
 from .storage.base import timestamp_array
@@ -88,6 +89,7 @@ class OpenBatch:
     end: int
     parts: list  # PairIncrements of each fetch that joined
     exact: bool  # an intent rebuilt after a crash: its range is fixed, nothing joins it
+    user_items: list = field(default_factory=list)  # user_item_days tables of each fetch
 
 
 @dataclass
@@ -368,6 +370,7 @@ class ClickIngest:
         sessionizer = state.sessionizer
         sessionizer.sync_catalogue()
         increments = sessionizer.process_batch(users, items, times)
+        visits = user_item_days(users, items, times)
         metrics.UNKNOWN_ITEMS.inc(sessionizer.unknown_items)
         sessionizer.unknown_items = 0
         self._open_times += times
@@ -379,10 +382,11 @@ class ClickIngest:
         if state.intents:  # the next batch of a chain that a crash interrupted
             state.replay_end = state.intents.pop(end, None)
         if batch is None:
-            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact)
+            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact, [visits])
         else:
             batch.end = end
             batch.parts.append(increments)
+            batch.user_items.append(visits)
 
     def _seal(self, due: bool, now: float) -> None:
         """Turn the open batches (and a checkpoint when due) into the next write."""
@@ -393,7 +397,7 @@ class ClickIngest:
             table = state.sessionizer.to_arrow(increments) if len(increments) else None
             if table is not None:
                 self._unrouted.setdefault(p, []).append(increments.keys)
-            tables.append((batch.tp, batch.start, batch.end, table))
+            tables.append((batch.tp, batch.start, batch.end, table, merge_user_item_days(batch.user_items)))
         checkpoint = self._take_checkpoint() if due else None
         dlq, events, event_times = self._open_dlq, self._open_events, self._open_times
         self._open, self._open_dlq, self._open_events, self._open_times = {}, [], 0, []
@@ -487,10 +491,13 @@ class ClickIngest:
             "created_at": timestamp_array([now] * len(tables)),
         }))
         written = 0
-        for tp, start, end, table in tables:
+        for tp, start, end, table, visits in tables:
+            token = f"{topic}:{tp.partition}:{start}:{end}"
             if table is not None:
-                st.insert_arrow("pair_counts", table, dedup_token=f"{topic}:{tp.partition}:{start}:{end}")
+                st.insert_arrow("pair_counts", table, dedup_token=token)
                 written += table.num_rows
+            if visits is not None:  # same token, other table: exactly once like the counts
+                st.insert_arrow("user_item_days", visits, dedup_token=token)
         return written
 
     async def _write_checkpoint(self, cp: Checkpoint) -> None:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from streams.benchmarks.reference import reference_counts
+from streams.benchmarks.reference import reference_counts, reference_visits
 from streams.catalogue import Catalogue
 from streams.ingest import ClickIngest
 from streams.storage import StorageError
@@ -146,7 +146,8 @@ class FlakyStorage:
         return self.inner.query_arrow(sql, params)
 
 
-@pytest.mark.parametrize("crash_after", ["ingest_batches", "pair_counts", "pair_tiers", "user_sessions"])
+@pytest.mark.parametrize("crash_after", ["ingest_batches", "pair_counts", "user_item_days", "pair_tiers",
+                                         "user_sessions"])
 def test_crash_mid_batch_then_restart_is_exact(settings, storage, broker, end_offsets, crash_after):
     items, clicks, messages, expected = _dataset(settings, broker, n_events=5000)
     catalogue = _catalogue(storage, items)
@@ -169,6 +170,11 @@ def test_crash_mid_batch_then_restart_is_exact(settings, storage, broker, end_of
     second = ClickIngest(settings, broker.bootstrap, storage, catalogue)
     asyncio.run(_run_until([second], end_offsets=end_offsets(settings.topic_clicks)))
     assert _table_counts(storage) == dict(expected)
+    visits = storage.query_rows(
+        f"SELECT user_id, item_id, toUInt32(day), sum(clicks) FROM {storage.table('user_item_days')} "
+        "GROUP BY user_id, item_id, day")
+    assert {(u, i, d): n for u, i, d, n in visits} == dict(
+        reference_visits((c.user_id, c.item_id, c.ts) for c in clicks))
 
 
 def test_clickhouse_outage_backs_off_and_catches_up(settings, storage, broker):

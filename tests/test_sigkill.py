@@ -17,7 +17,9 @@ import time
 import pytest
 from kafka import KafkaAdminClient
 
-from streams.benchmarks.reference import reference_counts
+from streams.benchmarks.reference import reference_counts, reference_stats, reference_visits
+from streams.storage.stats import StatsParams
+from test_stats import assert_stats_equal
 from streams.synthetic import write_dataset
 from streams.topics import ensure_topics
 
@@ -40,7 +42,15 @@ storage = open_storage(Settings.load(None))
 rows = storage.query_rows(
     f"SELECT item_a, item_b, toUInt32(day), sum(count) FROM {storage.table('pair_counts')} "
     "GROUP BY item_a, item_b, day")
-print(json.dumps([[a, b, int(d), int(n)] for a, b, d, n in rows]))
+visits = storage.query_rows(
+    f"SELECT user_id, item_id, toUInt32(day), sum(clicks) FROM {storage.table('user_item_days')} "
+    "GROUP BY user_id, item_id, day")
+from streams.storage import stats
+stats.refresh(storage, stats.StatsParams())
+pair_stats = stats.latest(storage).to_pylist()
+print(json.dumps({"counts": [[a, b, int(d), int(n)] for a, b, d, n in rows],
+                  "visits": [[u, i, int(d), int(n)] for u, i, d, n in visits],
+                  "stats": pair_stats}))
 storage.close()
 """
 
@@ -129,9 +139,15 @@ def test_sigkill_mid_stream_then_restart_is_exact(settings, broker, end_offsets,
             worker.kill()
         admin.close()
 
-    got = {(a, b, d): n for a, b, d, n in json.loads(_python(DUMP_COUNTS, env))}
+    dump = json.loads(_python(DUMP_COUNTS, env))
+    got = {(a, b, d): n for a, b, d, n in dump["counts"]}
     clicks = [json.loads(line) for line in open(tmp_path / "data" / "clicks.jsonl")]
     items = [json.loads(line) for line in open(tmp_path / "data" / "items.jsonl")]
     expected = reference_counts([(c["user_id"], c["item_id"], c["ts"]) for c in clicks],
                                 {i["item_id"]: i["category"] for i in items})
     assert got == dict(expected), log_path.read_text()[-3000:]
+    # the user-item graph and the statistics computed from it are exact after the kill too
+    visits = reference_visits((c["user_id"], c["item_id"], c["ts"]) for c in clicks)
+    assert {(u, i, d): n for u, i, d, n in dump["visits"]} == dict(visits)
+    want = reference_stats(visits, expected, StatsParams())
+    assert_stats_equal({(r["item_a"], r["item_b"]): r for r in dump["stats"]}, want)

@@ -45,7 +45,7 @@ def write_report(out_dir: Path, result: dict, curves: dict[str, list[float]],
             for offset, student in ((-0.04, "cross"), (0.04, "two_tower")):
                 key = f"spearman_{student}_vs_{against}"
                 ys = np.array([p[key] for p in augmentation])
-                lo_hi = np.array([p.get(key + "_ci95", [y, y]) for p, y in zip(augmentation, ys)])
+                lo_hi = np.array([p[key + "_ci95"] for p in augmentation])
                 ax.errorbar(xs + offset, ys, yerr=[ys - lo_hi[:, 0], lo_hi[:, 1] - ys], marker="o",
                             capsize=3, label=student.replace("_", "-"))
             ax.set(xlabel="augmented pairs / labelled pairs", title=f"vs {against} (test, 95% bootstrap)")

@@ -18,10 +18,10 @@ import time
 
 import pyarrow as pa
 
-from training.config import DistillConfig
 from training.pipeline import run as run_distillation
 
 from ..catalogue import Catalogue
+from ..cli import distill_config
 from ..storage.chdb_client import ChdbStorage
 from ..storage.labels import LabelRow, write_labels
 from ..storage.migrations import migrate
@@ -61,16 +61,14 @@ def run(args) -> dict:
         storage = ChdbStorage(f"{tmp}/chdb", "bench")
         migrate(storage)
         sizes = seed_labels(storage, args.labelled)
-        config = DistillConfig(student_backbone=args.backbone, student_epochs=args.epochs,
-                               student_lr=args.lr,
-                               teacher_epochs=args.teacher_epochs,
-                               augment_multiple=args.augment, max_length=96)
+        config = distill_config(args)
         result = run_distillation(storage, args.out or tmp, config, augmentation_curve=[0.0, 1.0, 4.0])
         storage.close()
     m = result["metrics"]
     out = {
         **sizes,
-        "augment_multiple": args.augment, "student_epochs": args.epochs, "student_lr": args.lr,
+        "augment_multiple": config.augment_multiple, "student_epochs": config.student_epochs,
+        "student_lr": config.student_lr,
         "spearman_cross_vs_teacher": round(m["cross"]["spearman_vs_teacher"], 4),
         "spearman_cross_vs_teacher_ci95": _rounded(m["cross"]["spearman_vs_teacher_ci95"]),
         "spearman_two_tower_vs_teacher": round(m["two_tower"]["spearman_vs_teacher"], 4),

@@ -213,6 +213,57 @@ def _migrations(db: str) -> list[Migration]:
             TTL created_at + INTERVAL 1 HOUR""",
             f"DROP TABLE IF EXISTS {db}.pair_touches",
         )),
+        Migration(5, "behaviour evidence: the user-item graph, pair statistics, evidence in scores", (
+            # written by the ingest with the batch's pair_counts token (exactly once)
+            f"""CREATE TABLE IF NOT EXISTS {db}.user_item_days (
+                user_id String,
+                item_id String,
+                day Date,
+                clicks UInt64
+            ) ENGINE = SummingMergeTree(clicks)
+            ORDER BY (item_id, user_id, day)
+            SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""",
+            # one refresh = one stats_version (streams.storage.stats); readers take the newest
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_stats (
+                stats_version UInt64,
+                item_a String,
+                item_b String,
+                count UInt64,
+                decayed_count Float64,
+                users UInt32,
+                users_a UInt32,
+                users_b UInt32,
+                lift Float32,
+                pmi Float32,
+                jaccard Float32,
+                swing Float64,
+                computed_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            PARTITION BY stats_version
+            ORDER BY (item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.stats_edges (
+                stats_version UInt64,
+                user_id String,
+                item_id String,
+                last_day Date
+            ) ENGINE = MergeTree
+            PARTITION BY stats_version
+            ORDER BY (item_id, user_id)""",
+            f"""CREATE VIEW IF NOT EXISTS {db}.pair_stats_latest AS
+                SELECT * EXCEPT stats_version, stats_version FROM {db}.pair_stats
+                WHERE stats_version = (SELECT max(stats_version) FROM {db}.pair_stats)""",
+            *(f"ALTER TABLE {db}.pair_scores ADD COLUMN IF NOT EXISTS {column}" for column in (
+                "model_score Float32", "behaviour_score Float32", "behaviour_weight Float32",
+                "dominant LowCardinality(String)", "count UInt64", "users UInt32", "lift Float32",
+                "swing Float32", "dim_scores Map(String, Float32)")),
+            f"""CREATE OR REPLACE VIEW {db}.pair_scores_latest AS
+                SELECT item_a, item_b, score, model_version, scorer, score_version, scored_at,
+                       dominant, model_score, behaviour_score, behaviour_weight,
+                       count, users, lift, swing, dim_scores
+                FROM {db}.pair_scores
+                WHERE score_version = (SELECT argMax(score_version, changed_at)
+                                       FROM {db}.score_pointer WHERE name = 'live')""",
+        )),
     ]
 
 

@@ -1,0 +1,112 @@
+"""Behaviour statistics: ``user_item_days`` from the real ingest, ``pair_stats`` from ClickHouse,
+both against the plain-Python reference (``streams.benchmarks.reference``)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pyarrow as pa
+import pytest
+
+from streams.benchmarks.reference import reference_counts, reference_stats, reference_visits
+from streams.ingest import ClickIngest
+from streams.storage import stats
+from streams.user_items import SCHEMA as VISITS_SCHEMA
+
+from test_ingest import _catalogue, _dataset, _run_until
+
+
+def table_visits(storage) -> dict:
+    rows = storage.query_rows(
+        f"SELECT user_id, item_id, toUInt32(day), sum(clicks) FROM {storage.table('user_item_days')} "
+        "GROUP BY user_id, item_id, day")
+    return {(u, i, d): n for u, i, d, n in rows}
+
+
+def table_stats(storage) -> dict:
+    table = stats.latest(storage)
+    return {(r["item_a"], r["item_b"]): r for r in table.to_pylist()}
+
+
+def assert_stats_equal(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for pair, row in want.items():
+        for key, value in row.items():
+            assert math.isclose(got[pair][key], value, rel_tol=1e-5, abs_tol=1e-9), (pair, key, got[pair][key], value)
+
+
+def test_ingest_writes_user_item_days_exactly(settings, storage, broker):
+    items, clicks, messages, expected = _dataset(settings, broker, n_events=4000, bad_every=400)
+    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
+    asyncio.run(_run_until([ingest], len(messages)))
+    assert table_visits(storage) == dict(reference_visits((c.user_id, c.item_id, c.ts) for c in clicks))
+
+
+def _insert(storage, visits: dict, counts: dict) -> None:
+    rows = list(visits.items())
+    storage.insert_arrow("user_item_days", pa.table({
+        "user_id": [k[0] for k, _ in rows], "item_id": [k[1] for k, _ in rows],
+        "day": pa.array([k[2] for k, _ in rows], pa.int32()).cast(pa.date32()),
+        "clicks": pa.array([n for _, n in rows], pa.uint64())}, schema=VISITS_SCHEMA))
+    rows = list(counts.items())
+    storage.insert_arrow("pair_counts", pa.table({
+        "item_a": [k[0] for k, _ in rows], "item_b": [k[1] for k, _ in rows],
+        "day": pa.array([k[2] for k, _ in rows], pa.int32()).cast(pa.date32()),
+        "count": pa.array([n for _, n in rows], pa.uint64())}))
+
+
+@pytest.mark.parametrize("params", [
+    stats.StatsParams(),
+    # tight Swing caps (heavy users dropped, few users per item), decay, another prior
+    stats.StatsParams(horizon_days=5, low=2, lift_prior=0.5, half_life_days=3.0,
+                      swing_alpha=2.0, swing_max_user_items=12, swing_max_item_users=4),
+], ids=["defaults", "caps-and-decay"])
+def test_pair_stats_match_the_reference(storage, params):
+    from streams.synthetic import generate
+
+    items, clicks = generate(150, 40, 3000, seed=3)
+    categories = {i.item_id: i.category for i in items}
+    events = [(c.user_id, c.item_id, c.ts) for c in clicks]
+    visits, counts = reference_visits(events), reference_counts(events, categories)
+    _insert(storage, visits, counts)
+    labelled = sorted(counts)[:5]
+    extra = [(a, b) for a, b, _ in labelled]
+    storage.insert_arrow("pair_labels", pa.table({"item_a": [a for a, _ in extra],
+                                                  "item_b": [b for _, b in extra],
+                                                  "score": pa.array([5.0] * len(extra), pa.float32())}))
+    version = stats.refresh(storage, params)
+    assert version is not None
+    want = reference_stats(visits, counts, params, extra)
+    assert len(want) > 50 and any(r["swing"] > 0 for r in want.values())
+    assert_stats_equal(table_stats(storage), want)
+    # the labeller's on-demand evidence agrees with the refresh
+    some = sorted(want)[:40]
+    now = stats.pair_evidence(storage, some, params)
+    for pair in some:
+        for key in ("count", "users", "users_a", "users_b", "lift"):
+            assert math.isclose(now[pair][key], want[pair][key], rel_tol=1e-5), (pair, key)
+    # a second refresh replaces the first for readers; old versions are dropped
+    stats.refresh(storage, params)
+    stats.refresh(storage, params)
+    assert storage.query_value(
+        f"SELECT uniqExact(stats_version) FROM {storage.table('pair_stats')}") == stats.KEPT_VERSIONS
+    assert_stats_equal(table_stats(storage), want)
+
+
+def test_bestseller_pairs_get_low_lift_and_fitting_pairs_high(storage):
+    """The property the re-ranker needs: popularity alone does not make a pair go together."""
+    visits = {}
+    for u in range(200):  # everybody clicks the two bestsellers
+        visits[(f"u{u:03d}", "best1", 20000)] = 1
+        visits[(f"u{u:03d}", "best2", 20000)] = 1
+    for u in range(0, 200, 20):  # ten users look at the niche pair, nothing else
+        visits[(f"u{u:03d}", "case", 20000)] = 1
+        visits[(f"u{u:03d}", "phone", 20000)] = 1
+    counts = {("best1", "best2", 20000): 200, ("case", "phone", 20000): 10}
+    _insert(storage, visits, counts)
+    stats.refresh(storage, stats.StatsParams())
+    got = table_stats(storage)
+    assert got[("best1", "best2")]["count"] > got[("case", "phone")]["count"]
+    assert got[("case", "phone")]["lift"] > 5 * got[("best1", "best2")]["lift"]
+    assert got[("case", "phone")]["jaccard"] == 1.0
