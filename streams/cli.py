@@ -108,7 +108,8 @@ def distill_config(args):
         teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
         student_epochs=args.epochs, student_lr=args.lr, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
         beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance,
-        max_labels=args.max_labels, max_length=args.max_length)
+        max_labels=args.max_labels, max_length=args.max_length,
+        behaviour_min_count=args.behaviour_min_count)
 
 
 def distill_config_from(extra: str):
@@ -485,6 +486,10 @@ def _distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=D.temperature, help="distillation temperature (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=D.tolerance, help="promotion gate tolerance (default %(default)s)")
     p.add_argument("--max-length", type=int, default=D.max_length, help="student tokens per pair (default %(default)s)")
+    p.add_argument("--behaviour-min-count", type=int, default=D.behaviour_min_count,
+                   help="pairs with at least this many co-clicks get a behaviour-derived soft label from "
+                        "pair_stats; heuristic labels give way to it, LLM and manual ones never "
+                        "(0 = off; default %(default)s)")
     p.add_argument("--max-labels", type=int, default=D.max_labels,
                    help="use at most this many labelled training pairs (0 = all; bounds CPU runs)")
 

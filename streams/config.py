@@ -91,12 +91,9 @@ class Settings:
         200, "Swing skips users with more distinct items than this in the horizon (crawlers).")
     swing_max_item_users: int = setting(
         500, "Swing keeps at most this many users per item: the most recent (then by user id).")
-    blend_evidence_users: float = setting(
-        5.0, "Published score = w * behaviour + (1 - w) * model with w = users / (users + this): "
-        "at this many co-clicking users both sources weigh the same.")
-    stats_min_users: int = setting(
-        3, "Training: candidate pairs with at least this many co-clicking users get a "
-        "behaviour-derived soft label (heuristic labels give way to it).")
+    blend_evidence_count: float = setting(
+        5.0, "Published score = w * behaviour + (1 - w) * model with w = count / (count + this): "
+        "at this many co-clicks both sources weigh the same (models/blend.py).")
     ingest_batch_events: int = setting(
         200000,
         "Most consumed events held, paired but unwritten, while a ClickHouse write is in "

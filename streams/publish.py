@@ -41,6 +41,7 @@ from .storage.items import products
 log = logging.getLogger(__name__)
 
 SCORERS = ("two_tower", "cross_encoder", "manual")
+DOMINANT = ("model", "behaviour", "manual")  # which source decided a published score
 WRITE_CHUNK_ROWS = 500_000  # rows per pair_scores insert
 
 
@@ -58,6 +59,8 @@ class Published:
     embeddings: np.ndarray | None = None  # row k = item ids[k]
     partners: dict[str, list[tuple[str, float, str]]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    evidence: dict[str, np.ndarray] = field(default_factory=dict)  # per pair: see ``blend_evidence``
+    dim_scores: list[dict] = field(default_factory=list)  # per pair: the label's dimension scores
 
 
 def candidate_pairs(storage: Storage, settings: Settings) -> pa.Table:
@@ -137,14 +140,59 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
     t = time.perf_counter()
     rescored, exhausted = _cross_rescore(settings, students, texts, a, b, score, scorer, progress)
     steps["cross_rescore"] = time.perf_counter() - t
-    published = Published("", students.version, ids, a, b, score, scorer, embeddings)
+    t = time.perf_counter()
+    evidence, dims = blend_evidence(storage, settings, ids, a, b, score, scorer)
+    steps["blend"] = time.perf_counter() - t
+    published = Published("", students.version, ids, a, b, evidence["score"], scorer, embeddings,
+                          evidence=evidence, dim_scores=dims)
     published.summary = {
         "model_version": students.version, "pairs": int(len(a)), "items": len(ids),
         "cross_rescored": rescored, "cross_budget_exhausted": exhausted,
         "manual": int((scorer == SCORERS.index("manual")).sum()),
+        "behaviour_dominant": int((evidence["dominant"] == DOMINANT.index("behaviour")).sum()),
         "provider": students.provider, "steps_s": {k: round(v, 3) for k, v in steps.items()},
     }
     return published
+
+
+def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score, scorer):
+    """Step 5b: the published score = the model's blended with behaviour (``models.blend``),
+    with the evidence of each pair: a fresh ``pair_stats`` version (count, users, lift, swing),
+    and the per-dimension scores of its label. Manual labels stay as they are."""
+    from models.blend import blend
+
+    from .storage import stats
+    from .storage.labels import effective_labels
+
+    stats.refresh(storage, stats.StatsParams.from_settings(settings))
+    table = stats.latest(storage)
+    position = {(x, y): k for k, (x, y) in enumerate(zip(table.column("item_a").to_pylist(),
+                                                        table.column("item_b").to_pylist()))}
+    rows = np.array([position.get((ids[x], ids[y]), -1) for x, y in zip(a.tolist(), b.tolist())],
+                    np.int64)
+    found = rows >= 0
+
+    def column(name, dtype, default):
+        out = np.full(len(a), default, dtype)
+        out[found] = table.column(name).to_numpy()[rows[found]].astype(dtype)
+        return out
+
+    ev = {"count": column("count", np.uint64, 0), "users": column("users", np.uint32, 0),
+          "lift": column("lift", np.float32, 1.0), "swing": column("swing", np.float32, 0.0),
+          "model_score": np.asarray(model_score, np.float32).copy()}
+    score, behaviour, weight = blend(ev["model_score"], ev["lift"], ev["count"],
+                                     settings.blend_evidence_count)
+    manual = scorer == SCORERS.index("manual")
+    score[manual] = ev["model_score"][manual]
+    weight[manual] = 0.0
+    ev.update(score=score, behaviour_score=behaviour, behaviour_weight=weight,
+              dominant=np.where(manual, DOMINANT.index("manual"),
+                                np.where(weight >= 0.5, DOMINANT.index("behaviour"),
+                                         DOMINANT.index("model"))).astype(np.int8))
+    labels = {(r["item_a"], r["item_b"]): r["dim_scores"] for r in effective_labels(storage)}
+    dims = [labels.get((ids[x], ids[y]), {}) for x, y in zip(a.tolist(), b.tolist())] if labels \
+        else [{} for _ in range(len(a))]
+    return ev, dims
 
 
 def _cross_rescore(settings, students, texts, a, b, score, scorer, progress) -> tuple[int, bool]:
@@ -171,6 +219,37 @@ def _cross_rescore(settings, students, texts, a, b, score, scorer, progress) -> 
             done += len(part)
             bar.update(len(part))
     return done, False
+
+
+def _evidence_columns(published: Published, part: slice) -> dict:
+    ev = published.evidence
+    if not ev:
+        return {}
+    return {
+        "model_score": pa.array(ev["model_score"][part], pa.float32()),
+        "behaviour_score": pa.array(ev["behaviour_score"][part], pa.float32()),
+        "behaviour_weight": pa.array(ev["behaviour_weight"][part], pa.float32()),
+        "dominant": pa.array(np.array(DOMINANT, dtype=object)[ev["dominant"][part]].tolist(), pa.string()),
+        "count": pa.array(ev["count"][part], pa.uint64()),
+        "users": pa.array(ev["users"][part], pa.uint32()),
+        "lift": pa.array(ev["lift"][part], pa.float32()),
+        "swing": pa.array(ev["swing"][part], pa.float32()),
+        "dim_scores": pa.array([list(d.items()) for d in published.dim_scores[part]],
+                               pa.map_(pa.string(), pa.float32())),
+    }
+
+
+def pair_evidence_json(published: Published, k: int) -> dict:
+    """The evidence of pair ``k`` as the Kafka output and the lookup API show it."""
+    ev = published.evidence
+    if not ev:
+        return {}
+    return {"dominant": DOMINANT[ev["dominant"][k]], "model_score": round(float(ev["model_score"][k]), 4),
+            "behaviour_score": round(float(ev["behaviour_score"][k]), 4),
+            "behaviour_weight": round(float(ev["behaviour_weight"][k]), 4),
+            "count": int(ev["count"][k]), "users": int(ev["users"][k]),
+            "lift": round(float(ev["lift"][k]), 4), "swing": round(float(ev["swing"][k]), 6),
+            "dim_scores": {d: round(float(v), 3) for d, v in published.dim_scores[k].items()}}
 
 
 def top_partners(published: Published, k: int) -> dict[str, list[tuple[str, float, str]]]:
@@ -206,6 +285,7 @@ def write(storage: Storage, settings: Settings, published: Published) -> Publish
             "scorer": pa.array(np.array(SCORERS, dtype=object)[published.scorer[part]].tolist(), pa.string()),
             "score_version": pa.array([version] * m, pa.string()),
             "scored_at": timestamp_array([now] * m),
+            **_evidence_columns(published, part),
         }))
     published.partners = top_partners(published, settings.publish_partners_k)
     rows = [(item, r, p, s, sc) for item, partners in published.partners.items()
@@ -253,11 +333,12 @@ async def emit(producer, settings: Settings, published: Published) -> dict:
     ids, dumps = published.ids, orjson.dumps
     meta = {"model_version": published.model_version, "score_version": published.score_version}
     records = []
-    for x, y, s, sc in zip(published.a.tolist(), published.b.tolist(), published.score.tolist(),
-                           published.scorer.tolist()):
+    for k, (x, y, s, sc) in enumerate(zip(published.a.tolist(), published.b.tolist(),
+                                          published.score.tolist(), published.scorer.tolist())):
         a, b = ids[x], ids[y]
         records.append((f"{a}|{b}".encode(), dumps({"item_a": a, "item_b": b, "score": round(s, 4),
-                                                    "scorer": SCORERS[sc], **meta}), None))
+                                                    "scorer": SCORERS[sc], **meta,
+                                                    "evidence": pair_evidence_json(published, k)}), None))
     pair_n = await send_batched(producer, settings.topic_pair_scores, records)
     records = [(item.encode(), dumps({"item_id": item, **meta, "partners": [
         {"item_id": p, "score": round(s, 4), "scorer": sc} for p, s, sc in partners]}), None)

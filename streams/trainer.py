@@ -130,6 +130,7 @@ class TrainingLauncher:
         run_dir = Path(self.settings.data_dir) / "runs" / run_id
         log_path = run_dir / "train.log"
         try:
+            await asyncio.to_thread(refresh_stats, st, self.settings)  # behaviour labels read them
             await asyncio.to_thread(export_tables, st, run_dir / "snapshot")
             with open(log_path, "wb") as log_file:
                 self.process = await asyncio.create_subprocess_exec(
@@ -203,6 +204,13 @@ def train_job(run_dir: str | Path, data_dir: str, config) -> dict:
     return result
 
 
+def refresh_stats(storage: Storage, settings: Settings) -> int | None:
+    """A new ``pair_stats`` version before a run: its behaviour labels are read from it."""
+    from .storage import stats
+
+    return stats.refresh(storage, stats.StatsParams.from_settings(settings))
+
+
 def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for, once: bool = False) -> None:
     """``pairstream trainer``: consume ``training-jobs`` and run each job (production mode)."""
     from kafka import KafkaConsumer
@@ -228,6 +236,7 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
                 run_id, trigger = job["run_id"], str(job.get("trigger", "kafka"))
                 run_table.record(storage, run_id, trigger, "running", started)
                 try:
+                    refresh_stats(storage, settings)
                     result = run(storage, settings.data_dir, config_for(job.get("args", "")))
                     promoted = bool(result["decision"]["promoted"])
                     if promoted:

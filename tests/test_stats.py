@@ -104,6 +104,8 @@ def test_bestseller_pairs_get_low_lift_and_fitting_pairs_high(storage):
         visits[(f"u{u:03d}", "case", 20000)] = 1
         visits[(f"u{u:03d}", "phone", 20000)] = 1
     counts = {("best1", "best2", 20000): 200, ("case", "phone", 20000): 10}
+    for k in range(20):  # and each bestseller with everything else
+        counts[("best1", f"other{k:02d}", 20000)] = counts[("best2", f"other{k:02d}", 20000)] = 10
     _insert(storage, visits, counts)
     stats.refresh(storage, stats.StatsParams())
     got = table_stats(storage)

@@ -32,4 +32,9 @@ class DistillConfig:
     quantize: bool = True
     parity_tolerance: float = 1e-4
     seed: int = 0
+    # behaviour-derived soft labels (pair_stats): pairs with at least this many co-clicks get
+    # the blend's behaviour score as a label; labels from the heuristic backend and the old
+    # blanket defaults give way to them, LLM and manual labels never do (0 = off)
+    behaviour_min_count: int = 3
+    behaviour_evidence_count: float = 5.0  # a behaviour row weighs count / (count + this)
     max_labels: int = 0  # cap on labelled training pairs (0 = all): bounds a CPU round

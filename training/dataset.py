@@ -53,13 +53,45 @@ def catalogue_example(items: dict[str, dict], a: str, b: str, target: np.ndarray
                        source, items[a], items[b])
 
 
+# label sources that a behaviour-derived label replaces: rules and blanket defaults, which do
+# not look at the pair the way an LLM or a person does
+YIELDS_TO_BEHAVIOUR = ("heuristic", "default")
+
+
+def behaviour_rows(storage, min_count: int, evidence_count: float) -> list[dict]:
+    """Label-shaped rows from the newest ``pair_stats``: score = the blend's behaviour score of
+    the pair's lift, weight = its evidence weight (``models.blend``)."""
+    from models.blend import behaviour_score, evidence_weight
+
+    if min_count <= 0:
+        return []
+    stats = storage.query_arrow(
+        f"SELECT item_a, item_b, count, lift FROM {storage.table('pair_stats_latest')} "
+        "WHERE count >= {n:UInt64}", {"n": min_count})
+    if not stats.num_rows:
+        return []
+    count = stats.column("count").to_numpy()
+    scores = behaviour_score(stats.column("lift").to_numpy())
+    weights = evidence_weight(count, evidence_count)
+    return [{"item_a": a, "item_b": b, "score": float(s), "source": "behaviour", "weight": float(w),
+             "dim_dists": {}} for a, b, s, w in zip(stats.column("item_a").to_pylist(),
+                                                     stats.column("item_b").to_pylist(), scores, weights)]
+
+
 def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
-                  rubric_path: str = "") -> list[PairExample]:
+                  rubric_path: str = "", behaviour_min_count: int = 0,
+                  behaviour_evidence_count: float = 5.0) -> list[PairExample]:
     from streams.storage.items import products
     from streams.storage.labels import effective_labels
 
     weights = load_rubric(rubric_path).weights()
     rows = effective_labels(storage)
+    behaviour = behaviour_rows(storage, behaviour_min_count, behaviour_evidence_count)
+    if behaviour:
+        keep = {(r["item_a"], r["item_b"]) for r in rows if r["source"] not in YIELDS_TO_BEHAVIOUR}
+        replaced = {(r["item_a"], r["item_b"]) for r in behaviour} - keep
+        rows = [r for r in rows if (r["item_a"], r["item_b"]) not in replaced] + \
+               [r for r in behaviour if (r["item_a"], r["item_b"]) in replaced]
     items = products(storage, sorted({r["item_a"] for r in rows} | {r["item_b"] for r in rows}))
     out = []
     for row in rows:
@@ -72,8 +104,8 @@ def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
             target = (target / target.sum()).astype(np.float32)
         else:
             target = smoothed(float(row["score"]), label_sigma)
-        out.append(catalogue_example(items, a, b, target, float(row["score"]),
-                                     manual_weight if row["source"] == "manual" else 1.0,
+        weight = manual_weight if row["source"] == "manual" else row.get("weight", 1.0)
+        out.append(catalogue_example(items, a, b, target, float(row["score"]), weight,
                                      split_of(a, b), row["source"]))
     return sorted(out, key=lambda e: (e.item_a, e.item_b))
 

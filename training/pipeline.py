@@ -44,7 +44,9 @@ def _candidates(storage, labelled: list[PairExample], multiple: float) -> list[P
 
 def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list, list]:
     """(labelled examples, augmentation candidates for the largest multiple): the run's reads."""
-    labelled = load_labelled(storage, config.manual_weight)
+    labelled = load_labelled(storage, config.manual_weight,
+                             behaviour_min_count=config.behaviour_min_count,
+                             behaviour_evidence_count=config.behaviour_evidence_count)
     train = [e for e in labelled if e.split == "train"]
     if config.max_labels and len(train) > config.max_labels:
         # a deterministic subset: the same pairs every run, manual labels first

@@ -18,6 +18,7 @@ QUERIES = {
     "pair_labels": "SELECT * FROM {t}",
     "pair_counts": "SELECT item_a, item_b, day, sum(count) AS count FROM {t} GROUP BY item_a, item_b, day",
     "models": "SELECT * FROM {t} FINAL",
+    "pair_stats": "SELECT * FROM {t} WHERE stats_version = (SELECT max(stats_version) FROM {t})",
 }
 
 

@@ -64,7 +64,6 @@ def reference_stats(visits: Mapping[tuple[str, str, int], int], counts: Mapping[
     users_of: dict[str, set] = {}
     for user, item in last_day:
         users_of.setdefault(item, set()).add(user)
-    n_users = len({user for user, _ in last_day})
     # Swing's capped graph
     items_of: dict[str, set] = {}
     for user, item in last_day:
@@ -87,12 +86,17 @@ def reference_stats(visits: Mapping[tuple[str, str, int], int], counts: Mapping[
             weight = 0.5 ** ((last - day) / params.half_life_days) if params.half_life_days > 0 else 1.0
             decayed[(a, b)] = decayed.get((a, b), 0.0) + n * weight
     pairs = {pair for pair, n in totals.items() if n >= params.low} | set(extra_pairs)
+    marginal: Counter = Counter()
+    for (a, b), n in totals.items():
+        marginal[a] += n
+        marginal[b] += n
+    total = sum(totals.values())
     out = {}
     for a, b in pairs:
         ua, ub = users_of.get(a, set()), users_of.get(b, set())
         both = len(ua & ub)
-        expected = len(ua) * len(ub) / max(n_users, 1)
-        lift = (both + params.lift_prior) / (expected + params.lift_prior)
+        expected = marginal[a] * marginal[b] / max(2 * total, 1)
+        lift = (totals.get((a, b), 0) + params.lift_prior) / (expected + params.lift_prior)
         swing = 0.0
         common = sorted(capped_users.get(a, set()) & capped_users.get(b, set()))
         for i, u in enumerate(common):

@@ -12,9 +12,13 @@ Definitions, over the horizon (the last ``horizon_days`` UTC days up to the newe
   ``decayed_count`` weighs day d by 0.5 ** ((newest - d) / half_life) when
   ``stats_half_life_days`` > 0 (else it equals ``count``).
 - ``users`` = |U_a & U_b|, ``users_a`` = |U_a|, ``users_b`` = |U_b|.
-- ``lift`` = (users + s) / (users_a * users_b / N + s), additive smoothing with pseudo-count
-  s = ``stats_lift_prior``: a pair seen by few users shrinks towards 1 (independence) instead
-  of getting a huge ratio from 1 user of 2 rare items. ``pmi`` = ln(lift).
+- ``lift`` = (count + s) / (C_a * C_b / (2 T) + s): co-clicks over what the two items'
+  popularity predicts, where C_i is item i's co-clicks with anything and T all co-clicks in
+  the horizon (sum over i of C_i = 2 T). Additive smoothing with pseudo-count
+  s = ``stats_lift_prior``: a pair with little evidence shrinks towards 1 (independence)
+  instead of getting a huge ratio from one co-click of two rare items. ``pmi`` = ln(lift).
+  Co-clicks rather than users: on the bestseller generator the session window separates
+  better (lift AUC 0.83 against 0.74 from user co-occurrence over the horizon).
 - ``jaccard`` = users / (users_a + users_b - users).
 - ``swing`` (Yang et al., "Large Scale Product Graph Construction for Recommendation in
   E-commerce", Alibaba 2020; user weights as in Flink ML's Swing): the sum over unordered user
@@ -77,7 +81,16 @@ def horizon(storage: Storage, horizon_days: int) -> tuple[dt.date, dt.date] | No
 
 def _lift_sql(p: StatsParams) -> str:
     prior = float(p.lift_prior)
-    return (f"(users + {prior!r}) / (users_a * users_b / greatest(n_users, 1) + {prior!r})")
+    return f"(count + {prior!r}) / (clicks_a * clicks_b / greatest(2 * total, 1) + {prior!r})"
+
+
+def _marginals_sql(t, in_horizon: str, items_filter: str = "") -> str:
+    """item_id, clicks (C_i): an item's co-clicks with anything in the horizon."""
+    return f"""(SELECT item_id, sum(n) AS clicks FROM (
+                  SELECT item_a AS item_id, count AS n FROM {t('pair_counts')} WHERE {in_horizon}
+                  UNION ALL
+                  SELECT item_b AS item_id, count AS n FROM {t('pair_counts')} WHERE {in_horizon})
+               {items_filter} GROUP BY item_id)"""
 
 
 def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None) -> int | None:
@@ -115,7 +128,8 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
     alpha, offset, power = (float(p.swing_alpha), float(p.swing_user_offset), float(p.swing_user_power))
     storage.command(
         f"""INSERT INTO {t('pair_stats')}
-            SELECT {{v:UInt64}} AS stats_version, c.item_a, c.item_b, c.count, c.decayed_count,
+            SELECT {{v:UInt64}} AS stats_version, c.item_a AS item_a, c.item_b AS item_b,
+                   c.count AS count, c.decayed_count AS decayed_count,
                    users, users_a, users_b,
                    toFloat32({_lift_sql(p)}) AS lift, toFloat32(log(lift)) AS pmi,
                    toFloat32(users / greatest(users_a + users_b - users, 1)) AS jaccard,
@@ -154,7 +168,11 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
                         GROUP BY u, v HAVING length(common) >= 2)
                 ) GROUP BY item_a, item_b
             ) AS s ON s.item_a = c.item_a AND s.item_b = c.item_b
-            CROSS JOIN (SELECT uniqExact(user_id) AS n_users FROM {edges}) AS tot
+            LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {_marginals_sql(t, in_horizon)}) AS ma
+                ON ma.item_id = c.item_a
+            LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {_marginals_sql(t, in_horizon)}) AS mb
+                ON mb.item_id = c.item_b
+            CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
             SETTINGS join_use_nulls = 0""", params)
     storage.command(f"ALTER TABLE {t('stats_edges')} DROP PARTITION {{v:UInt64}}", params)
     _drop_old(storage, version)
@@ -177,7 +195,7 @@ def latest(storage: Storage) -> pa.Table:
 
 
 def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams) -> dict[tuple[str, str], dict]:
-    """count, users, users_a, users_b and lift of the given canonical pairs, computed now
+    """count, users, users_a, users_b, lift (and the marginals) of the given canonical pairs, computed now
     (same definitions as ``refresh``; the labeller's routing decisions)."""
     if not pairs:
         return {}
@@ -192,9 +210,10 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
     edges = (f"(SELECT DISTINCT user_id, item_id FROM {t('user_item_days')} "
              f"WHERE {in_horizon} AND item_id IN {{items:Array(String)}})")
     wanted = "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})"
+    marginals = _marginals_sql(t, in_horizon, "WHERE item_id IN {items:Array(String)}")
     rows = storage.query_arrow(
         f"""SELECT q.item_a AS item_a, q.item_b AS item_b, c0.count AS count,
-                   users, users_a, users_b, toFloat32({_lift_sql(p)}) AS lift
+                   users, users_a, users_b, clicks_a, clicks_b, toFloat32({_lift_sql(p)}) AS lift
             FROM (SELECT ab.1 AS item_a, ab.2 AS item_b
                   FROM (SELECT arrayJoin(arrayZip({{a:Array(String)}}, {{b:Array(String)}})) AS ab)) AS q
             LEFT JOIN (SELECT item_a, item_b, sum(count) AS count FROM {t('pair_counts')}
@@ -210,7 +229,8 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
                 ON ua.item_id = q.item_a
             LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_b FROM {edges} GROUP BY item_id) AS ub
                 ON ub.item_id = q.item_b
-            CROSS JOIN (SELECT uniqExact(user_id) AS n_users FROM {t('user_item_days')}
-                        WHERE {in_horizon}) AS tot
+            LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {marginals}) AS ma ON ma.item_id = q.item_a
+            LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {marginals}) AS mb ON mb.item_id = q.item_b
+            CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
             SETTINGS join_use_nulls = 0""", params)
     return {(r["item_a"], r["item_b"]): r for r in rows.to_pylist()} if rows.num_rows else {}
