@@ -89,6 +89,10 @@ def cmd_bench(args) -> int:
         from .benchmarks import score as bench_score
 
         result = bench_score.run(args)
+    elif args.what == "quality":
+        from .benchmarks import quality as bench_quality
+
+        result = bench_quality.run(args)
     elif args.what == "serve":
         from .benchmarks import serve as bench_serve
 
@@ -361,8 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fixed latency (prompt splitting, concurrency, cache). "
                                    "distill: one training round with the `distill` options below (main run at --augment, "
                                    "augmentation curve always at 0, 1 and 4). serve: ONNX vs torch, int8 vs "
-                                   "fp32, two-tower vs cross-encoder, lookup API latency.")
-    p.add_argument("what", choices=["ingest", "score", "distill", "serve"], help="which benchmark")
+                                   "fp32, two-tower vs cross-encoder, lookup API latency. quality: the "
+                                   "whole pipeline (stream, label, train, publish) on the bestseller "
+                                   "marketplace generator, ROC AUC of published score, count, lift, "
+                                   "Swing, labels and long-tail lookups against its hidden truth "
+                                   "(--events 200000 by default is a good size).")
+    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality"], help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
                    help="events offered at --fresh-rate for the freshness measurement")
@@ -373,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=int, default=600, help="distill: labelled pairs")
     p.add_argument("--out", help="distill: keep artifacts and the report here")
     p.add_argument("--requests", type=int, default=2000, help="serve: lookup requests per size")
+    p.add_argument("--items", type=int, default=3000, help="quality: marketplace items")
+    p.add_argument("--users", type=int, default=8000, help="quality: marketplace users")
+    p.add_argument("--seed", type=int, default=101, help="quality: marketplace seed")
+    p.add_argument("--long-tail", type=int, default=3000, help="quality: long-tail pairs asked of the lookup")
+    p.add_argument("--cross-budget", type=float, default=60.0, help="quality: cross-encoder seconds at publish")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
     p.set_defaults(func=cmd_bench)

@@ -2,7 +2,11 @@
 
 Per routed pair (idempotent, so at-least-once delivery is fine):
 - a manual label exists: nothing to do (a manual label always wins);
-- tier ``high``: label 10, source ``default``, no LLM call;
+- tier ``high`` with a smoothed lift >= ``behaviour_default_min_lift``: a label from
+  behaviour (``models.blend.behaviour_score`` of its lift, source ``behaviour``), no LLM
+  call. A high count alone proves nothing: two bestsellers clicked by everybody reach it
+  whether or not they go together, so a high-tier pair whose lift is below the bar is
+  scored like a medium one (the LLM) instead of getting the old blanket 10;
 - already labelled with this prompt version and backend: nothing to do (the cache);
 - tier ``medium``: the five-dimension LLM score;
 - tier ``low`` (long tail): the same, with ``few_shot_k`` labelled pairs of the same category
@@ -104,6 +108,8 @@ class Labeller:
             if seen is None or TIERS.index(pair.tier) > TIERS.index(seen.tier):
                 pairs[(pair.item_a, pair.item_b)] = pair
         existing = await asyncio.to_thread(existing_labels, self.storage, list(pairs))
+        high = [ids for ids, pair in pairs.items() if pair.tier == "high"]
+        evidence = await asyncio.to_thread(self._evidence, high) if high else {}
         rows: list[LabelRow] = []
         to_score: list[RoutedPair] = []
         cached = 0
@@ -112,12 +118,12 @@ class Labeller:
             have = existing.get(ids, [])
             if any(source == "manual" for source, _, _ in have):
                 cached += 1
-            elif pair.tier == "high":
-                if any(source == "default" for source, _, _ in have):
+            elif pair.tier == "high" and evidence.get(ids, {}).get("lift", 0.0) >= \
+                    self.settings.behaviour_default_min_lift:
+                if any(source == "behaviour" for source, _, _ in have):
                     cached += 1
                 else:
-                    rows.append(LabelRow(pair.item_a, pair.item_b, 10.0, "high", "default",
-                                         "none", "", "", {}, {"all": "frequent pair: default 10"}))
+                    rows.append(self._behaviour_label(pair, evidence[ids]))
             elif any(s == self.source and b == self.backend_name and v == version for s, b, v in have):
                 cached += 1
             else:
@@ -136,6 +142,21 @@ class Labeller:
         for *_, reason, _ in dead:
             reasons[reason] = reasons.get(reason, 0) + 1
         return LabelReport(labelled, cached, reasons, time.perf_counter() - started)
+
+    def _evidence(self, pairs: list[tuple[str, str]]) -> dict:
+        from .storage.stats import StatsParams, pair_evidence
+
+        return pair_evidence(self.storage, pairs, StatsParams.from_settings(self.settings))
+
+    @staticmethod
+    def _behaviour_label(pair: RoutedPair, evidence: dict) -> LabelRow:
+        from models.blend import behaviour_score
+
+        lift = float(evidence["lift"])
+        score = float(behaviour_score(lift))
+        return LabelRow(pair.item_a, pair.item_b, score, "high", "behaviour", "none", "", "", {},
+                        {"all": f"behaviour: co-clicked {evidence['count']} times by {evidence['users']} "
+                                f"users, lift {lift:.2f} over what popularity predicts"})
 
     async def _score(self, pairs: list[RoutedPair], dead: list) -> list[LabelRow]:
         ids = sorted({p.item_a for p in pairs} | {p.item_b for p in pairs})

@@ -73,8 +73,25 @@ def _dlq(settings, broker):
     return out
 
 
+def _seed_evidence(storage, pairs: dict[tuple[str, str], int]) -> None:
+    """Co-clicks of the given pairs on one day, beside a busy unrelated pair (the marginals)."""
+    import pyarrow as pa
+
+    rows = {**pairs, ("zz1", "zz2"): 1000}
+    day = pa.array([20000] * len(rows), pa.int32()).cast(pa.date32())
+    storage.insert_arrow("pair_counts", pa.table({
+        "item_a": [a for a, _ in rows], "item_b": [b for _, b in rows], "day": day,
+        "count": pa.array(list(rows.values()), pa.uint64())}))
+    visits = [(f"u{k}", item) for k, pair in enumerate(rows) for item in pair]
+    storage.insert_arrow("user_item_days", pa.table({
+        "user_id": [u for u, _ in visits], "item_id": [i for _, i in visits],
+        "day": pa.array([20000] * len(visits), pa.int32()).cast(pa.date32()),
+        "clicks": pa.array([1] * len(visits), pa.uint64())}))
+
+
 def test_tiers_cache_and_manual_override(settings, storage, broker):
     ensure_topics(broker.bootstrap, settings)
+    _seed_evidence(storage, {("c2", "p1"): 100})
     with serve(FakeLLM()) as (url, llm):
         guarded = GuardedBackend(OpenAIBackend(url, "fake"), retries=1)
         labeller = _labeller(settings, storage, guarded)
@@ -88,11 +105,12 @@ def test_tiers_cache_and_manual_override(settings, storage, broker):
             return first, second
 
         first, second = asyncio.run(_with_producer(broker.bootstrap, run))
-        assert first.labelled == {"default": 1, "llm": 2} and first.dead == {}
+        assert first.labelled == {"behaviour": 1, "llm": 2} and first.dead == {}
         assert llm.requests == 10  # five concurrent prompts per LLM pair, none for the high pair
         assert second.cached == 3 and second.labelled == {} and llm.requests == 10
     labels = _labels(storage)
-    assert labels[("c2", "p1")]["score"] == 10 and labels[("c2", "p1")]["source"] == "default"
+    high = labels[("c2", "p1")]  # lift (100 + 1) / (100 * 100 / 2200 + 1) = 18.2
+    assert high["source"] == "behaviour" and high["score"] > 9 and "lift 18.21" in high["dim_reasons"]["all"]
     medium = labels[("c1", "p1")]
     assert medium["backend"] == "openai" and medium["prompt_version"] == load_rubric().prompt_version
     assert set(medium["dim_scores"]) == {"category", "colour", "brand", "condition", "model"}
@@ -102,6 +120,20 @@ def test_tiers_cache_and_manual_override(settings, storage, broker):
     write_labels(storage, [LabelRow("c1", "p1", 2.0, "medium", "manual", "none", "", "",
                                     dim_reasons={"all": "wrong fit"})])
     assert _labels(storage)[("c1", "p1")]["score"] == 2.0
+
+
+def test_high_count_without_lift_is_scored_not_defaulted(settings, storage, broker):
+    """Two bestsellers co-clicked with everything reach the high tier by count alone: they get
+    the LLM like a medium pair, not a behaviour label (and never the old blanket 10)."""
+    ensure_topics(broker.bootstrap, settings)
+    bestsellers = {("c2", "p1"): 100, **{("c2", f"q{k}"): 100 for k in range(10)},
+                   **{("p1", f"r{k}"): 100 for k in range(10)}}
+    _seed_evidence(storage, bestsellers)
+    with serve(FakeLLM()) as (url, llm):
+        labeller = _labeller(settings, storage, GuardedBackend(OpenAIBackend(url, "fake")))
+        report = _handle_once(labeller, broker.bootstrap, [routed("c2", "p1", "high")])
+    assert report.labelled == {"llm": 1} and llm.requests == 5
+    assert _labels(storage)[("c2", "p1")]["source"] == "llm"
 
 
 def test_low_tier_prompts_carry_few_shot_examples(settings, storage, broker):
@@ -137,6 +169,7 @@ def test_failures_go_to_the_dlq_and_the_rest_is_labelled(settings, storage, brok
 
 def test_circuit_breaker_fails_fast_then_recovers(settings, storage, broker):
     ensure_topics(broker.bootstrap, settings)
+    _seed_evidence(storage, {("c2", "p1"): 100})
     with serve(FakeLLM()) as (url, llm):
         llm.down = True
         breaker = CircuitBreaker(failure_threshold=3, cooldown_s=0.5)
@@ -154,7 +187,7 @@ def test_circuit_breaker_fails_fast_then_recovers(settings, storage, broker):
             return down, calls_while_down, up
 
         down, calls_while_down, up = asyncio.run(_with_producer(broker.bootstrap, run))
-    assert down.labelled == {"default": 1}  # the high pair needs no LLM: the stream kept flowing
+    assert down.labelled == {"behaviour": 1}  # the high pair needs no LLM: the stream kept flowing
     assert sum(down.dead.values()) == 1 and set(down.dead) <= {"circuit_open", "llm_unavailable"}
     assert calls_while_down < 5 * 3  # the breaker stopped the retries early
     assert up.labelled == {"llm": 1} and breaker.state == "closed"

@@ -13,7 +13,9 @@ import pyarrow as pa
 
 from .base import Storage, timestamp_array
 
-SOURCES = ("default", "llm", "heuristic", "manual")
+# default: the old blanket 10 of high-tier pairs (older rows); behaviour: a label from the
+# pair's lift (``models.blend.behaviour_score``), given to high-tier pairs instead
+SOURCES = ("default", "behaviour", "llm", "heuristic", "manual")
 
 
 @dataclass
