@@ -98,17 +98,17 @@ class Serving:
     async def score_pairs(self, pairs: list[tuple[str, str]]) -> dict:
         snap = self.current
         canonical = [(a, b) if a < b else (b, a) for a, b in pairs]
-        found = snap.index.lookup(canonical)
+        found = snap.index.lookup_rows(canonical)
         results = []
         missing = []
-        for k, ((a, b), hit) in enumerate(zip(pairs, found)):
-            if hit is None:
+        for k, ((a, b), (hit, score, scorer, row)) in enumerate(zip(pairs, found)):
+            if not hit:
                 missing.append(k)
                 results.append(None)
             else:
-                results.append({"item_a": a, "item_b": b, "score": round(hit[0], 4),
+                results.append({"item_a": a, "item_b": b, "score": round(score, 4),
                                 "model_version": snap.index.model_version, "source": "table",
-                                "scorer": hit[1]})
+                                "scorer": scorer, "evidence": snap.index.evidence_of(row)})
         if missing:
             await self._compute(snap, pairs, canonical, missing, results)
         for r in results:
@@ -138,7 +138,8 @@ class Serving:
             if k in by_k:
                 results[k] = {"item_a": a, "item_b": b, "score": round(by_k[k], 4),
                               "model_version": students.version, "source": "computed",
-                              "scorer": "two_tower"}
+                              "scorer": "two_tower",  # no behaviour evidence: the model alone
+                              "evidence": {"dominant": "model", "model_score": round(by_k[k], 4)}}
             else:
                 results[k] = {"item_a": a, "item_b": b, "score": None, "model_version": None,
                               "source": "unknown_item", "scorer": None}

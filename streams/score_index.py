@@ -22,10 +22,16 @@ from .storage import Storage
 from .storage import scores as score_tables
 
 
+# pair_scores columns that say what a published score rests on (migration 5)
+EVIDENCE = ("dominant", "model_score", "behaviour_score", "behaviour_weight", "count", "users",
+            "lift", "swing", "dim_scores")
+
+
 class ScoreIndex:
     def __init__(self, score_version: str | None, model_version: str | None, ids: list[str],
                  a: np.ndarray, b: np.ndarray, score: np.ndarray, scorer: np.ndarray,
-                 embeddings: np.ndarray | None = None, embedded: list[str] | None = None):
+                 embeddings: np.ndarray | None = None, embedded: list[str] | None = None,
+                 evidence: dict[str, np.ndarray] | None = None):
         self.score_version = score_version
         self.model_version = model_version
         self.ids = ids
@@ -33,6 +39,8 @@ class ScoreIndex:
         keys = (a.astype(np.int64) << 32) | b.astype(np.int64)
         order = np.argsort(keys, kind="stable")
         self.keys, self.score, self.scorer = keys[order], score[order], scorer[order]
+        # per pair, in key order: what the published score rests on (see ``EVIDENCE``)
+        self.evidence = {name: column[order] for name, column in (evidence or {}).items()}
         # partners: both directions, grouped by anchor, best first
         anchor = np.concatenate([a, b])
         partner = np.concatenate([b, a])
@@ -61,8 +69,8 @@ class ScoreIndex:
             score_version = current["score_version"]
         params = {"v": score_version}
         rows = storage.query_arrow(
-            f"SELECT item_a, item_b, score, scorer, model_version FROM {storage.table('pair_scores')} "
-            "WHERE score_version = {v:String}", params)
+            f"SELECT item_a, item_b, score, scorer, model_version, {', '.join(EVIDENCE)} "
+            f"FROM {storage.table('pair_scores')} WHERE score_version = {{v:String}}", params)
         emb = storage.query_arrow(
             f"SELECT item_id, embedding FROM {storage.table('item_embeddings')} "
             "WHERE score_version = {v:String} ORDER BY item_id", params)
@@ -80,14 +88,20 @@ class ScoreIndex:
             embedded = emb.column("item_id").to_pylist()
             flat = pc.list_flatten(emb.column("embedding")).to_numpy()
             embeddings = flat.reshape(emb.num_rows, -1).astype(np.float32)
+        evidence = {name: rows.column(name).to_numpy(zero_copy_only=False) for name in EVIDENCE}
         return cls(score_version, rows.column("model_version")[0].as_py(), ids, codes[:n], codes[n:],
-                   rows.column("score").to_numpy().astype(np.float32), scorer, embeddings, embedded)
+                   rows.column("score").to_numpy().astype(np.float32), scorer, embeddings, embedded,
+                   evidence)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def lookup(self, pairs: list[tuple[str, str]]) -> list[tuple[float, str] | None]:
         """(score, scorer) per canonical pair (a < b), or None where the version has none."""
+        return [(score, scorer) if hit else None for hit, score, scorer, _ in self.lookup_rows(pairs)]
+
+    def lookup_rows(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, float, str, int]]:
+        """(found, score, scorer, row) per canonical pair; ``row`` indexes ``evidence_of``."""
         index = self.index
         missing = -1
         ia = np.fromiter((index.get(a, missing) for a, _ in pairs), np.int64, len(pairs))
@@ -98,10 +112,24 @@ class ScoreIndex:
         found = (ia >= 0) & (ib >= 0) & (len(self.keys) > 0)
         if len(self.keys):
             found &= self.keys[pos_c] == keys
-        out: list[tuple[float, str] | None] = []
+        out = []
         for ok, p in zip(found.tolist(), pos_c.tolist()):
-            out.append((float(self.score[p]), SCORERS[self.scorer[p]]) if ok else None)
+            out.append((True, float(self.score[p]), SCORERS[self.scorer[p]], p) if ok else (False, 0.0, "", -1))
         return out
+
+    def evidence_of(self, row: int) -> dict:
+        """The evidence of one published row, as the lookup API answers it."""
+        if not self.evidence or row < 0:
+            return {}
+        ev = self.evidence
+        dims = ev["dim_scores"][row]
+        return {"dominant": str(ev["dominant"][row]) or None,
+                "model_score": round(float(ev["model_score"][row]), 4),
+                "behaviour_score": round(float(ev["behaviour_score"][row]), 4),
+                "behaviour_weight": round(float(ev["behaviour_weight"][row]), 4),
+                "count": int(ev["count"][row]), "users": int(ev["users"][row]),
+                "lift": round(float(ev["lift"][row]), 4), "swing": round(float(ev["swing"][row]), 6),
+                "dim_scores": {k: round(float(v), 3) for k, v in (dims or [])}}
 
     def partners(self, item: str, k: int) -> list[dict] | None:
         """Top ``k`` partners of ``item``, best first; None if the version does not know it."""

@@ -162,3 +162,47 @@ def test_kafka_outputs(storage, settings, seeded, broker):
     key, value = next(iter(got.items()))
     assert key == f"{value['item_a']}|{value['item_b']}"
     assert value["score_version"] == published.score_version and value["model_version"] == first["version"]
+
+
+def test_published_rows_and_lookups_carry_their_evidence(storage, settings, seeded):
+    """Each row says what its score rests on: the model, behaviour (count, users, lift,
+    Swing) blended by evidence weight, or a person."""
+    import math
+
+    import pyarrow as pa
+
+    from models.blend import blend
+    from streams.lookup import Serving
+    from streams.storage import stats
+
+    data, first = seeded
+    visits = [(f"u{k}-{n}", item) for k, (pair, c) in enumerate(zip(data["pairs"], data["counts"]))
+              for n in range(c) for item in pair]  # c users co-clicked each pair
+    storage.insert_arrow("user_item_days", pa.table({
+        "user_id": [u for u, _ in visits], "item_id": [i for _, i in visits],
+        "day": pa.array([20605] * len(visits), pa.int32()).cast(pa.date32()),  # 2026-06-01
+        "clicks": pa.array([1] * len(visits), pa.uint64())}))
+    published = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    rows = storage.query_arrow(
+        f"SELECT item_a, item_b, score, dominant, model_score, behaviour_weight, count, users, lift "
+        f"FROM {storage.table('pair_scores_latest')}").to_pylist()
+    pair_stats = {(r["item_a"], r["item_b"]): r for r in stats.latest(storage).to_pylist()}
+    by_pair = {(r["item_a"], r["item_b"]): r for r in rows}
+    assert by_pair[data["manual"]]["dominant"] == "manual" and by_pair[data["manual"]]["score"] == 2.0
+    frequent = [r for p, r in by_pair.items() if p != data["manual"] and r["count"] >= 30]
+    assert frequent and all(r["dominant"] == "behaviour" for r in frequent)
+    for pair, row in by_pair.items():
+        if pair == data["manual"]:
+            continue
+        assert row["count"] == pair_stats[pair]["count"] and row["users"] == pair_stats[pair]["users"]
+        want, _, weight = blend([row["model_score"]], [pair_stats[pair]["lift"]], [row["count"]],
+                                settings.blend_evidence_count)
+        assert math.isclose(row["score"], float(want[0]), rel_tol=1e-5)
+        assert row["dominant"] == ("behaviour" if weight[0] >= 0.5 else "model")
+    serving = Serving(storage, settings)
+    serving.current = serving.build()
+    pair = (frequent[0]["item_a"], frequent[0]["item_b"])
+    answer = asyncio.run(serving.score_pairs([pair[::-1]]))["results"][0]
+    assert answer["source"] == "table" and answer["evidence"]["dominant"] == "behaviour"
+    assert answer["evidence"]["count"] == 30 and answer["evidence"]["users"] == 30
+    assert published.summary["behaviour_dominant"] == sum(r["dominant"] == "behaviour" for r in rows)
