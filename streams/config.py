@@ -77,15 +77,15 @@ class Settings:
         "lift or above; below it (bestsellers clicked with everything) it is scored like a "
         "medium one.")
     stats_lift_prior: float = setting(
-        1.0, "Pseudo-count of the smoothed lift (users_ab + s) / (expected_ab + s): pairs with "
+        1.0, "Pseudo-count of the smoothed lift (count_ab + s) / (expected_ab + s): pairs with "
         "little evidence shrink towards 1.")
     stats_half_life_days: float = setting(
         0.0, "Half-life of the time-decayed co-click count in pair_stats (0 = no decay).")
     swing_alpha: float = setting(
-        1.0, "Swing: a user pair (u, v) adds w_u w_v / (alpha + |I_u & I_v|) to each pair of "
-        "items both clicked.")
+        1.0, "Swing: a user pair (u, v) adds w_u w_v / (alpha + the number of items both clicked) "
+        "to each pair of items both clicked.")
     swing_user_offset: float = setting(
-        15.0, "Swing user weight w_u = (|I_u| + offset)^-power: heavy clickers count less.")
+        15.0, "Swing user weight w_u = (items of u + offset)^-power: heavy clickers count less.")
     swing_user_power: float = setting(0.3, "Swing user weight exponent (see swing_user_offset).")
     swing_max_user_items: int = setting(
         200, "Swing skips users with more distinct items than this in the horizon (crawlers).")

@@ -33,7 +33,7 @@ def assert_stats_equal(got: dict, want: dict) -> None:
     assert set(got) == set(want)
     for pair, row in want.items():
         for key, value in row.items():
-            assert math.isclose(got[pair][key], value, rel_tol=1e-5, abs_tol=1e-9), (pair, key, got[pair][key], value)
+            assert math.isclose(got[pair][key], value, rel_tol=1e-5, abs_tol=1e-6), (pair, key, got[pair][key], value)
 
 
 def test_ingest_writes_user_item_days_exactly(settings, storage, broker):
