@@ -17,7 +17,7 @@ from typing import Annotated, Sequence
 import msgspec
 import numpy as np
 
-from .events import MAX_ID_CHARS, InvalidEvent, click_fields
+from .events import MAX_ID_CHARS, MAX_TS, InvalidEvent, click_fields
 
 CHUNK = 1024  # messages decoded together; a bad message sends only its chunk to the slow path
 
@@ -28,7 +28,7 @@ class _Click(msgspec.Struct, gc=False):
     event_id: _Id
     user_id: _Id
     item_id: _Id
-    ts: Annotated[float, msgspec.Meta(ge=0)]
+    ts: Annotated[float, msgspec.Meta(ge=0, lt=MAX_TS)]
     action: str | None = "click"
 
 
@@ -65,8 +65,8 @@ def _decode_fast(chunk, now, max_bytes, max_future_s, out: DecodedClicks) -> boo
         return False
     try:
         clicks = list(map(_decode_one, values))
-    except (msgspec.DecodeError, TypeError):  # TypeError: a null value
-        return False
+    except Exception:  # noqa: BLE001 - DecodeError, TypeError (a null value), RecursionError
+        return False  # (nesting msgspec will not follow): the slow path finds each reason
     times = list(map(_times, clicks))
     stamps = np.fromiter((m.timestamp or 0 for m in chunk), np.float64, len(chunk)) / 1000.0
     sent_at = np.where(stamps > 0, stamps, now)
@@ -85,6 +85,9 @@ def _decode_slow(chunk, now, max_bytes, max_future_s, out: DecodedClicks) -> Non
             user, item, ts = click_fields(msg.value or b"", sent_at, max_bytes, max_future_s)
         except InvalidEvent as bad:
             out.dead.append((msg, bad))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one message must never stop the stream
+            out.dead.append((msg, InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}"[:200])))
             continue
         out.users.append(user)
         out.items.append(item)

@@ -16,7 +16,12 @@ import orjson
 MAX_ID_CHARS = 128
 
 # Reasons an event is rejected; each is one metrics label value.
-REASONS = ("too_large", "bad_json", "not_object", "missing_field", "bad_type", "bad_ts", "future_ts")
+REASONS = ("too_large", "bad_json", "not_object", "missing_field", "bad_type", "bad_ts", "future_ts",
+           "internal_error")
+# Event times the tables can hold: pair_counts keys days as UInt16 since 1970 (ends 2149) and
+# DateTime ends in 2106, so anything from 2100 on is rejected as bad_ts rather than crashing
+# the write path (or being written to a nonsense day) further down.
+MAX_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z
 
 
 class InvalidEvent(ValueError):
@@ -105,8 +110,8 @@ def parse_click(
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         raise InvalidEvent("bad_type", "ts must be a number (unix seconds)")
     ts = float(ts)
-    if not math.isfinite(ts) or ts < 0:
-        raise InvalidEvent("bad_ts", f"ts {ts!r} is not a finite unix time")
+    if not math.isfinite(ts) or ts < 0 or ts >= MAX_TS:
+        raise InvalidEvent("bad_ts", f"ts {ts!r} is not a unix time in [1970-01-01, 2100-01-01)")
     if ts > now + max_future_s:
         raise InvalidEvent("future_ts", f"ts {ts:.0f} is more than {max_future_s:.0f}s ahead")
     action = _opt_str(obj, "action", "click") or "click"
@@ -130,7 +135,7 @@ def click_fields(
                     and 0 < len(user) <= MAX_ID_CHARS and 0 < len(item) <= MAX_ID_CHARS
                     and 0 < len(event_id) <= MAX_ID_CHARS
                     and (type(ts) is _float or type(ts) is _int)
-                    and 0 <= ts <= now + max_future_s
+                    and 0 <= ts <= now + max_future_s and ts < MAX_TS
                     and type(obj.get("action", "")) in (_str, type(None))):
                 return user, item, _float(ts)
     click = parse_click(raw, now, max_bytes, max_future_s)  # raises with the reason

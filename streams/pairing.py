@@ -23,6 +23,7 @@ import pyarrow as pa
 from . import pair_kernel as kernel
 
 _NO_WEIGHTS = np.empty(0, np.uint64)
+EVICTION_QUORUM = 3  # users that must be ahead before idleness is judged (``eviction_watermark``)
 
 PAIR_COUNTS_SCHEMA = pa.schema([
     ("item_a", pa.string()),
@@ -227,11 +228,29 @@ class Sessionizer:
     def has_dirty(self) -> bool:
         return bool(self._dirty.any())
 
+    def eviction_watermark(self, newest: np.ndarray) -> float:
+        """The time idleness is judged against: the k-th newest user's newest click, with
+        k = max(EVICTION_QUORUM, 1% of live users), not the newest event alone.
+
+        Why: one client with a fast clock (a click up to ``max_future_s`` ahead is valid) would
+        otherwise move the partition's clock a day forward and evict every other live
+        session. A quorum of users has to be that far ahead first; with fewer live users than
+        the quorum nobody is evicted (their state is tiny). Eviction only frees memory: an
+        idle user pairs with nothing in the window anyway, so a later watermark loses nothing.
+        """
+        live = newest[newest > -np.inf]
+        k = max(EVICTION_QUORUM, -(-len(live) // 100))
+        if len(live) < k:
+            return -np.inf
+        return float(np.partition(live, len(live) - k)[len(live) - k])
+
     def evict_idle(self, idle_s: float) -> list[str]:
-        """Drop users whose newest click is more than ``idle_s`` behind the watermark."""
+        """Drop users whose newest click is more than ``idle_s`` behind ``eviction_watermark``."""
         used = len(self.slot_users)
+        active = self._h_len[:used] > 0
         newest = kernel.newest_times(self._h_time[:used], self._h_len[:used])
-        idle = np.flatnonzero((self._h_len[:used] > 0) & (newest < self.watermark - idle_s))
+        watermark = self.eviction_watermark(np.where(active, newest, -np.inf))
+        idle = np.flatnonzero(active & (newest < watermark - idle_s))
         evicted = []
         for slot in idle.tolist():
             user = self.slot_users[slot]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
@@ -83,3 +84,103 @@ def test_every_bad_kind_is_dead_lettered_with_a_reason():
     assert got.users == [] and len(got.dead) == len(BAD)
     assert {bad.reason for _, bad in got.dead} == {
         "bad_json", "not_object", "missing_field", "bad_type", "bad_ts", "future_ts", "too_large"}
+
+
+def _click(ts=NOW - 60, **extra) -> bytes:
+    return orjson.dumps({"event_id": "e", "user_id": "u", "item_id": "i", "ts": ts, **extra})
+
+
+def test_deep_nesting_is_a_dead_letter_not_a_crash():
+    """msgspec raises RecursionError past ~1000 levels; orjson rejects past 1024. A click
+    nested 2000 deep in an extra field is bad_json; 900 deep is still a valid click."""
+    deep = lambda d: b'{"event_id":"e","user_id":"u","item_id":"i","ts":%d,"x":%s}' % (
+        NOW - 60, b"[" * d + b"]" * d)
+    messages = [Message(_click(), None, 0), Message(deep(2000), None, 1),
+                Message(deep(1000), None, 2), Message(deep(900), None, 3), Message(_click(), None, 4)]
+    got = decode_clicks(messages, NOW)
+    assert [(m.offset, bad.reason) for m, bad in got.dead] == [(1, "bad_json")]
+    assert len(got.users) == 4
+
+
+def test_times_the_tables_cannot_hold_are_bad_ts_even_with_a_matching_kafka_timestamp():
+    for ts in (5_900_000_000, 4_102_444_800):  # year 2156, 2100-01-01
+        got = decode_clicks([Message(_click(ts), int(ts * 1000), 0)], NOW)
+        assert [bad.reason for _, bad in got.dead] == ["bad_ts"], ts
+    got = decode_clicks([Message(_click(4_102_444_799), 4_102_444_799_000, 0)], NOW)
+    assert got.times == [4_102_444_799.0]  # the last second of 2099 is still fine
+
+
+def test_an_exception_while_decoding_one_message_dead_letters_only_that_message(monkeypatch):
+    real = click_decode.click_fields
+
+    def flaky(raw, *args):
+        if b'"poison"' in raw:
+            raise ZeroDivisionError("injected")
+        return real(raw, *args)
+
+    monkeypatch.setattr(click_decode, "click_fields", flaky)
+    messages = [Message(_click(), None, 0), Message(_click(action="poison"), None, 1),
+                Message(b"{bad", None, 2), Message(_click(), None, 3)]
+    got = decode_clicks(messages, NOW)
+    assert [(m.offset, bad.reason) for m, bad in got.dead] == [(1, "internal_error"), (2, "bad_json")]
+    assert "ZeroDivisionError" in got.dead[0][1].detail and len(got.users) == 2
+
+
+def _fuzz_value(rng: random.Random):
+    """A JSON value or a raw token: the shapes a careless or hostile producer sends."""
+    return rng.choice([
+        None, True, False, 0, -1, 1.5, -0.0, 1e300, 2 ** 64, -2 ** 63, NOW - 5, NOW + 86_399,
+        NOW + 86_401, 4_102_444_799, 4_102_444_800, "", "x", "a" * 128, "a" * 129, "é" * 128,
+        "\u0000", " ", "1700000000", [], {}, [1, [2, [3]]], {"ts": 1}])
+
+
+def _fuzz_message(rng: random.Random) -> bytes:
+    kind = rng.random()
+    if kind < 0.1:  # random bytes
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+    body = {"event_id": "e", "user_id": "u", "item_id": "i", "ts": NOW - 5}
+    for key in ("event_id", "user_id", "item_id", "ts", "action", "extra"):
+        roll = rng.random()
+        if roll < 0.12:
+            body.pop(key, None)
+        elif roll < 0.3:
+            body[key] = _fuzz_value(rng)
+    raw = json.dumps(body, ensure_ascii=rng.random() < 0.5).encode()  # big ints too
+    if kind < 0.2:  # truncated
+        raw = raw[:rng.randrange(len(raw) + 1)]
+    elif kind < 0.25:  # a duplicate key ahead of the real one
+        raw = raw.replace(b"{", b'{"user_id": 7, "ts": "x", ', 1)
+    elif kind < 0.28:  # raw tokens JSON libraries disagree on
+        raw = raw.replace(b'"ts":', b'"ts": ' + rng.choice([b"NaN,", b"Infinity,", b"1e400,", b"-0,"]) + b'"t":')
+    elif kind < 0.3:
+        raw = b"\xef\xbb\xbf" + raw  # a byte-order mark
+    return raw
+
+
+def test_fuzz_fast_and_per_message_paths_agree_and_never_raise():
+    """Thousands of random shapes, one at a time through the fast decoder (so its own
+    verdict is checked, not the slow path's fallback) and in mixed chunks with good clicks
+    around them: same final decision, no exception, good clicks counted exactly."""
+    rng = random.Random(20)
+    messages = []
+    for k in range(4000):
+        raw = _fuzz_message(rng)
+        stamp = rng.choice([None, int(NOW * 1000)])
+        msg = Message(raw, stamp, k)
+        try:
+            click_fields(raw, NOW, 65536, 86400)
+            accepted = True
+        except InvalidEvent:
+            accepted = False
+        fast = click_decode.DecodedClicks()
+        fast_accepted = click_decode._decode_fast([msg], NOW, 65536, 86400, fast)
+        # the fast path may pass a message on to the slow one (it does for duplicate keys,
+        # where msgspec checks every occurrence and orjson keeps the last), never accept more
+        assert accepted or not fast_accepted, raw
+        messages.append(msg)
+        messages.append(Message(_click(ts=NOW - k), None, k))  # a good click after each
+    got = decode_clicks(messages, NOW)
+    users, items, times, reasons = _expected(messages)
+    assert (got.users, got.items, got.times) == (users, items, times)
+    assert [(m.offset, bad.reason) for m, bad in got.dead] == reasons
+    assert len(got.users) >= 4000 and len(reasons) > 500  # the fuzz found plenty of both

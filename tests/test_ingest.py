@@ -113,6 +113,42 @@ def test_counts_exact_and_bad_events_dead_lettered(settings, storage, broker):
     assert len(seen) == len({(r["item_a"], r["item_b"], r["tier"]) for r in seen})
 
 
+def test_poison_pills_are_dead_lettered_and_the_clicks_behind_them_counted(settings, storage, broker):
+    """A 2000-deep nested extra field (RecursionError in msgspec) and clicks from 2100 and
+    2156 whose Kafka CreateTime matches (so not "future"): once they crashed the worker on
+    every restart at the same offset. Now: DLQ with a reason, every good click counted."""
+    from kafka import KafkaProducer
+
+    items, clicks = generate(200, 30, 1500, seed=5)
+    ensure_topics(broker.bootstrap, settings)
+    deep = (b'{"event_id":"d","user_id":"%s","item_id":"%s","ts":%d,"x":%s}'
+            % (clicks[0].user_id.encode(), clicks[0].item_id.encode(), int(clicks[0].ts),
+               b"[" * 2000 + b"]" * 2000))
+    poison = {500: (deep, None), 900: (b'{"event_id":"y","user_id":"u","item_id":"i","ts":5900000000}',
+                                       5_900_000_000_000),
+              1200: (b'{"event_id":"z","user_id":"u","item_id":"i","ts":4102444800.5}', 4_102_444_800_500)}
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+    for i, click in enumerate(clicks):
+        key = click.user_id.encode()
+        producer.send(settings.topic_clicks, key=key, value=click.to_json())
+        if i in poison:
+            value, stamp = poison[i]
+            producer.send(settings.topic_clicks, key=key, value=value, timestamp_ms=stamp)
+    producer.flush()
+    producer.close()
+    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
+    total = len(clicks) + len(poison)
+    assert asyncio.run(_run_until([ingest], total)) == total
+    categories = {item.item_id: item.category for item in items}
+    expected = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories)
+    assert _table_counts(storage) == dict(expected)
+    dlq = KafkaConsumer(settings.topic_clicks_dlq, bootstrap_servers=broker.bootstrap,
+                        auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    reasons = sorted(dict(m.headers)["reason"].decode() for m in dlq)
+    dlq.close()
+    assert reasons == ["bad_json", "bad_ts", "bad_ts"]
+
+
 class SimulatedCrash(Exception):
     """The process 'dies' right after a write: nothing after it happens."""
 

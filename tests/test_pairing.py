@@ -8,7 +8,7 @@ import numpy as np
 
 from streams.benchmarks.reference import reference_counts
 from streams.catalogue import Catalogue
-from streams.pairing import PairIncrements, Sessionizer
+from streams.pairing import EVICTION_QUORUM, PairIncrements, Sessionizer
 
 
 def _run(sessionizer, events, batch_sizes=(1,)):
@@ -79,14 +79,45 @@ def test_snapshot_restore_round_trip_keeps_pairing_identical():
 def test_idle_users_are_evicted_and_their_slots_reused():
     categories = {"a": "x", "b": "y"}
     sessionizer = Sessionizer(categories, 100, 20)
-    _run(sessionizer, [("u1", "a", 0.0), ("u2", "b", 1000.0)], batch_sizes=(2,))
+    live = [(f"v{k}", "b", 1000.0) for k in range(EVICTION_QUORUM)]  # a quorum ahead of u1
+    _run(sessionizer, [("u1", "a", 0.0)] + live, batch_sizes=(len(live) + 1,))
     users, items, times, evicted = sessionizer.checkpoint_rows(idle_s=100)
-    assert evicted == 1 and dict(zip(users, items)) == {"u1": [], "u2": ["b"]}
-    assert sessionizer.num_users == 1
+    assert evicted == 1 and dict(zip(users, items)) == {"u1": [], **{u: ["b"] for u, _, _ in live}}
+    assert sessionizer.num_users == len(live)
     _run(sessionizer, [("u3", "a", 1001.0)])
-    assert sessionizer.num_users == 2 and len(sessionizer.slot_users) == 2  # slot reused
+    assert sessionizer.num_users == len(live) + 1
+    assert len(sessionizer.slot_users) == len(live) + 1  # u1's slot reused
     users, _, _, evicted = sessionizer.checkpoint_rows(idle_s=100)
     assert users == ["u3"] and evicted == 0  # only touched users are saved
+
+
+def test_one_fast_clock_does_not_evict_other_sessions():
+    """A click 22 h ahead (valid: within the one-day allowance) must not make every other
+    live user look idle: their next clicks still pair with the ones before."""
+    categories = {f"i{k}": f"c{k % 2}" for k in range(4)}
+    first = [(f"u{k}", f"i{k % 2}", 1000.0 + k) for k in range(40)]
+    fast = [("clock", "i2", 1000.0 + 22 * 3600)]
+    second = [(f"u{k}", f"i{2 + (k + 1) % 2}", 1100.0 + k) for k in range(40)]
+    events = first + fast + second
+    sessionizer = Sessionizer(categories, 1800, 20)
+    got = _run(sessionizer, first + fast, batch_sizes=(len(first) + 1,))
+    _, _, _, evicted = sessionizer.checkpoint_rows(idle_s=1800 + 300)
+    assert evicted == 0
+    got2 = _run(sessionizer, second, batch_sizes=(len(second),))
+    for key, n in got2.items():
+        got[key] = got.get(key, 0) + n
+    expected = reference_counts(events, categories, 1800, 20)
+    assert got == dict(expected) and sum(got2.values()) == 40
+
+
+def test_eviction_needs_a_quorum_of_users_ahead():
+    categories = {"a": "x", "b": "y"}
+    sessionizer = Sessionizer(categories, 100, 20)
+    ahead = [(f"v{k}", "b", 5000.0) for k in range(EVICTION_QUORUM - 1)]
+    _run(sessionizer, [("u1", "a", 0.0)] + ahead, batch_sizes=(len(ahead) + 1,))
+    assert sessionizer.checkpoint_rows(idle_s=100)[3] == 0  # too few ahead: keep u1
+    _run(sessionizer, [("v_last", "b", 5000.0)])
+    assert sessionizer.checkpoint_rows(idle_s=100)[3] == 1
 
 
 def test_to_arrow_matches_decode():
