@@ -23,7 +23,6 @@ from mode import Service
 
 from .catalogue import Catalogue
 from .config import Settings
-from .events import InvalidEvent, parse_item
 from .ingest import ClickIngest
 from .storage import Storage
 
@@ -94,15 +93,10 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
 
     @app.agent(items_topic)
     async def catalogue(stream):
-        """Catalogue updates: validated, written to ClickHouse, then visible to pairing."""
-        async for values in stream.take(1000, within=0.2):
-            good = []
-            for raw in values:
-                try:
-                    good.append(parse_item(raw, settings.max_event_bytes))
-                except InvalidEvent as bad:
-                    log.warning("bad item message skipped: %s", bad)
-            runtime.catalogue.upsert(storage, good)
+        """Catalogue updates: validated, written to ClickHouse, then visible to pairing; an
+        empty value (tombstone) deletes the item (``Catalogue.apply``)."""
+        async for events in stream.take_events(1000, within=0.2):
+            runtime.catalogue.apply(storage, [(e.key, e.value) for e in events], settings.max_event_bytes)
 
     pairs_topic = app.topic(settings.topic_pairs_to_score, key_type=bytes, value_type=bytes,
                             key_serializer="raw", value_serializer="raw")
@@ -215,9 +209,9 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
 
                 checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                           "partitions": assignment_check(runtime)}
-                web_app = build_app(checks)
+                web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes)
                 add_routes(web_app, runtime.serving, settings)
-                self.runner = await serve(web_app, settings.web_port)
+                self.runner = await serve(web_app, settings.web_port, settings.web_host)
                 log.info("web endpoints on :%d", settings.web_port)
 
             async def on_stop(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pyarrow as pa
 
 from . import metrics
-from .events import Item
+from .events import MAX_ID_CHARS, InvalidEvent, Item, parse_item
 from .storage import Storage
 from .storage.base import timestamp_array
+
+log = logging.getLogger(__name__)
 
 ITEM_COLUMNS = ("item_id", "title", "category", "brand", "color", "condition", "model", "price")
 
@@ -66,3 +69,53 @@ class Catalogue(dict):
             self[item.item_id] = item.category
         self._changed([item.item_id for item in items])
         metrics.CATALOGUE_ITEMS.set(len(self))
+
+    def delete(self, storage: Storage, item_ids: list[str]) -> None:
+        """Forget items (a tombstone on the compacted ``items`` topic): rows leave the
+        ``items`` table (a lightweight DELETE), then pairing stops pairing them. Pair counts
+        already made stay: they happened."""
+        if not item_ids:
+            return
+        storage.command(f"DELETE FROM {storage.table('items')} WHERE item_id IN {{ids:Array(String)}}",
+                        {"ids": item_ids})
+        for item_id in item_ids:
+            self.pop(item_id, None)
+        self._changed(list(item_ids))
+        metrics.CATALOGUE_ITEMS.set(len(self))
+
+    def apply(self, storage: Storage, messages: list[tuple[bytes | None, bytes | None]],
+              max_bytes: int = 65536) -> dict[str, int]:
+        """Apply ``items`` messages (key, value) in order: an empty value deletes the item named
+        by the key, anything else is validated and upserted; invalid ones are logged and
+        skipped, never stopping the others. Returns counts by outcome."""
+        outcome = {"upserted": 0, "deleted": 0, "invalid": 0}
+        pending: list[Item] = []
+        for key, value in messages:
+            if value:
+                try:
+                    pending.append(parse_item(value, max_bytes))
+                except InvalidEvent as bad:
+                    log.warning("bad item message skipped: %s", bad)
+                    outcome["invalid"] += 1
+                continue
+            item_id = _tombstone_id(key)
+            if item_id is None:
+                log.warning("item tombstone without a valid key skipped: %r", (key or b"")[:200])
+                outcome["invalid"] += 1
+                continue
+            self.upsert(storage, pending)  # keep the topic's order: earlier upserts first
+            outcome["upserted"] += len(pending)
+            pending = []
+            self.delete(storage, [item_id])
+            outcome["deleted"] += 1
+        self.upsert(storage, pending)
+        outcome["upserted"] += len(pending)
+        return outcome
+
+
+def _tombstone_id(key: bytes | None) -> str | None:
+    try:
+        item_id = (key or b"").decode()
+    except UnicodeDecodeError:
+        return None
+    return item_id if 0 < len(item_id) <= MAX_ID_CHARS else None

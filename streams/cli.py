@@ -120,9 +120,23 @@ def distill_config_from(extra: str):
     """The DistillConfig of a triggered run: ``training_args`` parsed like `distill` options."""
     import shlex
 
-    parser = argparse.ArgumentParser(prog="training_args", add_help=False)
+    parser = _JobArgumentParser(prog="training_args", add_help=False)
     _distill_options(parser)
-    return distill_config(parser.parse_args(shlex.split(extra)))
+    try:
+        return distill_config(parser.parse_args(shlex.split(extra)))
+    except ValueError as exc:  # shlex: an unclosed quote; argparse errors arrive as ValueError
+        raise ValueError(f"invalid training args {extra!r}: {exc}") from None
+
+
+class _JobArgumentParser(argparse.ArgumentParser):
+    """Raises ValueError instead of printing usage and exiting: a bad job's args must fail
+    that run (recorded with the reason), never end the trainer process."""
+
+    def error(self, message):
+        raise ValueError(message)
+
+    def exit(self, status=0, message=None):
+        raise ValueError(message or f"exit {status}")
 
 
 def cmd_distill(args) -> int:

@@ -155,6 +155,15 @@ class Settings:
     score_versions_kept: int = setting(3, "Complete score versions kept for rollback.")
     onnx_threads: int = setting(0, "ONNX Runtime intra-op threads (0 = its default).")
     lookup_max_pairs: int = setting(1000, "Most pairs one POST /v1/pair-scores may ask for.")
+    lookup_max_body_bytes: int = setting(
+        4 << 20, "Largest lookup request body (4 MiB fits 1000 pairs of 128-char ids even "
+        "written as \\u escapes); larger ones get 413.")
+    api_token: str = setting(
+        "", "Bearer token the lookup API requires (Authorization: Bearer ...); empty = open. "
+        "Read from env, never stored. /healthz, /readyz and /metrics stay open.")
+    web_host: str = setting(
+        "127.0.0.1", "Address the worker's web server binds: loopback by default; containers "
+        "set 0.0.0.0 (docker-compose.yaml does).")
 
     # ---------------------------------------------------------------------------------
     @property

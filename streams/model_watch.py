@@ -12,6 +12,9 @@ import logging
 
 import orjson
 
+from . import metrics
+from .storage import scores
+
 log = logging.getLogger(__name__)
 
 
@@ -51,19 +54,46 @@ class ModelWatcher:
                 for message in messages:
                     await self.handle(message.value)
 
-    async def handle(self, value: bytes) -> None:
-        try:
-            event = orjson.loads(value)
-            score_version = event.get("score_version")
-        except (orjson.JSONDecodeError, AttributeError):
-            log.warning("ignored a malformed model update: %r", value[:200])
-            return
+    async def handle(self, value: bytes | None) -> bool:
+        """Reload to the announced score version; False (logged, counted as ``rejected``)
+        for a tombstone, malformed JSON or a version that was never published, so the
+        current snapshot keeps serving instead of an empty index."""
+        score_version = self.validated(value)
+        if score_version is False:
+            metrics.MODEL_RELOADS.labels(outcome="rejected").inc()
+            return False
         self.seen += 1
         try:
             await self.serving.reload(score_version)
         except Exception:  # noqa: BLE001 - keep serving the old snapshot
             log.exception("hot reload to %s failed; still serving %s", score_version,
                           self.serving.current.index.score_version)
+            return False
+        return True
+
+    def validated(self, value: bytes | None):
+        """The message's score version (None: "whatever is live"), or False if unusable."""
+        if not value:
+            log.warning("ignored an empty (tombstone) model update")
+            return False
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            log.warning("ignored a malformed model update: %r", value[:200])
+            return False
+        if not isinstance(event, dict):
+            log.warning("ignored a model update that is not an object: %r", value[:200])
+            return False
+        score_version = event.get("score_version")
+        if score_version is None:
+            return None
+        if not isinstance(score_version, str) or not scores.is_version(score_version):
+            log.warning("ignored a model update with a malformed score version: %r", score_version)
+            return False
+        if not scores.published(self.serving.storage, score_version):
+            log.warning("ignored a model update naming unknown score version %r", score_version)
+            return False
+        return score_version
 
     async def stop(self) -> None:
         if self._consumer is not None:

@@ -228,7 +228,7 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
                 job = _parse_job(message.value)
                 if job is None:  # not a job: say so and keep serving the ones that are
                     log.error("training-jobs %d:%d is not a job message, skipped: %r",
-                              message.partition, message.offset, message.value[:200])
+                              message.partition, message.offset, (message.value or b"")[:200])
                     metrics.DLQ.labels(topic=settings.topic_training_jobs, reason="bad_message").inc()
                     consumer.commit()
                     continue
@@ -236,8 +236,9 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
                 run_id, trigger = job["run_id"], str(job.get("trigger", "kafka"))
                 run_table.record(storage, run_id, trigger, "running", started)
                 try:
+                    config = config_for(job.get("args", ""))  # validated before anything starts
                     refresh_stats(storage, settings)
-                    result = run(storage, settings.data_dir, config_for(job.get("args", "")))
+                    result = run(storage, settings.data_dir, config)
                     promoted = bool(result["decision"]["promoted"])
                     if promoted:
                         asyncio.run(publish_with_own_producer(storage, settings, bootstrap, result["version"]))
@@ -255,6 +256,8 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
 
 def _parse_job(value: bytes) -> dict | None:
     """A job message: a JSON object with a string ``run_id`` (``args`` a string if present)."""
+    if not value:  # a tombstone
+        return None
     try:
         job = orjson.loads(value)
     except orjson.JSONDecodeError:

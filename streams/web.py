@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 Check = Callable[[], Awaitable[tuple[bool, str]]]
 
 
-def build_app(checks: dict[str, Check], timeout_s: float = 2.0) -> web.Application:
+def build_app(checks: dict[str, Check], timeout_s: float = 2.0,
+              client_max_size: int = 4 << 20) -> web.Application:
     async def healthz(_request):
         return web.json_response({"alive": True})
 
@@ -34,7 +35,7 @@ def build_app(checks: dict[str, Check], timeout_s: float = 2.0) -> web.Applicati
     async def metrics(_request):
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(client_max_size=client_max_size)  # request bodies: 413 past it
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -69,7 +70,7 @@ def assignment_check(runtime) -> Check:
     return check
 
 
-async def serve(app: web.Application, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+async def serve(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

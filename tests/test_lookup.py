@@ -30,7 +30,7 @@ def published(storage, settings, tmp_path):
 async def _client(storage, settings):
     serving = Serving(storage, settings)
     await serving.reload()
-    app = web.Application()
+    app = web.Application(client_max_size=settings.lookup_max_body_bytes)
     add_routes(app, serving, settings)
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -145,3 +145,68 @@ def test_hot_reload_under_load(storage, settings, published, broker, tmp_path):
     for answer in answers:  # every response answered wholly from one version
         assert {r["model_version"] for r in answer["results"]} == {answer["model_version"]}
         assert {r["source"] for r in answer["results"]} == {"table"}
+
+
+def test_bad_model_updates_keep_the_current_snapshot(storage, settings, published):
+    """Tombstones, junk and versions never published are rejected before anything swaps:
+    once an unknown version swapped in an empty index and lookups lost the published scores."""
+    _, first, result = published
+
+    async def go():
+        serving = Serving(storage, settings)
+        await serving.reload()
+        watcher = ModelWatcher("unused:9092", settings.topic_model_updates, serving)
+        before = serving.current
+        verdicts = [await watcher.handle(value) for value in (
+            None, b"", b"123", b"[1]", b"{not json", b'{"score_version": 5}',
+            b'{"score_version": "../../etc/passwd"}', b'{"score_version": "no-such-version"}')]
+        kept = serving.current is before
+        accepted = await watcher.handle(orjson.dumps({"score_version": result.score_version}))
+        return verdicts, kept, accepted, serving.current.index.score_version, watcher.seen
+
+    verdicts, kept, accepted, live, seen = asyncio.run(go())
+    assert verdicts == [False] * 8 and kept
+    assert accepted and live == result.score_version and seen == 1
+
+
+def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, settings, published):
+    """Strict query integers (``k=²`` and a 5,000-digit k were 500s), a 1000-pair request of
+    escaped 128-char ids (1.5 MB; once 413 from aiohttp's silent 1 MiB default) answered,
+    and with ``api_token`` set the lookup API wants the bearer token while health stays open."""
+    from streams.web import build_app
+
+    settings = settings.replace(api_token="s3cret-test-token")
+    item = storage.query_rows(f"SELECT item_a FROM {storage.table('pair_scores_latest')} LIMIT 1")[0][0]
+
+    async def go():
+        serving = Serving(storage, settings)
+        await serving.reload()
+        app = build_app({}, client_max_size=settings.lookup_max_body_bytes)
+        add_routes(app, serving, settings)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        auth = {"Authorization": "Bearer s3cret-test-token"}
+        try:
+            statuses = {}
+            for query in ("k=%C2%B2", "k=" + "9" * 5000, "k=-1", "k=1.5", "k=%EF%BC%91", "k=3"):
+                r = await client.get(f"/v1/items/{item}/partners?{query}", headers=auth)
+                statuses[query[:8]] = r.status
+            ids = [("é" * 127 + str(k % 10), "ü" * 127 + str(k % 10)) for k in range(1000)]
+            body = orjson.dumps({"pairs": [[a, b] for a, b in ids]}).decode()
+            escaped = body.encode("ascii", "backslashreplace").replace(b"\\x", b"\\u00")
+            big = await client.post("/v1/pair-scores", data=escaped, headers=auth)
+            too_big = await client.post("/v1/pair-scores", data=b" " * (5 << 20), headers=auth)
+            no_token = await client.get(f"/v1/items/{item}/partners")
+            wrong = await client.get(f"/v1/items/{item}/partners", headers={"Authorization": "Bearer x"})
+            health = await client.get("/healthz")
+            answered = len((await big.json())["results"]) if big.status == 200 else None
+            return (statuses, len(escaped), big.status, answered, too_big.status, no_token.status,
+                    wrong.status, health.status)
+        finally:
+            await client.close()
+
+    statuses, size, big, answered, too_big, no_token, wrong, health = asyncio.run(go())
+    assert statuses == {"k=%C2%B2": 400, "k=999999": 400, "k=-1": 400, "k=1.5": 400,
+                        "k=%EF%BC": 400, "k=3": 200}
+    assert size > 1.5e6 and big == 200 and answered == 1000 and too_big == 413
+    assert (no_token, wrong, health) == (401, 401, 200)

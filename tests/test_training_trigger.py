@@ -106,15 +106,21 @@ def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, setti
     s = settings.replace(topic_training_jobs=f"jobs-{settings.app_id}")
     ensure_topics(broker.bootstrap, s)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
-    for value in (b"{not json", b'{"trigger": "labels"}', b'{"run_id": "r-x", "args": 7}',
+    for value in (None, b"{not json", b'{"trigger": "labels"}', b'{"run_id": "r-x", "args": 7}',
+                  b'{"run_id": "r-bogus", "args": "--bogus"}', b'{"run_id": "r-epochs", "args": "--epochs x"}',
+                  b'{"run_id": "r-quote", "args": "--teacher \'unclosed"}',
                   b'{"run_id": "r-good", "trigger": "labels", "args": "--backbone tiny"}'):
-        producer.send(s.topic_training_jobs, value)
+        producer.send(s.topic_training_jobs, value, key=b"job")  # None: a tombstone
     producer.flush()
     producer.close()
     _labels(storage, 3)  # too few to train: the good job runs and fails, recorded
-    run_trainer(s, broker.bootstrap, storage, distill_config_from, once=True)
-    [row] = run_table.runs(storage)
-    assert row["run_id"] == "r-good" and row["status"] == "failed" and "too few labels" in row["error"]
+    for _ in range(4):  # bad args fail their run (argparse's SystemExit once ended the trainer)
+        run_trainer(s, broker.bootstrap, storage, distill_config_from, once=True)
+    rows = {row["run_id"]: row for row in run_table.runs(storage)}
+    assert set(rows) == {"r-bogus", "r-epochs", "r-quote", "r-good"}
+    assert {row["status"] for row in rows.values()} == {"failed"}
+    assert "--bogus" in rows["r-bogus"]["error"] and "invalid int value" in rows["r-epochs"]["error"]
+    assert "quotation" in rows["r-quote"]["error"] and "too few labels" in rows["r-good"]["error"]
 
 
 def test_distill_options_default_to_the_config_and_parse_every_knob():

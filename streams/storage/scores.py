@@ -29,6 +29,18 @@ def check_version(version: str) -> str:
     return version
 
 
+def is_version(version: str) -> bool:
+    return bool(_VERSION.match(version))
+
+
+def published(storage: Storage, score_version: str) -> bool:
+    """Whether ``score_version`` has rows in ``pair_scores`` (what a reader may switch to)."""
+    table = storage.query_arrow(
+        f"SELECT count() AS n FROM (SELECT 1 FROM {storage.table('pair_scores')} "
+        f"WHERE score_version = {{v:String}} LIMIT 1)", {"v": score_version})
+    return bool(table.num_rows and table.column("n")[0].as_py())
+
+
 def new_score_version(model_version: str, now: float | None = None) -> str:
     now = time.time() if now is None else now
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}"

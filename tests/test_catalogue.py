@@ -1,0 +1,34 @@
+"""The catalogue follows the compacted ``items`` topic: upserts, tombstones, bad messages."""
+
+from __future__ import annotations
+
+import orjson
+
+from streams.catalogue import Catalogue
+from streams.storage.items import products
+
+
+def _item(item_id: str, category: str) -> bytes:
+    return orjson.dumps({"item_id": item_id, "category": category, "title": f"{item_id} title"})
+
+
+def test_tombstones_delete_and_bad_messages_lose_nothing_else(storage):
+    """An empty value is how a compacted topic deletes a key: once it crashed the agent and
+    the rest of its batch was lost. Now the item leaves the table and pairing; the batch's
+    other messages, before and after it, are applied in order."""
+    catalogue = Catalogue()
+    outcome = catalogue.apply(storage, [
+        (b"a", _item("a", "shoes")), (b"b", _item("b", "bags")), (b"c", _item("c", "hats")),
+        (b"a", None),                      # delete a
+        (b"b", b""),                       # delete b (empty, not null)
+        (b"b", _item("b", "belts")),       # ... and b comes back later in the same batch
+        (None, None), (b"\xff", None),     # tombstones naming no valid item
+        (b"x", b"{not json"), (b"y", b'{"item_id": "y"}'),
+        (b"d", _item("d", "socks")),
+    ])
+    assert outcome == {"upserted": 5, "deleted": 2, "invalid": 4}
+    assert dict(catalogue) == {"b": "belts", "c": "hats", "d": "socks"}
+    rows = products(storage, ["a", "b", "c", "d"])
+    assert {k: v["category"] for k, v in rows.items()} == {"b": "belts", "c": "hats", "d": "socks"}
+    reloaded = Catalogue().load(storage)  # a restarted worker sees the same catalogue
+    assert dict(reloaded) == dict(catalogue)
