@@ -90,8 +90,12 @@ def cmd_bench(args) -> int:
 
         result = bench_score.run(args)
     elif args.what == "quality":
+        from .benchmarks import amazon
         from .benchmarks import quality as bench_quality
 
+        if args.dataset == "amazon-magazine" and not amazon.available():
+            print(f"skipped: the Amazon Magazine files are not in {amazon.DEFAULT_DIR}", file=sys.stderr)
+            return 0
         result = bench_quality.run(args)
     elif args.what == "serve":
         from .benchmarks import serve as bench_serve
@@ -400,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=101, help="quality: marketplace seed")
     p.add_argument("--long-tail", type=int, default=3000, help="quality: long-tail pairs asked of the lookup")
     p.add_argument("--cross-budget", type=float, default=60.0, help="quality: cross-encoder seconds at publish")
+    p.add_argument("--dataset", choices=["marketplace", "amazon-magazine"], default="marketplace",
+                   help="quality: the bestseller marketplace generator, or Amazon Magazine reviews as "
+                        "sessions with also_buy as truth (read from ../shared/data; skipped if absent)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
     p.set_defaults(func=cmd_bench)

@@ -154,6 +154,11 @@ class Settings:
         120.0, "Time the cross-encoder may spend per publish (best partners first).")
     score_versions_kept: int = setting(3, "Complete score versions kept for rollback.")
     onnx_threads: int = setting(0, "ONNX Runtime intra-op threads (0 = its default).")
+    on_offset_reset: str = setting(
+        "auto", "A click checkpoint outside its partition's log (topic recreated, broker "
+        "storage lost): fail (pause the partition, not ready) or rewind (start it over from the "
+        "log's first message); auto = rewind with the embedded broker (memory storage: every "
+        "restart of it is a new log), fail with an external Kafka.")
     lookup_max_pairs: int = setting(1000, "Most pairs one POST /v1/pair-scores may ask for.")
     lookup_max_body_bytes: int = setting(
         4 << 20, "Largest lookup request body (4 MiB fits 1000 pairs of 128-char ids even "
@@ -166,6 +171,15 @@ class Settings:
         "set 0.0.0.0 (docker-compose.yaml does).")
 
     # ---------------------------------------------------------------------------------
+    @property
+    def offset_reset_policy(self) -> str:
+        policy = self.on_offset_reset
+        if policy == "auto":
+            return "rewind" if self.embedded_kafka else "fail"
+        if policy not in ("fail", "rewind"):
+            raise ValueError(f"on_offset_reset must be auto, fail or rewind, not {policy!r}")
+        return policy
+
     @property
     def embedded_kafka(self) -> bool:
         return not self.kafka_bootstrap

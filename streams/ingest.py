@@ -90,6 +90,7 @@ class OpenBatch:
     parts: list  # PairIncrements of each fetch that joined
     exact: bool  # an intent rebuilt after a crash: its range is fixed, nothing joins it
     user_items: list = field(default_factory=list)  # user_item_days tables of each fetch
+    first_stamp: int = 0  # Kafka timestamp of the batch's first message: part of its token
 
 
 @dataclass
@@ -140,6 +141,7 @@ class ClickIngest:
         self.on_batch = on_batch
         self.clock = clock
         self.partitions: dict[int, PartitionState] = {}
+        self.resets: dict[int, str] = {}  # paused partitions whose checkpoint is outside the log
         self.router = TierRouter(settings, storage)
         self._consumer = None
         self._producer = None
@@ -169,6 +171,7 @@ class ClickIngest:
                     await ingest.drain()
                     for tp in revoked:
                         ingest.partitions.pop(tp.partition, None)
+                        ingest.resets.pop(tp.partition, None)
 
             async def on_partitions_assigned(self, assigned):
                 for tp in assigned:
@@ -288,13 +291,64 @@ class ClickIngest:
         position = version
         state = PartitionState(sessionizer, position, intents={int(a): int(b) for a, b in intents})
         state.replay_end = state.intents.get(position)
-        self.partitions[p] = state
+        repositioned = await self._offset_reset(tp, state)  # before the state is visible:
+        self.partitions[p] = state  # no await from here to the seek, or a fetch could slip in
+        if repositioned:
+            return
         if position > 0:
             self._consumer.seek(tp, position)
         else:
             await self._consumer.seek_to_beginning(tp)
         log.info("partition %d restored: %d users, position %d, replay to %s",
                  p, sessionizer.num_users, position, state.replay_end)
+
+    async def _offset_reset(self, tp, state: PartitionState) -> bool:
+        """Whether the restored position lies outside the partition's log, handled by
+        ``on_offset_reset`` (True: the partition is paused or already repositioned).
+
+        Beyond the end: the topic was recreated or the broker lost its log (the embedded
+        broker keeps topics in memory, so every restart of it does this). Before the start:
+        retention deleted messages nobody processed. Either way seeking to the checkpoint
+        would wait forever, or silently skip, so it is said loudly (log, metric
+        ``pairstream_offset_resets_total``, ``/readyz`` not ready via ``resets``) and then:
+        ``fail`` pauses the partition until someone decides; ``rewind`` starts the
+        partition over from the log's first message: beyond the end the old log's sessions and
+        intents are dropped (they describe messages that no longer exist; batch tokens carry
+        the first message's timestamp, so the new log's batches never collide with the old
+        ones'); before the start, the lost range is skipped and counted."""
+        first = (await self._consumer.beginning_offsets([tp]))[tp]
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        if first <= state.position <= end:
+            return False
+        where = "beyond the end" if state.position > end else "before the start"
+        detail = (f"partition {tp.partition}: checkpoint at offset {state.position} is {where} "
+                  f"of the log [{first}, {end})")
+        policy = self.settings.offset_reset_policy
+        metrics.OFFSET_RESETS.labels(policy=policy).inc()
+        log.error("offset reset detected, %s; policy %s", detail, policy)
+        if policy == "fail":
+            self.resets[tp.partition] = detail + " (paused: PAIRSTREAM_ON_OFFSET_RESET=fail)"
+            self._consumer.pause(tp)
+            return True
+        return await self._rewind(tp, state, first, end)
+
+    async def _rewind(self, tp, state: PartitionState, first: int, end: int) -> bool:
+        if state.position > end:  # a new log: its history starts empty
+            params = {"topic": self.topic, "p": tp.partition}
+            for table in ("user_sessions", "ingest_batches"):
+                await self._with_retry(lambda table=table: self.storage.command(
+                    f"DELETE FROM {self.storage.table(table)} "
+                    "WHERE topic = {topic:String} AND partition = {p:UInt32}", params))
+            state.sessionizer = Sessionizer(
+                self.catalogue, self.settings.session_window_s, self.settings.history_size)
+            state.intents, state.replay_end = {}, None
+        else:
+            metrics.OFFSET_RESET_SKIPPED.inc(first - state.position)
+        state.intents, state.replay_end = {}, None  # their messages are gone
+        state.position = first
+        self._consumer.seek(tp, first)
+        log.warning("partition %d rewound to offset %d", tp.partition, first)
+        return True
 
     # --- the batch -----------------------------------------------------------------------
     def _tps(self):
@@ -382,7 +436,8 @@ class ClickIngest:
         if state.intents:  # the next batch of a chain that a crash interrupted
             state.replay_end = state.intents.pop(end, None)
         if batch is None:
-            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact, [visits])
+            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact, [visits],
+                                                 int(messages[0].timestamp or 0))
         else:
             batch.end = end
             batch.parts.append(increments)
@@ -397,7 +452,8 @@ class ClickIngest:
             table = state.sessionizer.to_arrow(increments) if len(increments) else None
             if table is not None:
                 self._unrouted.setdefault(p, []).append(increments.keys)
-            tables.append((batch.tp, batch.start, batch.end, table, merge_user_item_days(batch.user_items)))
+            tables.append((batch.tp, batch.start, batch.end, table, merge_user_item_days(batch.user_items),
+                           batch.first_stamp))
         checkpoint = self._take_checkpoint() if due else None
         dlq, events, event_times = self._open_dlq, self._open_events, self._open_times
         self._open, self._open_dlq, self._open_events, self._open_times = {}, [], 0, []
@@ -491,8 +547,10 @@ class ClickIngest:
             "created_at": timestamp_array([now] * len(tables)),
         }))
         written = 0
-        for tp, start, end, table, visits in tables:
-            token = f"{topic}:{tp.partition}:{start}:{end}"
+        for tp, start, end, table, visits, first_stamp in tables:
+            # the first message's Kafka timestamp tells a rewound or recreated log's batch from
+            # the old one at the same offsets; a replay reads the same message, so same token
+            token = f"{topic}:{tp.partition}:{start}:{end}:{first_stamp}"
             if table is not None:
                 st.insert_arrow("pair_counts", table, dedup_token=token)
                 written += table.num_rows

@@ -56,5 +56,10 @@ LOOKUP_SECONDS = Histogram("pairstream_lookup_seconds", "Lookup API latency by e
                            ["endpoint"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1))
 LOOKUP_PAIRS = Counter("pairstream_lookup_pairs_total", "Pairs answered by the lookup API, by "
                        "where the score came from.", ["source"])
+OFFSET_RESETS = Counter("pairstream_offset_resets_total", "Restored click checkpoints found outside "
+                        "their partition's log (topic recreated, broker storage lost, retention), by "
+                        "the policy applied.", ["policy"])
+OFFSET_RESET_SKIPPED = Counter("pairstream_offset_reset_skipped_messages_total", "Messages deleted by "
+                               "retention before they were processed (rewind past the log start).")
 MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome.",
                         ["outcome"])

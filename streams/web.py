@@ -66,6 +66,9 @@ def broker_check(bootstrap: str) -> Check:
 def assignment_check(runtime) -> Check:
     async def check():
         held = sorted(runtime.ingest.partitions) if runtime.ingest else []
+        resets = getattr(runtime.ingest, "resets", None) or {}
+        if resets:  # paused by on_offset_reset=fail: held, but not consuming
+            return False, "; ".join(resets[p] for p in sorted(resets))
         return bool(held), f"click partitions {held}"
     return check
 

@@ -98,7 +98,7 @@ def test_counts_exact_and_bad_events_dead_lettered(settings, storage, broker):
     for msg in dead:
         headers = dict(msg.headers)
         assert msg.value in BAD  # the original bytes, untouched
-        assert headers["reason"].decode() in ("bad_json", "missing_field", "bad_type", "future_ts", "too_large")
+        assert headers["reason"].decode() in ("bad_json", "missing_field", "bad_type", "bad_ts", "too_large")
         assert int(headers["source_offset"]) >= 0 and headers["source_topic"].decode() == settings.topic_clicks
     # every tier crossing was routed exactly once per pair and tier
     routed = KafkaConsumer(settings.topic_pairs_to_score, bootstrap_servers=broker.bootstrap,
@@ -147,6 +147,42 @@ def test_poison_pills_are_dead_lettered_and_the_clicks_behind_them_counted(setti
     reasons = sorted(dict(m.headers)["reason"].decode() for m in dlq)
     dlq.close()
     assert reasons == ["bad_json", "bad_ts", "bad_ts"]
+
+
+def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, storage, broker):
+    """The embedded broker keeps topics in memory, so restarting it gives a log whose end is
+    below the restored checkpoints. Once the ingest seeked there and waited forever (silent
+    loss, lag zero). Now ``fail`` pauses the partitions and says why (``/readyz`` not ready),
+    ``rewind`` starts them over and counts the new log exactly, next to the old counts."""
+    from streams.embedded.broker import EmbeddedBroker
+    from streams.web import assignment_check
+
+    items, clicks = generate(300, 40, 4000, seed=21)
+    categories = {item.item_id: item.category for item in items}
+    catalogue = _catalogue(storage, items)
+    ensure_topics(broker.bootstrap, settings)
+    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
+    first = ClickIngest(settings, broker.bootstrap, storage, catalogue)
+    assert asyncio.run(_run_until([first], len(clicks))) == len(clicks)
+    old = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories)
+
+    later = clicks[:300]  # the new log: far fewer messages than the checkpoints' offsets
+    with EmbeddedBroker() as restarted:
+        ensure_topics(restarted.bootstrap, settings)
+        _produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
+
+        paused = ClickIngest(settings.replace(on_offset_reset="fail"), restarted.bootstrap, storage, catalogue)
+        asyncio.run(_run_until([paused], timeout=8, total=1))
+        assert paused.totals["events"] == 0 and len(paused.resets) == settings.topic_partitions
+        assert "beyond the end" in next(iter(paused.resets.values()))
+        ready, detail = asyncio.run(assignment_check(type("R", (), {"ingest": paused})())())
+        assert not ready and "PAIRSTREAM_ON_OFFSET_RESET=fail" in detail
+        assert _table_counts(storage) == dict(old)  # nothing written while paused
+
+        rewound = ClickIngest(settings.replace(on_offset_reset="rewind"), restarted.bootstrap, storage, catalogue)
+        assert asyncio.run(_run_until([rewound], len(later))) == len(later)
+    new = reference_counts([(c.user_id, c.item_id, c.ts) for c in later], categories)
+    assert _table_counts(storage) == dict(old + new)
 
 
 class SimulatedCrash(Exception):

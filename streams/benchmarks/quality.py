@@ -101,10 +101,25 @@ def _long_tail(settings, storage, published_pairs: set, sample: int, seed: int) 
     return pairs[:sample]
 
 
+def _dataset(args):
+    """(items, clicks, compatible(a, b), description) of the chosen dataset. The truth is a
+    closure the evaluation step alone calls."""
+    if args.dataset == "amazon-magazine":
+        from . import amazon
+
+        items, clicks, truth = amazon.load()
+        return items, clicks, lambda a, b: (min(a, b), max(a, b)) in truth, (
+            f"amazon magazine reviews as sessions, truth also_buy ({len(truth)} pairs)")
+    from .. import marketplace
+
+    items, clicks, truth = marketplace.generate(args.items, args.users, args.events, seed=args.seed)
+    return items, clicks, lambda a, b: marketplace.truth_compatible(truth[a], truth[b]), (
+        f"bestseller marketplace (seed {args.seed})")
+
+
 def run(args) -> dict:
     from training.pipeline import run as run_distillation
 
-    from .. import marketplace
     from ..cli import distill_config
     from ..config import Settings
     from ..embedded.broker import EmbeddedBroker
@@ -124,8 +139,8 @@ def run(args) -> dict:
         storage = ChdbStorage(f"{tmp}/chdb", "quality")
         migrate(storage)
         ensure_topics(broker.bootstrap, settings)
-        items, clicks, truth = marketplace.generate(args.items, args.users, args.events, seed=args.seed)
-        print(f"marketplace: {len(items)} items, {len(clicks)} clicks (seed {args.seed})")
+        items, clicks, compatible, source = _dataset(args)
+        print(f"{source}: {len(items)} items, {len(clicks)} clicks")
 
         t = time.time()
         streamed = _stream(settings, broker, storage, items, clicks)
@@ -158,21 +173,21 @@ def run(args) -> dict:
         ids, ev = published.ids, published.evidence
         pairs = [(ids[x], ids[y]) for x, y in zip(published.a.tolist(), published.b.tolist())]
         frequent = ev["count"] >= settings.tier_low
-        y = np.array([marketplace.truth_compatible(truth[a], truth[b]) for a, b in pairs])[frequent]
+        y_all = np.array([compatible(a, b) for a, b in pairs], bool)
+        y = y_all[frequent]
         label_of = {(r["item_a"], r["item_b"]): (r["score"], r["source"]) for r in effective_labels(storage)}
         with_label = [k for k, p in enumerate(pairs) if frequent[k] and p in label_of]
-        y_all = np.array([marketplace.truth_compatible(truth[a], truth[b]) for a, b in pairs])
         tail = _long_tail(settings, storage, set(pairs), args.long_tail, args.seed)
         serving = Serving(storage, settings)
         serving.current = serving.build()
         answers = asyncio.run(serving.score_pairs(tail))["results"]
         tail_scored = [(p, r["score"]) for p, r in zip(tail, answers) if r["score"] is not None]
-        y_tail = [marketplace.truth_compatible(truth[a], truth[b]) for (a, b), _ in tail_scored]
+        y_tail = [compatible(a, b) for (a, b), _ in tail_scored]
         steps["evaluate"] = time.time() - t
         storage.close()
 
     out = {
-        "generator": "marketplace", "seed": args.seed, "items": len(items), "events": len(clicks),
+        "dataset": args.dataset, "source": source, "items": len(items), "events": len(clicks),
         "backend": labelled["backend"], "labels": labelled["labels"],
         "frequent_pairs": int(frequent.sum()), "frequent_positive_rate": round(float(y.mean()), 4),
         "auc_published": roc_auc(y, published.score[frequent]),
