@@ -28,6 +28,15 @@ def test_parameters_are_bound_not_interpolated(storage):
         check_identifier("pair_counts; DROP")
 
 
+def test_string_parameters_round_trip_whatever_they_contain(storage):
+    """Ids are any 1..128-char strings: backslash sequences, newlines, tabs, NULs. chDB reads
+    parameters in ClickHouse's escaped format, so ``a\\nb`` once matched nothing (it arrived
+    as a newline) and a real newline was an error (``labels show`` crashed on such an id)."""
+    for value in ("a\\nb", "x\ny", "tab\there", "back\\\\slash", "nul\0x", "cr\rx", "é\\t'\""):
+        assert storage.query_value("SELECT {v:String}", {"v": value}) == value, repr(value)
+        assert storage.query_value("SELECT {v:Array(String)}", {"v": [value, "b"]}) == [value, "b"]
+
+
 def test_bulk_insert_and_dedup_token(storage):
     n = 50_000
     table = pa.table({

@@ -44,10 +44,17 @@ def _release_session(path: str) -> None:
             _sessions[path] = (sess, refs - 1)
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"})
+
+
 def _param_text(value: Any) -> Any:
-    """chDB takes query parameters as text: arrays need ClickHouse's literal syntax."""
+    """chDB takes query parameters as text in ClickHouse's *escaped* format: a string's
+    backslashes, tabs and newlines must be escaped (else ``a\\nb`` arrives as a newline and a
+    real newline is an error), arrays need ClickHouse's literal syntax."""
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
     return value
 
 
