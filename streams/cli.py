@@ -487,18 +487,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="override PAIRSTREAM_DATA_DIR")
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("list", help="effective labels, newest first")
-    a.add_argument("--source", choices=["default", "llm", "heuristic", "manual"])
+    a.add_argument("--source", choices=["default", "behaviour", "llm", "heuristic", "manual"])
     a.add_argument("--tier", choices=["low", "medium", "high"])
     a.add_argument("--limit", type=int, default=20)
     a.add_argument("--json", action="store_true", help="JSON lines")
     a = actions.add_parser("show", help="every label of one pair, with per-dimension reasons")
     a.add_argument("item_a")
     a.add_argument("item_b")
-    a = actions.add_parser("set", help="override a pair's label (source manual)")
+    a = actions.add_parser("set", help="override a pair's label (source manual): the gold set")
     a.add_argument("item_a")
     a.add_argument("item_b")
     a.add_argument("score", type=float, help="1..10")
+    a.add_argument("--dims", help="per-dimension gold scores too, e.g. category=8,colour=3")
     a.add_argument("--reason", default="", help="why (kept with the label)")
+    a = actions.add_parser("quality", help="each label source, the model and the published score "
+                                           "against the manual labels: MAE, accuracy, Cohen's kappa")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("review", help="unreviewed pairs where label, model and behaviour "
+                                          "disagree, highest impact (spread x ln(1+co-clicks)) first")
+    a.add_argument("--limit", type=int, default=20)
+    a.add_argument("--json", action="store_true", help="JSON lines")
     p.set_defaults(func=cmd_labels)
     return parser
 

@@ -7,6 +7,7 @@ import sys
 
 from .config import Settings
 from .storage import open_storage
+from .label_quality import gold_report, review_queue
 from .storage.labels import LabelRow, effective_labels, write_labels
 
 
@@ -36,6 +37,21 @@ def run(settings: Settings, args) -> int:
             if not rows:
                 print("no labels", file=sys.stderr)
             return 0
+        if args.action == "quality":
+            return _print_quality(gold_report(storage), args.json)
+        if args.action == "review":
+            queue = review_queue(storage, args.limit)
+            for entry in queue:
+                if args.json:
+                    print(json.dumps(entry))
+                else:
+                    opinions = ", ".join(f"{k} {v:.1f}" for k, v in entry["opinions"].items())
+                    print(f"{entry['impact']:7.2f}  {entry['item_a']} | {entry['item_b']}  tier "
+                          f"{entry['tier'] or '-'} ({entry['seed_review']}), {entry['count']} co-clicks: "
+                          f"{opinions}")
+            if not queue:
+                print("nothing to review: no unreviewed pair has two opinions", file=sys.stderr)
+            return 0
         a, b = _pair(args.item_a, args.item_b)
         if args.action == "show":
             table = storage.query_arrow(
@@ -60,9 +76,42 @@ def run(settings: Settings, args) -> int:
             return 0
         if not 1 <= args.score <= 10:
             raise SystemExit("score must be within 1..10")
+        dims = _dims(args.dims)
         write_labels(storage, [LabelRow(a, b, args.score, "manual", "manual", "none", "", "",
+                                        dim_scores=dims,
                                         dim_reasons={"all": args.reason or "manual override"})])
         print(f"{a} | {b}: manual label {args.score:g} written; it wins over other sources")
         return 0
     finally:
         storage.close()
+
+
+def _dims(text: str | None) -> dict[str, float]:
+    """``category=8,colour=3`` -> per-dimension gold scores (1..10)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (text or "").split(",")):
+        name, _, value = part.partition("=")
+        try:
+            score = float(value)
+        except ValueError:
+            raise SystemExit(f"--dims wants name=score pairs, not {part!r}") from None
+        if not name.strip() or not 1 <= score <= 10:
+            raise SystemExit(f"--dims wants name=score with score within 1..10, not {part!r}")
+        out[name.strip()] = score
+    return out
+
+
+def _print_quality(report: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(report))
+        return 0
+    if not report["gold_pairs"]:
+        print("no gold set yet: label pairs by hand with `pairstream labels set A B SCORE`", file=sys.stderr)
+        return 0
+    print(f"against {report['gold_pairs']} manual labels (goes together = score >= {report['compatible_at']}):")
+    print(f"{'source':20} {'n':>5} {'MAE':>6} {'accuracy':>9} {'kappa':>6}")
+    for source, entry in report["sources"].items():
+        print(f"{source:20} {entry['n']:>5} {entry['mae']:>6.2f} {entry['accuracy']:>9.3f} {entry['kappa']:>6.3f}")
+        for dim, d in entry["dimensions"].items():
+            print(f"  {dim:18} {d['n']:>5} {d['mae']:>6.2f} {d['accuracy']:>9.3f} {d['kappa']:>6.3f}")
+    return 0

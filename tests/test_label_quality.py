@@ -1,0 +1,63 @@
+"""The label quality loop: sources against the manual gold set, and the review queue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from models.runtime import Students
+from streams.label_quality import cohen_kappa, gold_report, review_queue
+from streams.publish import publish
+from streams.storage.labels import LabelRow, write_labels
+
+from student_fixtures import seed_pairs, tiny_students
+
+
+def test_cohen_kappa_matches_the_textbook_example():
+    # 50 items: both yes 20, a yes b no 5, a no b yes 10, both no 15 -> kappa 0.4
+    a = [True] * 20 + [True] * 5 + [False] * 10 + [False] * 15
+    b = [True] * 20 + [False] * 5 + [True] * 10 + [False] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa([True, False], [True, False]) == 1.0
+
+
+def test_gold_report_and_review_queue(storage, settings, tmp_path):
+    data = seed_pairs(storage)
+    students = tiny_students(storage, tmp_path, seed=0)
+    publish(storage, settings, Students(students["version"], students["artifacts"]), progress=False)
+    frequent = sorted(p for p, c in zip(data["pairs"], data["counts"]) if c >= 3 and p != data["manual"])
+    gold, rest = frequent[:8], frequent[8:14]
+    truth = [9, 9, 8, 2, 2, 1, 1, 1]  # people said: three go together, five do not
+    llm = [8, 3, 9, 2, 1, 6, 1, 2]   # the LLM agrees on 6 of 8
+    write_labels(storage, [LabelRow(a, b, s, "medium", "manual", "manual", "", "",
+                                    dim_scores={"category": s}) for (a, b), s in zip(gold, truth)])
+    write_labels(storage, [LabelRow(a, b, s, "medium", "llm", "openai", "m", "v1",
+                                    dim_scores={"category": s, "colour": 5.0}) for (a, b), s in zip(gold, llm)])
+    write_labels(storage, [LabelRow(a, b, 10.0, "medium", "heuristic", "heuristic", "", "v1")
+                           for a, b in gold[:4] + rest])
+
+    report = gold_report(storage)
+    assert report["gold_pairs"] == 9  # the eight above and seed_pairs' own manual label
+    llm_entry = report["sources"]["llm"]
+    g = [s >= 5.5 for s in truth]
+    o = [s >= 5.5 for s in llm]
+    assert llm_entry["n"] == 8 and llm_entry["accuracy"] == pytest.approx(6 / 8, abs=1e-3)
+    assert llm_entry["kappa"] == pytest.approx(cohen_kappa(g, o), abs=1e-3)
+    assert llm_entry["mae"] == pytest.approx(sum(abs(x - y) for x, y in zip(truth, llm)) / 8, abs=1e-3)
+    assert llm_entry["dimensions"]["category"]["n"] == 8 and "colour" not in llm_entry["dimensions"]
+    assert report["sources"]["heuristic"]["n"] == 4 and report["sources"]["heuristic"]["kappa"] < 0.5
+    for published_source in ("published", "model", "behaviour_evidence"):
+        assert report["sources"][published_source]["n"] == 9  # every gold pair is published
+
+    queue = review_queue(storage, limit=50)
+    reviewed = set(gold) | {data["manual"]}
+    assert queue and not {(e["item_a"], e["item_b"]) for e in queue} & reviewed  # gold is done
+    assert {(e["item_a"], e["item_b"]) for e in queue} >= set(rest)
+    assert [e["impact"] for e in queue] == sorted((e["impact"] for e in queue), reverse=True)
+    for entry in queue:
+        spread = max(entry["opinions"].values()) - min(entry["opinions"].values())
+        assert entry["spread"] == pytest.approx(spread, abs=0.02)
+        want = {"medium": "LLM, then manual check", "low": "few-shot LLM"}[entry["tier"]]
+        assert entry["seed_review"] == want  # what the seed asks people to do per tier
+    json.dumps(queue)  # what `labels review --json` prints
