@@ -211,7 +211,9 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
                           "partitions": assignment_check(runtime)}
                 web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes)
                 add_routes(web_app, runtime.serving, settings)
-                self.runner = await serve(web_app, settings.web_port, settings.web_host)
+                self.runner = await serve(web_app, settings.web_port, settings.web_host,
+                                         settings.web_max_connections, settings.web_header_timeout_s,
+                                         settings.web_keepalive_s)
                 log.info("web endpoints on :%d", settings.web_port)
 
             async def on_stop(self) -> None:

@@ -166,6 +166,13 @@ class Settings:
     api_token: str = setting(
         "", "Bearer token the lookup API requires (Authorization: Bearer ...); empty = open. "
         "Read from env, never stored. /healthz, /readyz and /metrics stay open.")
+    web_max_connections: int = setting(
+        512, "Open connections the web server accepts; more are closed at once (keep it under "
+        "the open-file limit, which the worker shares with ClickHouse and Kafka sockets).")
+    web_header_timeout_s: float = setting(
+        10.0, "A request head (and a lookup body) must arrive within this, else the connection "
+        "closes: slow clients cannot pile up.")
+    web_keepalive_s: float = setting(15.0, "Idle keep-alive connections close after this.")
     web_host: str = setting(
         "127.0.0.1", "Address the worker's web server binds: loopback by default; containers "
         "set 0.0.0.0 (docker-compose.yaml does).")

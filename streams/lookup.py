@@ -213,9 +213,13 @@ def add_routes(app: web.Application, serving: Serving, settings: Settings) -> No
     async def pair_scores(request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
-            pairs = parse_pairs(await request.read(), settings.lookup_max_pairs)
+            body = await asyncio.wait_for(request.read(), settings.web_header_timeout_s)
+            pairs = parse_pairs(body, settings.lookup_max_pairs)
         except BadRequest as exc:
             return _error(exc)
+        except asyncio.TimeoutError:
+            return web.json_response({"error": f"request body not received within "
+                                               f"{settings.web_header_timeout_s:g}s"}, status=408)
         answer = await serving.score_pairs(pairs)
         metrics.LOOKUP_SECONDS.labels(endpoint="pair_scores").observe(time.perf_counter() - started)
         return web.Response(body=orjson.dumps(answer), content_type="application/json")

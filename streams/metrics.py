@@ -61,5 +61,10 @@ OFFSET_RESETS = Counter("pairstream_offset_resets_total", "Restored click checkp
                         "the policy applied.", ["policy"])
 OFFSET_RESET_SKIPPED = Counter("pairstream_offset_reset_skipped_messages_total", "Messages deleted by "
                                "retention before they were processed (rewind past the log start).")
+WEB_CONNECTIONS = Gauge("pairstream_web_connections", "Open connections to the worker's web server.")
+WEB_CONNECTIONS_REFUSED = Counter("pairstream_web_connections_refused_total", "Connections closed at "
+                                  "once because web_max_connections were open.")
+WEB_SLOW_CLIENTS_CLOSED = Counter("pairstream_web_slow_clients_closed_total", "Connections closed "
+                                  "because their request head did not arrive within web_header_timeout_s.")
 MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome.",
                         ["outcome"])

@@ -73,8 +73,13 @@ def assignment_check(runtime) -> Check:
     return check
 
 
-async def serve(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+async def serve(app: web.Application, port: int, host: str = "127.0.0.1", max_connections: int = 512,
+                header_timeout_s: float = 10.0, keepalive_s: float = 15.0) -> web.AppRunner:
+    """Start ``app`` guarded against slow and greedy clients (``streams.web_guard``)."""
+    from .web_guard import GuardedAppRunner
+
+    runner = GuardedAppRunner(app, max_connections, header_timeout_s, access_log=None,
+                              keepalive_timeout=keepalive_s)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -67,3 +67,46 @@ def test_not_ready_without_partitions_or_clickhouse(storage, broker):
     status, body = _get_all(app, ["/readyz"])["/readyz"]
     assert status == 503
     assert '"kafka": {"ok": true' in body and '"clickhouse": {"ok": false' in body
+
+
+def test_slow_and_surplus_connections_cannot_take_the_server_down():
+    """Once 1,700 half-sent requests stayed open for good and ~1,000 idle connections
+    exhausted the file limit. Now: past ``max_connections`` new ones are closed at once, a
+    head that does not arrive within the deadline closes its connection, and the server
+    keeps answering."""
+    async def go():
+        port = _free_port()
+        runner = await serve(build_app({}), port, "127.0.0.1", max_connections=40,
+                             header_timeout_s=0.5, keepalive_s=1.0)
+        refused_before = metrics.WEB_CONNECTIONS_REFUSED._value.get()
+        slow_before = metrics.WEB_SLOW_CLIENTS_CLOSED._value.get()
+        try:
+            held = []
+            for k in range(200):  # 200 connections: 40 get in, half of them dribbling a head
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                if k % 2:
+                    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+                held.append((reader, writer))
+            await asyncio.sleep(0.2)
+            refused = metrics.WEB_CONNECTIONS_REFUSED._value.get() - refused_before
+            closed = 0  # the surplus ones read EOF straight away
+            for reader, _ in held:
+                try:
+                    if await asyncio.wait_for(reader.read(1), 0.01) == b"":
+                        closed += 1
+                except asyncio.TimeoutError:
+                    pass
+            await asyncio.sleep(0.8)  # past the head deadline: the 40 admitted are closed too
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    status = response.status
+            slow = metrics.WEB_SLOW_CLIENTS_CLOSED._value.get() - slow_before
+            for _, writer in held:
+                writer.close()
+            return refused, closed, slow, status, metrics.WEB_CONNECTIONS._value.get()
+        finally:
+            await runner.cleanup()
+
+    refused, closed, slow, status, open_now = asyncio.run(go())
+    assert refused == 160 and closed >= 160
+    assert slow == 40 and status == 200 and open_now <= 1
