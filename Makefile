@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench clean promtool
+.PHONY: setup demo test test-all bench clean test-tools
 
 setup: $(STAMP)
 
@@ -21,15 +21,21 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/pairstream demo
 
-# promtool checks deploy/prometheus/alerts.yml in the tests; Debian's prometheus package has it
-promtool:
-	@command -v promtool >/dev/null || apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
-		|| echo "promtool could not be installed: tests/test_alerts.py will skip its promtool check"
+# Debian packages the tests drive for real: prometheus (promtool checks and unit-tests the alert
+# rules; a real Prometheus scrapes a real worker for every dashboard panel) and chromium
+# (renders the worker's /status page). Without them those checks skip and say why.
+test-tools:
+	@command -v promtool >/dev/null || $(APT) prometheus >/dev/null 2>&1 \
+		|| echo "prometheus could not be installed: the promtool and scrape checks will skip"
+	@command -v chromium >/dev/null || $(APT) chromium >/dev/null 2>&1 \
+		|| echo "chromium could not be installed: the /status browser check will skip"
 
-test: setup promtool
+APT := apt-get install -y -q --no-install-recommends
+
+test: setup test-tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: setup promtool
+test-all: setup test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -21,12 +21,20 @@ import logging
 import faust
 from mode import Service
 
+from . import metrics
 from .catalogue import Catalogue
 from .config import Settings
 from .ingest import ClickIngest
+from .lag import STATUS_CODES, LagSampler
 from .storage import Storage
 
 log = logging.getLogger(__name__)
+
+
+# (table, time column) whose newest row is its freshness; pair_counts' is its newest batch
+FRESHNESS = (("ingest_batches", "created_at"), ("items", "updated_at"), ("pair_tiers", "routed_at"),
+             ("pair_labels", "labelled_at"), ("pair_stats", "computed_at"),
+             ("pair_scores", "scored_at"), ("training_runs", "updated_at"))
 
 
 class Runtime:
@@ -47,29 +55,27 @@ class Runtime:
         self.watcher = None  # streams.model_watch.ModelWatcher
         self.launcher = None  # streams.trainer.TrainingLauncher
         self._lag = None
+        self.lag_rows: list[dict] = []  # the newest lag table (status page)
+        metrics.initialise(settings.llm_backend)
 
     def sample_freshness(self) -> None:
         """Newest row time of the tables the re-ranker and the trainer read."""
-        from . import metrics
-
         st = self.storage
-        for table, column in (("ingest_batches", "created_at"), ("pair_labels", "labelled_at"),
-                              ("pair_scores", "scored_at")):
+        for table, column in FRESHNESS:
             value = st.query_value(f"SELECT toFloat64(max({column})) FROM {st.table(table)}")
             if value:
                 metrics.TABLE_NEWEST.labels(table="pair_counts" if table == "ingest_batches" else table).set(value)
 
     def sample_lag(self) -> None:
-        from . import metrics
-        from .lag import LagSampler
-
         if self._lag is None:
-            self._lag = LagSampler(self.bootstrap)
+            self._lag = LagSampler(self.bootstrap, self.settings.lag_warn_s)
         groups = [self.settings.app_id, f"{self.settings.app_id}-ingest"]
         self._lag.sample(groups)
-        for row in self._lag.table(10):
+        self.lag_rows = self._lag.table(10)
+        for row in self.lag_rows:
             labels = (row["group"], row["topic"], str(row["partition"]))
             metrics.CONSUMER_LAG.labels(*labels).set(row["lag"])
+            metrics.CONSUMER_LAG_STATUS.labels(*labels).set(STATUS_CODES[row["status"]])
             if row["lag_seconds"] is not None:
                 metrics.CONSUMER_LAG_SECONDS.labels(*labels).set(row["lag_seconds"])
 
@@ -96,6 +102,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         """Catalogue updates: validated, written to ClickHouse, then visible to pairing; an
         empty value (tombstone) deletes the item (``Catalogue.apply``)."""
         async for events in stream.take_events(1000, within=0.2):
+            metrics.EVENTS_IN.labels(stage="items").inc(len(events))
             runtime.catalogue.apply(storage, [(e.key, e.value) for e in events], settings.max_event_bytes)
 
     pairs_topic = app.topic(settings.topic_pairs_to_score, key_type=bytes, value_type=bytes,
@@ -110,6 +117,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         while runtime.labeller is None:
             await asyncio.sleep(0.05)
         async for events in stream.take_events(200, within=0.5):
+            metrics.EVENTS_IN.labels(stage="labelling").inc(len(events))
             report = await runtime.labeller.handle([(e.key, e.value) for e in events])
             runtime.last_label_report = report
             runtime.pairs_handled += len(events)
@@ -205,12 +213,14 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
 
             async def on_start(self) -> None:
                 from .lookup import add_routes
+                from .status_page import add_status_route
                 from .web import assignment_check, broker_check, build_app, serve, storage_check
 
                 checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                           "partitions": assignment_check(runtime)}
                 web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes)
                 add_routes(web_app, runtime.serving, settings)
+                add_status_route(web_app, runtime)
                 self.runner = await serve(web_app, settings.web_port, settings.web_host,
                                          settings.web_max_connections, settings.web_header_timeout_s,
                                          settings.web_keepalive_s)
@@ -228,9 +238,9 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
                 await asyncio.to_thread(runtime._lag.close)
                 runtime._lag = None
 
-    @app.timer(interval=10.0)
+    @app.timer(interval=settings.lag_sample_s)
     async def export_lag():
-        """Consumer lag of the worker's groups as Prometheus gauges (every 10 s)."""
+        """Consumer lag of the worker's groups and table freshness as Prometheus gauges."""
         await asyncio.to_thread(runtime.sample_lag)
         await asyncio.to_thread(runtime.sample_freshness)
 

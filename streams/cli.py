@@ -399,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=int, default=600, help="distill: labelled pairs")
     p.add_argument("--out", help="distill: keep artifacts and the report here")
     p.add_argument("--requests", type=int, default=2000, help="serve: lookup requests per size")
+    p.add_argument("--lookup-only", action="store_true",
+                   help="serve: only the lookup latency and mixed-load figures (tiny students: seconds)")
     p.add_argument("--items", type=int, default=3000, help="quality: marketplace items")
     p.add_argument("--users", type=int, default=8000, help="quality: marketplace users")
     p.add_argument("--seed", type=int, default=101, help="quality: marketplace seed")

@@ -159,6 +159,11 @@ class Settings:
         "storage lost): fail (pause the partition, not ready) or rewind (start it over from the "
         "log's first message); auto = rewind with the embedded broker (memory storage: every "
         "restart of it is a new log), fail with an external Kafka.")
+    lag_sample_s: float = setting(
+        10.0, "How often the worker samples its consumer lag and table freshness (metrics).")
+    lag_warn_s: float = setting(
+        300.0, "A partition whose oldest unconsumed message is older than this is WARN even "
+        "where Burrow's rules say OK.")
     lookup_max_pairs: int = setting(1000, "Most pairs one POST /v1/pair-scores may ask for.")
     lookup_max_body_bytes: int = setting(
         4 << 20, "Largest lookup request body (4 MiB fits 1000 pairs of 128-char ids even "

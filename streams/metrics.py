@@ -37,8 +37,13 @@ LABEL_SKIPS = Counter(
 CONSUMER_LAG = Gauge("pairstream_consumer_lag_messages", "End offset minus committed offset.",
                      ["group", "topic", "partition"])
 CONSUMER_LAG_SECONDS = Gauge("pairstream_consumer_lag_seconds",
-                             "Lag divided by the recent consume rate (an estimate).",
+                             "Age of the oldest unconsumed message (broker timestamp); 0 when "
+                             "caught up.",
                              ["group", "topic", "partition"])
+CONSUMER_LAG_STATUS = Gauge("pairstream_consumer_lag_status",
+                            "Burrow's status plus the age threshold (PAIRSTREAM_LAG_WARN_S): "
+                            "0 OK, 1 WARN, 2 STALL, 3 STOP, 4 REWIND.",
+                            ["group", "topic", "partition"])
 TABLE_NEWEST = Gauge("pairstream_table_newest_row_timestamp_seconds",
                      "Time of the newest row of a table (freshness).", ["table"])
 TRAINING_RUNS = Counter("pairstream_training_runs_total", "Training runs by outcome.", ["status"])
@@ -68,3 +73,29 @@ WEB_SLOW_CLIENTS_CLOSED = Counter("pairstream_web_slow_clients_closed_total", "C
                                   "because their request head did not arrive within web_header_timeout_s.")
 MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome.",
                         ["outcome"])
+
+
+# every stage that consumes a topic counts its events under one of these
+STAGES = ("ingest", "items", "labelling", "model_updates", "training_jobs")
+
+
+def initialise(llm_backend: str) -> None:
+    """Create the series whose labels are known at start, at zero: Prometheus queries (and the
+    dashboard) then see "0 so far" instead of "no data", and rate() has a first point."""
+    from models import telemetry
+
+    for stage in STAGES:
+        EVENTS_IN.labels(stage=stage)
+    for endpoint in ("pair_scores", "partners"):
+        LOOKUP_SECONDS.labels(endpoint=endpoint)
+    for source in ("table", "computed", "unknown_item", "no_model"):
+        LOOKUP_PAIRS.labels(source=source)
+    for status in ("succeeded", "failed"):
+        TRAINING_RUNS.labels(status=status)
+    for outcome in ("ok", "failed", "rejected"):
+        MODEL_RELOADS.labels(outcome=outcome)
+    for outcome in ("ok", "error", "unparsed"):
+        telemetry.LLM_CALLS.labels(backend=llm_backend, outcome=outcome)
+    telemetry.LLM_SECONDS.labels(backend=llm_backend)
+    telemetry.LLM_CIRCUIT_OPEN.labels(backend=llm_backend).set(0)
+    telemetry.LLM_QUEUE.labels(backend=llm_backend)

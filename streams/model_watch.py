@@ -51,6 +51,7 @@ class ModelWatcher:
             except ConsumerStoppedError:
                 return
             for messages in batches.values():
+                metrics.EVENTS_IN.labels(stage="model_updates").inc(len(messages))
                 for message in messages:
                     await self.handle(message.value)
 

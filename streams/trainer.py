@@ -225,6 +225,7 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
     try:
         while True:
             for message in (m for ms in consumer.poll(timeout_ms=1000).values() for m in ms):
+                metrics.EVENTS_IN.labels(stage="training_jobs").inc()
                 job = _parse_job(message.value)
                 if job is None:  # not a job: say so and keep serving the ones that are
                     log.error("training-jobs %d:%d is not a job message, skipped: %r",

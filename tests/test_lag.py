@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -30,8 +32,9 @@ def test_lag_of_a_consumer_known_to_be_behind(settings, broker):
     ensure_topics(broker.bootstrap, settings)
     topic, group = settings.topic_clicks, f"{settings.app_id}-behind"
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+    sent_at = time.time() - 1000  # record i carries the broker timestamp sent_at + i
     for i in range(50):  # one record per batch: Tansu's ListOffsets is exact then (see conftest)
-        producer.send(topic, value=b"x", partition=0)
+        producer.send(topic, value=b"x", partition=0, timestamp_ms=int((sent_at + i) * 1000))
         producer.flush()
     producer.close()
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
@@ -45,11 +48,23 @@ def test_lag_of_a_consumer_known_to_be_behind(settings, broker):
         row = next(r for r in sampler.table(10) if r["partition"] == 0)
         assert (row["committed"], row["end"], row["lag"]) == (20, 50, 30)
         assert row["status"] == "STALL" and row["rate_per_s"] == 0
+        # the age of the oldest unconsumed record (offset 20), though nothing is consumed
+        assert row["lag_seconds_source"] == "timestamp"
+        assert abs(row["lag_seconds"] - (time.time() - (sent_at + 20))) < 5
         consumer.commit({tp: OffsetAndMetadata(50, "", -1)})
         sampler.sample([group])
         row = next(r for r in sampler.table(10) if r["partition"] == 0)
         assert row["lag"] == 0 and row["status"] == "OK" and row["rate_per_s"] > 0
+        assert row["lag_seconds"] == 0.0
         assert "STALL" not in format_table(sampler.table(10))
+        # a consumer that moves and keeps up by Burrow's rules is still WARN when its oldest
+        # unconsumed record is older than the threshold
+        consumer.commit({tp: OffsetAndMetadata(45, "", -1)})
+        aged = LagSampler(broker.bootstrap, warn_after_s=600)
+        aged.sample([group])
+        row = next(r for r in aged.table(10) if r["partition"] == 0)
+        aged.close()
+        assert row["lag"] == 5 and row["lag_seconds"] > 900 and row["status"] == "WARN"
     finally:
         consumer.close()
         sampler.close()

@@ -206,3 +206,44 @@ def test_published_rows_and_lookups_carry_their_evidence(storage, settings, seed
     assert answer["source"] == "table" and answer["evidence"]["dominant"] == "behaviour"
     assert answer["evidence"]["count"] == 30 and answer["evidence"]["users"] == 30
     assert published.summary["behaviour_dominant"] == sum(r["dominant"] == "behaviour" for r in rows)
+
+
+def test_large_lookups_answer_every_row_and_let_small_ones_through(storage, settings, seeded):
+    """A 1000-pair request answers each pair as the table holds it (in chunks), and a 1-pair
+    request sent while it runs is answered first: the large one yields between chunks."""
+    from streams.lookup import FAIR_CHUNK, Serving
+
+    _, first = seeded
+    publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    serving = Serving(storage, settings)
+    serving.current = serving.build()
+    rows = {(a, b): (s, sc) for a, b, s, sc, *_ in _live_rows(storage)}
+    published = sorted(rows)
+    asked = [published[k % len(published)][::(-1) ** k] for k in range(1000)]  # both orientations
+    assert len(asked) > 3 * FAIR_CHUNK
+    finished = []
+
+    async def ask(name, pairs):
+        answer = await serving.score_pairs(pairs)
+        finished.append(name)
+        return answer
+
+    async def go():
+        big = asyncio.create_task(ask("big", asked))
+        await asyncio.sleep(0)  # the large request has started its first chunk
+        small = asyncio.create_task(ask("small", [published[0]]))
+        return await big, await small
+
+    _, small = asyncio.run(go())
+    assert finished == ["small", "big"]
+    asked[500] = ("nope-a", "nope-b")  # an unknown pair among them: the two-tower path
+    big = asyncio.run(serving.score_pairs(asked))
+    assert small["results"][0]["score"] == round(rows[published[0]][0], 4)
+    for (a, b), result in zip(asked, big["results"]):
+        assert (result["item_a"], result["item_b"]) == (a, b)
+        if (a, b) == ("nope-a", "nope-b"):
+            assert result["score"] is None and result["source"] == "unknown_item"
+            continue
+        score, scorer = rows[min(a, b), max(a, b)]
+        assert result["source"] == "table" and result["scorer"] == scorer
+        assert result["score"] == round(score, 4) and "count" in result["evidence"]

@@ -14,7 +14,12 @@ All in one run, on the same inputs, so every ratio compares like with like:
    cross-encoder's pairs/s; ``two_tower_head_pairs_per_s`` is the marginal rate once the
    embeddings exist (what the lookup API pays for an unpublished pair);
 5. lookup latency: the worker's real aiohttp app with the published version in memory; a
-   client in another process sends sequential keep-alive requests of 1, 10 and 100 pairs.
+   client in another process sends sequential keep-alive requests of 1, 10 and 100 pairs;
+6. mixed load (``mixed_small_p99_ms``): the same 1-pair requests while 4 other client
+   processes send 1000-pair requests back to back, against the 1-pair p99 alone (same run).
+
+``--lookup-only`` runs 5 and 6 with tiny random students (seconds instead of minutes: the
+published answers do not depend on the students).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+MIXED_CLIENTS = 4       # clients sending large requests back to back during the mixed phase
+MIXED_BIG_PAIRS = 1000  # pairs per large request (the API's limit)
 
 
 def _rate(fn, n_pairs: int, repeat: int = 2) -> float:
@@ -59,7 +68,24 @@ def _client(port: int, bodies: dict, n: int, out) -> None:
     out.put(result)
 
 
-def _students(tmp: Path, items, truth, max_length: int):
+def _big_client(port: int, body: bytes, stop, out) -> None:
+    """Sends one large request after another until ``stop`` is set (the mixed load)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    times = []
+    while not stop.is_set():
+        t = time.perf_counter()
+        conn.request("POST", "/v1/pair-scores", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        times.append(time.perf_counter() - t)
+    conn.close()
+    out.put(times)
+
+
+def _students(tmp: Path, items, truth, max_length: int, backbone: str = "minilm"):
     from models.losses import DistillationLoss
     from models.onnx_export import export_students, quantize_int8
     from models.runtime import Students
@@ -72,8 +98,8 @@ def _students(tmp: Path, items, truth, max_length: int):
                         smoothed(t["score"]), float(t["score"]), 1.0, "train", "truth") for t in truth]
     targets = np.stack([r.target for r in rows])
     loss = DistillationLoss(0.5, 0.3, 0.2, 2.0)
-    cross, tokenizer, _ = train_student("cross", rows, targets, "minilm", loss, 1, 5e-5, 16, max_length)
-    tower, _, _ = train_student("two_tower", rows, targets, "minilm", loss, 1, 5e-5, 16, max_length)
+    cross, tokenizer, _ = train_student("cross", rows, targets, backbone, loss, 1, 5e-5, 16, max_length)
+    tower, _, _ = train_student("two_tower", rows, targets, backbone, loss, 1, 5e-5, 16, max_length)
     artifacts, _ = export_students(cross, tower, tokenizer, tmp / "students", max_length)
     artifacts["cross_encoder_int8"] = str(quantize_int8(Path(artifacts["cross_encoder"])))
     return cross, tokenizer, artifacts, Students("bench", artifacts), Students("bench", artifacts, int8=True)
@@ -96,6 +122,13 @@ def run(args) -> dict:
     train, test = truth[:600], truth[600:1112]
     by_id = {i.item_id: asdict(i) for i in items}
     texts = [(item_text(by_id[t["item_a"]]), item_text(by_id[t["item_b"]])) for t in test]
+    if getattr(args, "lookup_only", False):
+        with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp:
+            print("lookup only: tiny random students (the table answers do not depend on them)")
+            artifacts = _students(Path(tmp), items, train, max_length, "tiny")[2]
+            result = _lookup(Path(tmp), items, clicks, artifacts, args.requests)
+        _print_lookup(result)
+        return result
     with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp:
         tmp = Path(tmp)
         print("fine-tuning MiniLM students for one epoch (quality reference for int8)...")
@@ -159,10 +192,18 @@ def run(args) -> dict:
         "provider": fp32.provider, "max_length": max_length, "batch": 32,
         **lookup,
     }
+    _print_lookup(result)
+    return result
+
+
+def _print_lookup(result: dict) -> None:
     for size in (1, 10, 100):
         print(f"lookup {size:3d} pairs: p50 {result[f'lookup_{size}_p50_ms']:.2f} ms, "
               f"p99 {result[f'lookup_{size}_p99_ms']:.2f} ms")
-    return result
+    print(f"mixed load ({MIXED_CLIENTS} clients sending {MIXED_BIG_PAIRS}-pair requests): 1-pair "
+          f"p50 {result['mixed_small_p50_ms']:.2f} ms, p99 {result['mixed_small_p99_ms']:.2f} ms "
+          f"(alone p99 {result['lookup_1_p99_ms']:.2f} ms); {MIXED_BIG_PAIRS}-pair p50 "
+          f"{result['mixed_big_p50_ms']:.1f} ms, {result['mixed_big_requests_per_s']:.0f} req/s")
 
 
 def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
@@ -205,6 +246,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     for size in (1, 10, 100):
         chosen = [list(pairs[int(k)]) for k in rng.integers(0, len(pairs), size)]
         bodies[size] = orjson.dumps({"pairs": chosen})
+    big = orjson.dumps({"pairs": [list(pairs[int(k)]) for k in rng.integers(0, len(pairs), MIXED_BIG_PAIRS)]})
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,8 +260,39 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
+        ctx = mp.get_context("fork")
+        try:
+            alone = await _collect(_client, (port, bodies, n_requests))
+            # mixed: large requests in flight all the time while one client sends 1-pair ones
+            stop = ctx.Event()
+            big_queue = ctx.Queue()
+            bigs = [ctx.Process(target=_big_client, args=(port, big, stop, big_queue))
+                    for _ in range(MIXED_CLIENTS)]
+            for p in bigs:
+                p.start()
+            await asyncio.sleep(0.5)  # the large requests are flowing
+            started = time.perf_counter()
+            mixed = await _collect(_client, (port, {1: bodies[1]}, n_requests))
+            elapsed = time.perf_counter() - started
+            stop.set()
+            big_times = []
+            for _ in bigs:
+                while True:
+                    try:
+                        big_times += big_queue.get_nowait()
+                        break
+                    except Exception:  # noqa: BLE001 - queue.Empty: still finishing a request
+                        await asyncio.sleep(0.05)
+            for p in bigs:
+                p.join(10)
+            return alone, mixed[1], big_times, elapsed
+        finally:
+            await runner.cleanup()
+
+    async def _collect(target, args):
+        """Runs a client process while this loop serves it; returns what it puts."""
         queue = mp.get_context("fork").Queue()
-        client = mp.get_context("fork").Process(target=_client, args=(port, bodies, n_requests, queue))
+        client = mp.get_context("fork").Process(target=target, args=(*args, queue))
         client.start()
         try:
             while True:
@@ -231,14 +304,21 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
                     await asyncio.sleep(0.05)
         finally:
             client.join(10)
-            await runner.cleanup()
 
     print(f"lookup: {len(pairs)} published pairs in memory; {n_requests} requests per size")
-    latencies = asyncio.run(serve())
+    latencies, mixed, big_times, elapsed = asyncio.run(serve())
     storage.close()
     out = {"lookup_requests_per_size": n_requests, "lookup_published_pairs": len(pairs)}
     for size, times in latencies.items():
         ms = np.array(times) * 1000
         out[f"lookup_{size}_p50_ms"] = round(float(np.percentile(ms, 50)), 3)
         out[f"lookup_{size}_p99_ms"] = round(float(np.percentile(ms, 99)), 3)
+    ms = np.array(mixed) * 1000
+    out["mixed_small_p50_ms"] = round(float(np.percentile(ms, 50)), 3)
+    out["mixed_small_p99_ms"] = round(float(np.percentile(ms, 99)), 3)
+    out["mixed_small_max_ms"] = round(float(ms.max()), 3)
+    out["mixed_small_p99_vs_alone"] = round(out["mixed_small_p99_ms"] / out["lookup_1_p99_ms"], 2)
+    out["mixed_big_p50_ms"] = round(float(np.percentile(np.array(big_times) * 1000, 50)), 2)
+    out["mixed_big_requests_per_s"] = round(len(big_times) / elapsed, 1)
+    out["mixed_clients"], out["mixed_big_pairs"] = MIXED_CLIENTS, MIXED_BIG_PAIRS
     return out
