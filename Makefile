@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench clean test-tools
+.PHONY: setup demo test test-all bench clean test-tools lint
 
 setup: $(STAMP)
 
@@ -32,7 +32,12 @@ test-tools:
 
 APT := apt-get install -y -q --no-install-recommends
 
-test: setup test-tools
+# ruff over everything; mypy over the parts with no Faust (models/, storage, config, events, lag)
+lint: setup
+	$(BIN)/ruff check streams models training tests
+	$(BIN)/mypy models streams/storage streams/config.py streams/events.py streams/lag.py streams/metrics.py
+
+test: setup test-tools lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: setup test-tools

@@ -121,6 +121,7 @@ def serve_in_process(latency_ms: float = 0.0):
     """Run the server in a child process (benchmarks: keeps it off the measured process's GIL)."""
     child = subprocess.Popen([sys.executable, "-m", "models.fake_openai", "--port", "0",
                               "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None  # stdout=PIPE
     try:
         url = child.stdout.readline().strip()
         if not url.startswith("http"):

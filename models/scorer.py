@@ -53,10 +53,11 @@ class PairScorer:
         results = await asyncio.gather(
             *(self._dimension(d, product_a, product_b, examples) for d in DIMENSIONS),
             return_exceptions=True)
-        for result in results:
+        replies: dict[str, DimensionReply] = {}
+        for dimension, result in zip(DIMENSIONS, results):
             if isinstance(result, BaseException):
                 raise _failure(result)
-        replies = dict(zip(DIMENSIONS, results))
+            replies[dimension] = result
         scores = {d: float(r.score) for d, r in replies.items()}
         return PairScore(
             score=round(self.rubric.combine(scores), 4),

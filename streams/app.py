@@ -47,7 +47,6 @@ class Runtime:
         self.catalogue = Catalogue().load(storage)
         self.ingest: ClickIngest | None = None
         self.labeller = None  # streams.labelling.Labeller, set when the worker starts
-        self.last_label_report = None
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
         from .lookup import Serving
 
@@ -65,6 +64,11 @@ class Runtime:
             value = st.query_value(f"SELECT toFloat64(max({column})) FROM {st.table(table)}")
             if value:
                 metrics.TABLE_NEWEST.labels(table="pair_counts" if table == "ingest_batches" else table).set(value)
+
+    def close_lag(self) -> None:
+        if self._lag is not None:
+            self._lag.close()
+            self._lag = None
 
     def sample_lag(self) -> None:
         if self._lag is None:
@@ -119,7 +123,6 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         async for events in stream.take_events(200, within=0.5):
             metrics.EVENTS_IN.labels(stage="labelling").inc(len(events))
             report = await runtime.labeller.handle([(e.key, e.value) for e in events])
-            runtime.last_label_report = report
             runtime.pairs_handled += len(events)
             log.info("labelled %s, cached %d, dead %s in %.2fs",
                      report.labelled, report.cached, report.dead, report.seconds)
@@ -234,9 +237,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         """Closes the lag sampler's admin connection with the worker."""
 
         async def on_stop(self) -> None:
-            if runtime._lag is not None:
-                await asyncio.to_thread(runtime._lag.close)
-                runtime._lag = None
+            await asyncio.to_thread(runtime.close_lag)
 
     @app.timer(interval=settings.lag_sample_s)
     async def export_lag():

@@ -144,11 +144,10 @@ class _JobArgumentParser(argparse.ArgumentParser):
 
 
 def cmd_distill(args) -> int:
+    from training import distributed
     from training.pipeline import run
 
     from .storage import open_storage
-
-    from training import distributed
 
     settings = _settings(args)
     config = distill_config(args)
@@ -222,9 +221,8 @@ def cmd_publish(args) -> int:
 def cmd_models(args) -> int:
     from training import registry
 
-    from .storage import open_storage
+    from .storage import open_storage, scores
     from .storage import runs as run_table
-    from .storage import scores
 
     settings = _settings(args)
     storage = open_storage(settings)
@@ -381,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "raw aiokafka consumption in the same run. score: LLM "
                                    "labelling against a local OpenAI-compatible server with a "
                                    "fixed latency (prompt splitting, concurrency, cache). "
-                                   "distill: one training round with the `distill` options below (main run at --augment, "
+                                   "distill: one training round with the `distill` options below "
+                                   "(main run at --augment, "
                                    "augmentation curve always at 0, 1 and 4). serve: ONNX vs torch, int8 vs "
                                    "fp32, two-tower vs cross-encoder, lookup API latency. quality: the "
                                    "whole pipeline (stream, label, train, publish) on the bestseller "
@@ -527,8 +526,10 @@ def _distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=D.alpha, help="weight of the KL to the teacher (default %(default)s)")
     p.add_argument("--beta", type=float, default=D.beta, help="weight of the label cross-entropy (default %(default)s)")
     p.add_argument("--gamma", type=float, default=D.gamma, help="weight of the score MSE (default %(default)s)")
-    p.add_argument("--temperature", type=float, default=D.temperature, help="distillation temperature (default %(default)s)")
-    p.add_argument("--tolerance", type=float, default=D.tolerance, help="promotion gate tolerance (default %(default)s)")
+    p.add_argument("--temperature", type=float, default=D.temperature,
+                   help="distillation temperature (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=D.tolerance,
+                   help="promotion gate tolerance (default %(default)s)")
     p.add_argument("--max-length", type=int, default=D.max_length, help="student tokens per pair (default %(default)s)")
     p.add_argument("--behaviour-min-count", type=int, default=D.behaviour_min_count,
                    help="pairs with at least this many co-clicks get a behaviour-derived soft label from "

@@ -21,15 +21,14 @@ from tqdm import tqdm
 from .config import Settings
 from .runtime import stack
 
-
 DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-length 64"
 
 
 def run_demo(settings: Settings, args) -> int:
+    import logging
+
     from .replay import replay
     from .synthetic import write_dataset
-
-    import logging
 
     # the replay thread's kafka-python producer warns whenever the ingest holds the GIL for a
     # moment; in the demo's live view that is noise, not news
@@ -281,7 +280,7 @@ def _print_top_pairs(storage) -> None:
     tiers = storage.query_rows(
         f"SELECT tier, count() FROM {storage.table('pair_tiers')} GROUP BY tier ORDER BY tier")
     print("\nmost frequent cross-category pairs:")
-    for a, b, n, ta, tb in rows:
+    for _a, _b, n, ta, tb in rows:
         print(f"  {n:6d}  {ta[:40]:40s} + {tb[:40]}")
     names = {1: "low", 2: "medium", 3: "high"}
     print("pairs routed to scoring by tier: " + ", ".join(f"{names[t]}={n}" for t, n in tiers))

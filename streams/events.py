@@ -59,12 +59,6 @@ class Item:
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
 
-    def text(self) -> str:
-        """One line describing the item: what the students and the teacher see."""
-        from models.text import item_text
-
-        return item_text(asdict(self))
-
 
 def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:

@@ -48,14 +48,14 @@ import numpy as np
 import pyarrow as pa
 
 from . import metrics, pair_kernel
-from .config import Settings
 from .click_decode import decode_clicks
+from .config import Settings
 from .pairing import PairIncrements, Sessionizer
-from .user_items import merge_user_item_days, user_item_days
 from .produce import send_batched
 from .storage import Storage, StorageError
 from .storage.base import timestamp_array
 from .tiers import TierRouter
+from .user_items import merge_user_item_days, user_item_days
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,10 @@ class ClickIngest:
         return not self._writing() and not self._open and all(
             p in self.partitions and self.partitions[p].position >= end and not self.partitions[p].pending
             for p, end in end_offsets.items())
+
+    async def poll_once(self, timeout_ms: int = 50) -> None:
+        """One fetch and flush outside ``run`` (a benchmark's warm-up while the group joins)."""
+        await self.flush(await self._consumer.getmany(timeout_ms=timeout_ms))
 
     async def run(self, until: Callable[[], bool] | None = None) -> None:
         """Consume until ``stop()`` (or ``until()`` turns true)."""

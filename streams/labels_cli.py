@@ -6,8 +6,8 @@ import json
 import sys
 
 from .config import Settings
-from .storage import open_storage
 from .label_quality import gold_report, review_queue
+from .storage import open_storage
 from .storage.labels import LabelRow, effective_labels, write_labels
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 STATUSES = ("OK", "WARN", "STALL", "STOP", "REWIND")
 STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}  # the metric's values
@@ -106,7 +107,7 @@ class LagSampler:
         self.warn_after_s = warn_after_s
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="pairstream-lag")
         self.partitions: dict[tuple[str, str, int], PartitionLag] = {}
-        self._reader = None  # a group-less KafkaConsumer, made on first need
+        self._reader: Any = None  # a group-less KafkaConsumer, made on first need
 
     def _timestamps(self, positions: dict) -> dict:
         """{TopicPartition: timestamp in s} of the first record at or after each offset; a
@@ -211,7 +212,8 @@ class LagSampler:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'group':28} {'topic':24} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8} {'msg/s':>8} {'lag s':>7}  status"
+    header = (f"{'group':28} {'topic':24} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8} "
+              f"{'msg/s':>8} {'lag s':>7}  status")
     lines = [header]
     for r in rows:
         lag_s = "-" if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"

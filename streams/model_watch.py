@@ -35,7 +35,7 @@ class ModelWatcher:
         await self._consumer.start()
         partitions = self._consumer.partitions_for_topic(self.topic)
         if not partitions:
-            await self._consumer._client.force_metadata_update()
+            await self._consumer.topics()  # a metadata request for every topic
             partitions = self._consumer.partitions_for_topic(self.topic) or {0}
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)

@@ -21,7 +21,6 @@ from .publish import SCORERS
 from .storage import Storage
 from .storage import scores as score_tables
 
-
 # pair_scores columns that say what a published score rests on (migration 5)
 EVIDENCE = ("dominant", "model_score", "behaviour_score", "behaviour_weight", "count", "users",
             "lift", "swing", "dim_scores")

@@ -62,6 +62,10 @@ def gather(runtime, limit: int = 15) -> StatusData:
                          "routed_at": at} for a, b, t, c, at in rows])
 
 
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
 def _age(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -94,7 +98,7 @@ def render(data: StatusData) -> str:
                    r["rate_per_s"], _status_cell(r["status"])] for r in data.lag],
                  "no lag sample yet (the worker samples every PAIRSTREAM_LAG_SAMPLE_S)")
     fresh = _table(["table", "newest row", "age"],
-                   [[t, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v)), _age(data.now - v)]
+                   [[t, _utc(v), _age(data.now - v)]
                     for t, v in sorted(data.freshness.items())], "no table has rows yet")
     dead = _table(["topic", "reason", "messages"],
                   [[t, r, f"{n:.0f}"] for (t, r), n in sorted(data.dead_letters.items(), key=lambda x: -x[1])],
@@ -121,7 +125,7 @@ th {{ background: #f3f3f3 }}
 .empty {{ color: #777 }}
 </style></head><body>
 <h1>pairstream worker</h1>
-<p id=overall>Overall: <b>{html.escape(worst)}</b> &middot; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(data.now))}</p>
+<p id=overall>Overall: <b>{html.escape(worst)}</b> &middot; {_utc(data.now)}</p>
 <h2>Consumer lag</h2><div id=lag>{lag}</div>
 <h2>Table freshness</h2><div id=freshness>{fresh}</div>
 <h2>Serving</h2><p id=serving>{version}</p>

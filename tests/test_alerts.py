@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 import models.telemetry  # noqa: F401 - registers the LLM metrics
 import streams.metrics  # noqa: F401 - registers the stream metrics
-from prometheus_client import REGISTRY
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
 

@@ -93,8 +93,9 @@ def _click(ts=NOW - 60, **extra) -> bytes:
 def test_deep_nesting_is_a_dead_letter_not_a_crash():
     """msgspec raises RecursionError past ~1000 levels; orjson rejects past 1024. A click
     nested 2000 deep in an extra field is bad_json; 900 deep is still a valid click."""
-    deep = lambda d: b'{"event_id":"e","user_id":"u","item_id":"i","ts":%d,"x":%s}' % (
-        NOW - 60, b"[" * d + b"]" * d)
+    def deep(d: int) -> bytes:
+        return b'{"event_id":"e","user_id":"u","item_id":"i","ts":%d,"x":%s}' % (
+            NOW - 60, b"[" * d + b"]" * d)
     messages = [Message(_click(), None, 0), Message(deep(2000), None, 1),
                 Message(deep(1000), None, 2), Message(deep(900), None, 3), Message(_click(), None, 4)]
     got = decode_clicks(messages, NOW)

@@ -16,10 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_sigkill import _env, _python, _wait
 
 from streams.synthetic import write_dataset
 from streams.topics import ensure_topics
-from test_sigkill import _env, _python, _wait
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "pairstream.json"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
 from streams.label_quality import cohen_kappa, gold_report, review_queue
 from streams.publish import publish
 from streams.storage.labels import LabelRow, write_labels
-
-from student_fixtures import seed_pairs, tiny_students
 
 
 def test_cohen_kappa_matches_the_textbook_example():

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
 from streams.lookup import Serving, add_routes
@@ -15,8 +16,6 @@ from streams.model_watch import ModelWatcher
 from streams.publish import publish
 from streams.topics import ensure_topics
 from streams.trainer import announce
-
-from student_fixtures import seed_pairs, tiny_students
 
 
 @pytest.fixture

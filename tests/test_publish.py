@@ -7,6 +7,7 @@ import threading
 
 import orjson
 import pytest
+from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
 from streams import publish as publish_module
@@ -15,8 +16,6 @@ from streams.score_index import ScoreIndex
 from streams.storage import scores
 from streams.topics import ensure_topics
 from training import registry
-
-from student_fixtures import seed_pairs, tiny_students
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def test_publish_scores_every_candidate_once(storage, settings, seeded):
         f"SELECT item_id, rank, partner_id, score FROM {storage.table('item_partners_latest')} "
         "ORDER BY item_id, rank")
     by_item: dict = {}
-    for item, rank, partner, score in partners:
+    for item, _rank, _partner, score in partners:
         by_item.setdefault(item, []).append(score)
     assert all(s == sorted(s, reverse=True) for s in by_item.values())  # best first
 

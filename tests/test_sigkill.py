@@ -16,10 +16,10 @@ import time
 
 import pytest
 from kafka import KafkaAdminClient
+from test_stats import assert_stats_equal
 
 from streams.benchmarks.reference import reference_counts, reference_stats, reference_visits
 from streams.storage.stats import StatsParams
-from test_stats import assert_stats_equal
 from streams.synthetic import write_dataset
 from streams.topics import ensure_topics
 

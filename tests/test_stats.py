@@ -8,13 +8,12 @@ import math
 
 import pyarrow as pa
 import pytest
+from test_ingest import _catalogue, _dataset, _run_until
 
 from streams.benchmarks.reference import reference_counts, reference_stats, reference_visits
 from streams.ingest import ClickIngest
 from streams.storage import stats
 from streams.user_items import SCHEMA as VISITS_SCHEMA
-
-from test_ingest import _catalogue, _dataset, _run_until
 
 
 def table_visits(storage) -> dict:

@@ -16,8 +16,8 @@ from models.text import aligned_pair_text
 from streams.benchmarks.distill import seed_labels
 from training import registry
 from training.batches import warmup_cosine
-from training.dataset import PairExample, load_labelled, smoothed, split_of
 from training.config import DistillConfig
+from training.dataset import PairExample, load_labelled, smoothed, split_of
 from training.pipeline import run
 from training.teacher import teacher_text
 

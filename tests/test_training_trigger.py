@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-
 from streams.storage import runs as run_table
 from streams.storage import scores
 from streams.storage.labels import LabelRow, write_labels

@@ -19,7 +19,6 @@ from models.rubric import load_rubric
 from models.text import item_text
 
 
-
 @dataclass
 class PairExample:
     item_a: str

@@ -55,13 +55,14 @@ def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list,
     return labelled, _candidates(storage, labelled, max(multiples))
 
 
-def run(storage, data_dir: str | Path, config: DistillConfig = DistillConfig(),
+def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         augmentation_curve: list[float] | None = None, register: bool = True) -> dict:
     """Run once; returns the report dict (metrics, artifacts, promotion decision).
 
     Under ``accelerate launch`` every process calls this; only the main one reads ``storage``
     (the others may pass None) and writes models, registry rows and the report, and the others
     return ``{"version": None, "process": i}`` once the students are trained."""
+    config = config or DistillConfig()
     started = time.time()
     version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{int(started * 1000) % 1000:03d}"
     out = Path(data_dir) / "models" / version

@@ -33,5 +33,5 @@ class Backend(ABC):
     async def score(self, request: DimensionRequest) -> DimensionReply:
         """Score one dimension; raise ``ReplyError`` for an unparseable reply."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing
         """Release connections or models."""

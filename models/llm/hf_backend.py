@@ -39,7 +39,7 @@ class HFBackend(Backend):
         except OSError as exc:
             raise BackendError(f"cannot load a causal LM from {path}: {exc}") from exc
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stubs
         self.model_name = str(path)
         ids = [self.tokenizer.encode(a, add_special_tokens=False) for a in ANSWERS]
         one_token = all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == 10

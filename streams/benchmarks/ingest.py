@@ -176,7 +176,7 @@ def _freshness(broker, storage, catalogue, items, tmp, n_events: int, rate: floa
         # start offering once the group has assigned partitions, so joining is not counted
         while not ingest.partitions:
             await asyncio.sleep(0.05)
-            await ingest.flush(await ingest._consumer.getmany(timeout_ms=50))
+            await ingest.poll_once(50)
         producer = threading.Thread(target=offer, daemon=True)
         producer.start()
         try:

@@ -25,14 +25,13 @@ published answers do not depend on the students).
 from __future__ import annotations
 
 import multiprocessing as mp
-from dataclasses import asdict
 import random
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-
 
 MIXED_CLIENTS = 4       # clients sending large requests back to back during the mixed phase
 MIXED_BIG_PAIRS = 1000  # pairs per large request (the API's limit)
@@ -182,7 +181,8 @@ def run(args) -> dict:
         "cross_onnx_vs_torch": round(onnx_rate / torch_rate, 3),
         "cross_int8_pairs_per_s": round(int8_rate, 1),
         "cross_int8_vs_fp32": round(int8_rate / onnx_rate, 3),
-        "cross_int8_spearman_vs_truth_delta": round(float(spearmanr(s_int8, labels)[0] - spearmanr(s_fp32, labels)[0]), 4),
+        "cross_int8_spearman_vs_truth_delta": round(
+            float(spearmanr(s_int8, labels)[0] - spearmanr(s_fp32, labels)[0]), 4),
         "cross_fp32_spearman_vs_truth": round(float(spearmanr(s_fp32, labels)[0]), 4),
         "cross_int8_max_abs_score_delta": round(float(np.abs(s_int8 - s_fp32).max()), 4),
         "two_tower_pairs_per_s": round(tt_rate),
@@ -214,6 +214,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     from aiohttp import web
 
     from models.runtime import Students
+    from training import registry
 
     from ..catalogue import Catalogue
     from ..config import Settings
@@ -222,7 +223,6 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     from ..storage.chdb_client import ChdbStorage
     from ..storage.migrations import migrate
     from ..storage.scores import live
-    from training import registry
 
     storage = ChdbStorage(tmp / "chdb", "bench")
     migrate(storage)
@@ -300,7 +300,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
                     return queue.get_nowait()
                 except Exception:  # noqa: BLE001 - queue.Empty: the client is still running
                     if not client.is_alive() and client.exitcode:
-                        raise RuntimeError(f"lookup client failed with {client.exitcode}")
+                        raise RuntimeError(f"lookup client failed with {client.exitcode}") from None
                     await asyncio.sleep(0.05)
         finally:
             client.join(10)

@@ -99,13 +99,6 @@ class EmbeddedBroker:
         self.stop()
         raise TimeoutError(f"Tansu did not answer on {self.bootstrap}: {last_error}")
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:

@@ -68,25 +68,6 @@ class Storage(ABC):
         rows = self.query_rows(sql, params)
         return rows[0][0] if rows else None
 
-    def insert_rows(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-        schema: pa.Schema | None = None,
-        dedup_token: str | None = None,
-    ) -> None:
-        """Row-wise convenience for small writes; bulk paths build Arrow directly."""
-        cols = list(zip(*rows)) if rows else [[] for _ in columns]
-        if schema is None:
-            data = pa.table({name: list(values) for name, values in zip(columns, cols)})
-        else:
-            data = pa.table(
-                {name: pa.array(list(values), type=schema.field(name).type)
-                 for name, values in zip(columns, cols)}
-            )
-        self.insert_arrow(table, data, dedup_token=dedup_token)
-
     def table(self, name: str) -> str:
         """Fully qualified ``database.table``."""
         return f"{check_identifier(self.database)}.{check_identifier(name)}"

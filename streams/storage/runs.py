@@ -59,7 +59,8 @@ def due(storage: Storage, settings, now: float | None = None) -> str | None:
     last = history[0] if history else None
     if last and last["status"] in ACTIVE and now - last["started_at"] < settings.training_timeout_s:
         return None
-    if last and last["status"] == "failed" and now - (last["finished_at"] or last["started_at"]) < settings.training_retry_s:
+    failed_at = last and last["status"] == "failed" and (last["finished_at"] or last["started_at"])
+    if failed_at and now - failed_at < settings.training_retry_s:
         return None
     done = [r for r in history if r["status"] == "succeeded"]
     since = done[0]["started_at"] if done else 0.0

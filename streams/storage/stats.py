@@ -210,6 +210,7 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
     edges = (f"(SELECT DISTINCT user_id, item_id FROM {t('user_item_days')} "
              f"WHERE {in_horizon} AND item_id IN {{items:Array(String)}})")
     wanted = "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})"
+    wanted_edges = wanted.replace("item_a", "e1.item_id").replace("item_b", "e2.item_id")
     marginals = _marginals_sql(t, in_horizon, "WHERE item_id IN {items:Array(String)}")
     rows = storage.query_arrow(
         f"""SELECT q.item_a AS item_a, q.item_b AS item_b, c0.count AS count,
@@ -222,7 +223,7 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
             LEFT JOIN (
                 SELECT e1.item_id AS item_a, e2.item_id AS item_b, toUInt32(count()) AS users
                 FROM {edges} AS e1 INNER JOIN {edges} AS e2 ON e1.user_id = e2.user_id
-                WHERE e1.item_id < e2.item_id AND {wanted.replace('item_a', 'e1.item_id').replace('item_b', 'e2.item_id')}
+                WHERE e1.item_id < e2.item_id AND {wanted_edges}
                 GROUP BY item_a, item_b
             ) AS pu ON pu.item_a = q.item_a AND pu.item_b = q.item_b
             LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_a FROM {edges} GROUP BY item_id) AS ua
