@@ -8,7 +8,11 @@ Steps (each named, each timed in the summary):
 3. ``two_tower``: the pair head scores every candidate from the two embeddings (cheap);
 4. ``manual``: a manual label wins over any model score (``scorer = manual``), as everywhere;
 5. ``cross_rescore``: the cross-encoder rescores the top ``publish_cross_top_k`` two-tower
-   partners of each item, best-ranked first, until ``publish_cross_budget_s`` is spent;
+   partners of each item, best-ranked first, until ``publish_cross_budget_s`` is spent. Its
+   scores are put on the two-tower's scale by quantile mapping over the rescored pairs (the
+   cross-encoder's order among them, the two-tower's score distribution): two students are
+   calibrated differently, and a raw cross score next to two-tower scores of other pairs
+   would move the rescored pairs up or down the global ranking for no reason;
 6. ``write``: rows, top partners and embeddings of the new score version, then the version is
    marked complete and the live pointer moves to it (``streams.storage.scores``), and versions
    beyond ``score_versions_kept`` are dropped;
@@ -208,17 +212,36 @@ def _cross_rescore(settings, students, texts, a, b, score, scorer, progress) -> 
     chosen = np.flatnonzero((best_rank < k) & (scorer != SCORERS.index("manual")))
     chosen = chosen[np.lexsort((-score[chosen], best_rank[chosen]))]
     deadline = time.monotonic() + settings.publish_cross_budget_s
-    done = 0
+    done, exhausted = 0, False
+    cross = np.zeros(len(chosen), np.float32)
     with tqdm(total=len(chosen), desc="cross-encoder rescoring", unit="pair", disable=not progress) as bar:
         for i in range(0, len(chosen), 64):
             if time.monotonic() >= deadline:
-                return done, True
+                exhausted = True
+                break
             part = chosen[i:i + 64]
-            score[part] = students.cross.predict([(texts[x], texts[y]) for x, y in zip(a[part], b[part])])
-            scorer[part] = SCORERS.index("cross_encoder")
+            cross[i:i + len(part)] = students.cross.predict([(texts[x], texts[y]) for x, y in zip(a[part], b[part])])
             done += len(part)
             bar.update(len(part))
-    return done, False
+    rescored = chosen[:done]
+    score[rescored] = quantile_map(cross[:done], score[rescored])
+    scorer[rescored] = SCORERS.index("cross_encoder")
+    return done, exhausted
+
+
+def quantile_map(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``values`` re-expressed on the scale of ``reference`` (same length): the k-th smallest
+    value gets the k-th smallest reference score, ties in ``values`` share their mean. The
+    order of ``values`` is kept, the distribution becomes the reference's."""
+    if not len(values):
+        return values.astype(np.float32)
+    order = np.argsort(values, kind="stable")
+    mapped = np.empty(len(values), np.float64)
+    mapped[order] = np.sort(reference.astype(np.float64))
+    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
+    if len(counts) < len(values):  # equal inputs must not get different outputs
+        mapped = (np.bincount(group, mapped) / counts)[group]
+    return mapped.astype(np.float32)
 
 
 def _evidence_columns(published: Published, part: slice) -> dict:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import numpy as np
 import orjson
 import pytest
 from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
 from streams import publish as publish_module
-from streams.publish import emit, publish
+from streams.publish import SCORERS, emit, publish
 from streams.score_index import ScoreIndex
 from streams.storage import scores
 from streams.topics import ensure_topics
@@ -50,6 +51,44 @@ def test_publish_scores_every_candidate_once(storage, settings, seeded):
     for item, _rank, _partner, score in partners:
         by_item.setdefault(item, []).append(score)
     assert all(s == sorted(s, reverse=True) for s in by_item.values())  # best first
+
+
+def test_quantile_map_keeps_the_order_and_takes_the_reference_scale():
+    from streams.publish import quantile_map
+
+    cross = np.array([0.9, 0.1, 0.5, 0.5, 0.7], np.float32)
+    two_tower = np.array([3.0, 9.0, 5.0, 7.0, 6.0], np.float32)
+    mapped = quantile_map(cross, two_tower)
+    assert sorted(mapped.tolist()) == [3.0, 5.5, 5.5, 7.0, 9.0]  # equal inputs share the mean
+    assert np.argsort(mapped, kind="stable").tolist()[0] == 1 and mapped.argmax() == 0
+    assert quantile_map(np.zeros(0, np.float32), np.zeros(0, np.float32)).shape == (0,)
+
+
+def test_cross_scores_are_published_on_the_two_tower_scale(settings):
+    """The rescored pairs keep the cross-encoder's order among themselves and the two-tower's
+    score distribution, so a student's calibration does not move them in the global ranking:
+    here a cross-encoder whose scores sit far below the two-tower's (0.1-0.9 against 2-9)."""
+    from types import SimpleNamespace
+
+    from streams.publish import _cross_rescore
+
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(1600, 300, replace=False)  # distinct pairs of items 0-39 x 40-79
+    a, b = chosen // 40, 40 + chosen % 40
+    two_tower = rng.uniform(2, 9, 300).astype(np.float32)
+    texts = [f"item {k}" for k in range(80)]
+    cross = SimpleNamespace(predict=lambda pairs: np.array(
+        [0.1 + 0.8 * (int(x.split()[1]) * 80 + int(y.split()[1])) / 6400 for x, y in pairs], np.float32))
+    score, scorer = two_tower.copy(), np.zeros(300, np.int8)
+    done, exhausted = _cross_rescore(settings.replace(publish_cross_top_k=3), SimpleNamespace(cross=cross),
+                                     texts, a, b, score, scorer, progress=False)
+    crossed = scorer == SCORERS.index("cross_encoder")
+    assert done == crossed.sum() > 50 and not exhausted
+    assert np.allclose(np.sort(score[crossed]), np.sort(two_tower[crossed]))  # the two-tower's scale
+    raw = cross.predict([(texts[x], texts[y]) for x, y in zip(a[crossed], b[crossed])])
+    assert len(np.unique(raw)) == len(raw)  # no ties: the order is strict
+    assert (np.argsort(raw) == np.argsort(score[crossed])).all()  # the cross-encoder's order
+    assert np.array_equal(score[~crossed], two_tower[~crossed])  # the rest untouched
 
 
 def test_cross_encoder_budget_is_respected(storage, settings, seeded):

@@ -124,7 +124,7 @@ def run(args) -> dict:
     from ..config import Settings
     from ..embedded.broker import EmbeddedBroker
     from ..lookup import Serving
-    from ..publish import publish
+    from ..publish import SCORERS, publish
     from ..storage.chdb_client import ChdbStorage
     from ..storage.labels import effective_labels
     from ..storage.migrations import migrate
@@ -173,6 +173,7 @@ def run(args) -> dict:
         ids, ev = published.ids, published.evidence
         pairs = [(ids[x], ids[y]) for x, y in zip(published.a.tolist(), published.b.tolist())]
         frequent = ev["count"] >= settings.tier_low
+        crossed = published.scorer == SCORERS.index("cross_encoder")
         y_all = np.array([compatible(a, b) for a, b in pairs], bool)
         y = y_all[frequent]
         label_of = {(r["item_a"], r["item_b"]): (r["score"], r["source"]) for r in effective_labels(storage)}
@@ -195,6 +196,9 @@ def run(args) -> dict:
         "auc_count": roc_auc(y, ev["count"][frequent]),
         "auc_lift": roc_auc(y, ev["lift"][frequent]),
         "auc_swing": roc_auc(y, ev["swing"][frequent]),
+        # the model score among the pairs the cross-encoder rescored (the rest: the two-tower)
+        "auc_model_cross_rescored": roc_auc(y_all[frequent & crossed], ev["model_score"][frequent & crossed]),
+        "cross_rescored_frequent": int((frequent & crossed).sum()),
         "auc_labels": roc_auc(y_all[with_label], [label_of[pairs[k]][0] for k in with_label]),
         "labelled_pairs": len(with_label),
         "auc_long_tail": roc_auc(y_tail, [s for _, s in tail_scored]),
