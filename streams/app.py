@@ -21,9 +21,10 @@ import logging
 import faust
 from mode import Service
 
-from . import metrics
+from . import dead_letters, metrics
 from .catalogue import Catalogue
 from .config import Settings
+from .dead_letters import DeadLetter
 from .ingest import ClickIngest
 from .lag import STATUS_CODES, LagSampler
 from .storage import Storage
@@ -55,6 +56,7 @@ class Runtime:
         self.launcher = None  # streams.trainer.TrainingLauncher
         self._lag = None
         self.lag_rows: list[dict] = []  # the newest lag table (status page)
+        self._dead_letter_producer: asyncio.Future | None = None
         metrics.initialise(settings.llm_backend)
 
     def sample_freshness(self) -> None:
@@ -64,6 +66,20 @@ class Runtime:
             value = st.query_value(f"SELECT toFloat64(max({column})) FROM {st.table(table)}")
             if value:
                 metrics.TABLE_NEWEST.labels(table="pair_counts" if table == "ingest_batches" else table).set(value)
+
+    @property
+    def dead_letter_producer(self) -> asyncio.Future:
+        """Resolved by the app's DeadLetterService once its producer runs (made on the loop)."""
+        if self._dead_letter_producer is None:
+            self._dead_letter_producer = asyncio.get_running_loop().create_future()
+        return self._dead_letter_producer
+
+    async def send_dead_letters(self, topic: str, letters: list) -> None:
+        producer = await asyncio.shield(self.dead_letter_producer)  # a cancelled waiter must not cancel it
+        for letter in letters:
+            log.warning("dead-lettered %s:%d:%d (%s): %s", letter.source_topic, letter.source_partition,
+                        letter.source_offset, letter.reason, letter.detail[:200])
+        await dead_letters.send(producer, topic, letters)
 
     def close_lag(self) -> None:
         if self._lag is not None:
@@ -104,10 +120,17 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
     @app.agent(items_topic)
     async def catalogue(stream):
         """Catalogue updates: validated, written to ClickHouse, then visible to pairing; an
-        empty value (tombstone) deletes the item (``Catalogue.apply``)."""
+        empty value (tombstone) deletes the item (``Catalogue.apply``); what cannot be applied
+        goes to ``items-dlq`` before the batch is acknowledged."""
         async for events in stream.take_events(1000, within=0.2):
             metrics.EVENTS_IN.labels(stage="items").inc(len(events))
-            runtime.catalogue.apply(storage, [(e.key, e.value) for e in events], settings.max_event_bytes)
+            applied = runtime.catalogue.apply(storage, [(e.key, e.value) for e in events],
+                                              settings.max_event_bytes)
+            if applied.rejected:
+                await runtime.send_dead_letters(settings.topic_items_dlq, [
+                    DeadLetter(events[k].key, events[k].value, reason, detail, events[k].message.topic,
+                               events[k].message.partition, events[k].message.offset)
+                    for k, reason, detail in applied.rejected])
 
     pairs_topic = app.topic(settings.topic_pairs_to_score, key_type=bytes, value_type=bytes,
                             key_serializer="raw", value_serializer="raw")
@@ -122,10 +145,26 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             await asyncio.sleep(0.05)
         async for events in stream.take_events(200, within=0.5):
             metrics.EVENTS_IN.labels(stage="labelling").inc(len(events))
-            report = await runtime.labeller.handle([(e.key, e.value) for e in events])
+            report = await runtime.labeller.handle(
+                [(e.key, e.value, e.message.partition, e.message.offset) for e in events])
             runtime.pairs_handled += len(events)
             log.info("labelled %s, cached %d, dead %s in %.2fs",
                      report.labelled, report.cached, report.dead, report.seconds)
+
+    @app.service
+    class DeadLetterService(Service):
+        """The producer of the dead-letter topics of ``items`` and ``model-updates``."""
+
+        async def on_start(self) -> None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+            await producer.start()
+            runtime.dead_letter_producer.set_result(producer)
+
+        async def on_stop(self) -> None:
+            if runtime.dead_letter_producer.done():
+                await runtime.dead_letter_producer.result().stop()
 
     @app.service
     class LabellerService(Service):
@@ -171,7 +210,14 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             from .model_watch import ModelWatcher
 
             await runtime.serving.reload()
-            runtime.watcher = ModelWatcher(bootstrap, settings.topic_model_updates, runtime.serving)
+
+            async def dead_letter(message, reason: str, detail: str) -> None:
+                await runtime.send_dead_letters(settings.topic_model_updates_dlq, [DeadLetter(
+                    message.key, message.value, reason, detail, message.topic, message.partition,
+                    message.offset)])
+
+            runtime.watcher = ModelWatcher(bootstrap, settings.topic_model_updates, runtime.serving,
+                                           dead_letter)
             await runtime.watcher.start()
 
         @Service.task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -84,33 +85,43 @@ class Catalogue(dict):
         metrics.CATALOGUE_ITEMS.set(len(self))
 
     def apply(self, storage: Storage, messages: list[tuple[bytes | None, bytes | None]],
-              max_bytes: int = 65536) -> dict[str, int]:
+              max_bytes: int = 65536) -> Applied:
         """Apply ``items`` messages (key, value) in order: an empty value deletes the item named
         by the key, anything else is validated and upserted; invalid ones are logged and
-        skipped, never stopping the others. Returns counts by outcome."""
-        outcome = {"upserted": 0, "deleted": 0, "invalid": 0}
+        returned as rejected (for the DLQ), never stopping the others."""
+        outcome = Applied()
         pending: list[Item] = []
-        for key, value in messages:
+        for index, (key, value) in enumerate(messages):
             if value:
                 try:
                     pending.append(parse_item(value, max_bytes))
                 except InvalidEvent as bad:
                     log.warning("bad item message skipped: %s", bad)
-                    outcome["invalid"] += 1
+                    outcome.rejected.append((index, bad.reason, bad.detail))
                 continue
             item_id = _tombstone_id(key)
             if item_id is None:
                 log.warning("item tombstone without a valid key skipped: %r", (key or b"")[:200])
-                outcome["invalid"] += 1
+                outcome.rejected.append((index, "bad_tombstone", "a tombstone's key must be an item id "
+                                         f"of 1 to {MAX_ID_CHARS} UTF-8 characters"))
                 continue
             self.upsert(storage, pending)  # keep the topic's order: earlier upserts first
-            outcome["upserted"] += len(pending)
+            outcome.upserted += len(pending)
             pending = []
             self.delete(storage, [item_id])
-            outcome["deleted"] += 1
+            outcome.deleted += 1
         self.upsert(storage, pending)
-        outcome["upserted"] += len(pending)
+        outcome.upserted += len(pending)
         return outcome
+
+
+@dataclass
+class Applied:
+    """What ``Catalogue.apply`` did with a batch of ``items`` messages."""
+
+    upserted: int = 0
+    deleted: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, reason, detail)
 
 
 def _tombstone_id(key: bytes | None) -> str | None:

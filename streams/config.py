@@ -50,6 +50,11 @@ class Settings:
     topic_pairs_to_score_dlq: str = setting(
         "pairs-to-score-dlq", "Pairs whose scoring failed for good, with the reason."
     )
+    topic_items_dlq: str = setting("items-dlq", "Item messages that could not be applied, with the reason.")
+    topic_model_updates_dlq: str = setting(
+        "model-updates-dlq", "Model updates rejected before any swap, with the reason.")
+    topic_training_jobs_dlq: str = setting(
+        "training-jobs-dlq", "training-jobs messages that are not jobs, with the reason.")
     session_timeout_s: float = setting(
         6.0,
         "Consumer group session timeout. Tansu holds a join for half of it: keep it short "

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import Settings
+from .embedded.broker import free_port
 from .runtime import stack
 
 DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-length 64"
@@ -37,7 +38,7 @@ def run_demo(settings: Settings, args) -> int:
     if settings.embedded_clickhouse and settings.chdb_path.exists():
         shutil.rmtree(settings.chdb_path)  # the embedded broker starts empty: so do the tables
     settings = settings.replace(
-        web_port=_free_port(),
+        web_port=free_port(),
         training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else
                                                                   f" --backbone {args.backbone} --teacher-epochs 2")),
         training_min_new_labels=10**9, training_interval_s=0,  # the demo starts its one run itself
@@ -76,14 +77,6 @@ def run_demo(settings: Settings, args) -> int:
             return 1
         _print_summary(storage, settings, summary)
     return 0 if summary.get("training", {}).get("status") == "succeeded" else 1
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, start_replay) -> dict:

@@ -47,11 +47,11 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from . import metrics, pair_kernel
+from . import dead_letters, metrics, pair_kernel
 from .click_decode import decode_clicks
 from .config import Settings
+from .dead_letters import DeadLetter
 from .pairing import PairIncrements, Sessionizer
-from .produce import send_batched
 from .storage import Storage, StorageError
 from .storage.base import timestamp_array
 from .tiers import TierRouter
@@ -594,18 +594,9 @@ class ClickIngest:
         metrics.SESSIONS_EVICTED.inc(cp.evicted)
 
     async def _send_dlq(self, dlq: list) -> None:
-        records = []
-        for msg, bad in dlq:
-            headers = [
-                ("reason", bad.reason.encode()),
-                ("detail", bad.detail.encode()[:1000]),
-                ("source_topic", msg.topic.encode()),
-                ("source_partition", str(msg.partition).encode()),
-                ("source_offset", str(msg.offset).encode()),
-            ]
-            records.append((msg.key, msg.value, headers))
-            metrics.DLQ.labels(topic=self.topic, reason=bad.reason).inc()
-        await send_batched(self._producer, self.settings.topic_clicks_dlq, records)
+        await dead_letters.send(self._producer, self.settings.topic_clicks_dlq, [
+            DeadLetter(msg.key, msg.value, bad.reason, bad.detail, msg.topic, msg.partition, msg.offset)
+            for msg, bad in dlq])
 
     async def _with_retry(self, call):
         """Retry ClickHouse calls with capped exponential back-off; never give up silently."""

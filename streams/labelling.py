@@ -19,6 +19,7 @@ pairs around it are labelled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ import orjson
 from models.rubric import Example
 from models.scorer import PairScorer, ScoringFailed
 
-from . import metrics
+from . import dead_letters, metrics
 from .config import Settings
-from .produce import send_batched
+from .dead_letters import DeadLetter
 from .storage import Storage
 from .storage.items import PRODUCT_COLUMNS, latest_items_sql, products
 from .storage.labels import LabelRow, effective_sql, existing_labels, write_labels
@@ -47,6 +48,8 @@ class RoutedPair:
     tier: str
     key: bytes | None
     raw: bytes
+    partition: int = -1  # where the message sat on pairs-to-score (the DLQ headers say it)
+    offset: int = -1
 
 
 @dataclass
@@ -94,15 +97,18 @@ class Labeller:
     def source(self) -> str:
         return "heuristic" if self.backend_name == "heuristic" else "llm"
 
-    async def handle(self, messages: list[tuple[bytes | None, bytes]]) -> LabelReport:
+    async def handle(self, messages: list[tuple]) -> LabelReport:
+        """Label a batch of ``pairs-to-score`` messages: (key, value) or (key, value,
+        partition, offset); what cannot be labelled goes to the DLQ with its position."""
         started = time.perf_counter()
-        dead: list[tuple[bytes | None, bytes, str, str]] = []
+        dead: list[DeadLetter] = []
         pairs: dict[tuple[str, str], RoutedPair] = {}
-        for key, raw in messages:
+        topic = self.settings.topic_pairs_to_score
+        for key, raw, *position in messages:
             try:
-                pair = parse_routed(key, raw)
+                pair = dataclasses.replace(parse_routed(key, raw), **dict(zip(("partition", "offset"), position)))
             except BadPair as exc:
-                dead.append((key, raw, "bad_message", str(exc)))
+                dead.append(DeadLetter(key, raw, "bad_message", str(exc), topic, *position))
                 continue
             seen = pairs.get((pair.item_a, pair.item_b))
             if seen is None or TIERS.index(pair.tier) > TIERS.index(seen.tier):
@@ -139,7 +145,7 @@ class Labeller:
         if dead:
             await self._dead_letter(dead)
         reasons: dict[str, int] = {}
-        for *_, reason, _ in dead:
+        for reason in (letter.reason for letter in dead):
             reasons[reason] = reasons.get(reason, 0) + 1
         return LabelReport(labelled, cached, reasons, time.perf_counter() - started)
 
@@ -174,7 +180,7 @@ class Labeller:
             a, b = found.get(pair.item_a), found.get(pair.item_b)
             if a is None or b is None:
                 missing = pair.item_a if a is None else pair.item_b
-                dead.append((pair.key, pair.raw, "unknown_item", f"{missing} is not in the catalogue"))
+                dead.append(self._letter(pair, "unknown_item", f"{missing} is not in the catalogue"))
                 continue
             shots: list[Example] = []
             if pair.tier == "low":
@@ -189,7 +195,7 @@ class Labeller:
         now = time.time()
         for (pair, _, _, shots), result in zip(ready, results):
             if isinstance(result, ScoringFailed):
-                dead.append((pair.key, pair.raw, result.reason, result.detail))
+                dead.append(self._letter(pair, result.reason, result.detail))
                 continue
             if isinstance(result, BaseException):
                 raise result
@@ -226,15 +232,16 @@ class Labeller:
             out.setdefault((row["c1"], row["c2"]), []).append(Example(a, b, int(round(row["score"]))))
         return out
 
-    async def _dead_letter(self, dead: list) -> None:
-        records = []
-        for key, raw, reason, detail in dead:
-            records.append((key, raw, [("reason", reason.encode()), ("detail", detail.encode()[:1000])]))
-            metrics.DLQ.labels(topic=self.settings.topic_pairs_to_score, reason=reason).inc()
-            log.warning("pair dead-lettered (%s): %s", reason, detail[:200])
+    def _letter(self, pair: RoutedPair, reason: str, detail: str) -> DeadLetter:
+        return DeadLetter(pair.key, pair.raw, reason, detail, self.settings.topic_pairs_to_score,
+                          pair.partition, pair.offset)
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        for letter in dead:
+            log.warning("pair dead-lettered (%s): %s", letter.reason, letter.detail[:200])
         if self.producer is None:
             raise RuntimeError("dead letters but no producer")
-        await send_batched(self.producer, self.settings.topic_pairs_to_score_dlq, records)
+        await dead_letters.send(self.producer, self.settings.topic_pairs_to_score_dlq, dead)
 
 
 def build_scorer(settings: Settings) -> PairScorer:

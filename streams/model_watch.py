@@ -18,11 +18,21 @@ from .storage import scores
 log = logging.getLogger(__name__)
 
 
+class Rejected(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
 class ModelWatcher:
-    def __init__(self, bootstrap: str, topic: str, serving):
+    """``dead_letter(message, reason, detail)`` (async, optional) receives each rejected
+    message: every worker reads the whole topic, so each worker dead-letters what it rejects."""
+
+    def __init__(self, bootstrap: str, topic: str, serving, dead_letter=None):
         self.bootstrap = bootstrap
         self.topic = topic
         self.serving = serving
+        self.dead_letter = dead_letter
         self.seen = 0
         self._consumer = None
 
@@ -53,15 +63,19 @@ class ModelWatcher:
             for messages in batches.values():
                 metrics.EVENTS_IN.labels(stage="model_updates").inc(len(messages))
                 for message in messages:
-                    await self.handle(message.value)
+                    await self.handle(message.value, message)
 
-    async def handle(self, value: bytes | None) -> bool:
-        """Reload to the announced score version; False (logged, counted as ``rejected``)
-        for a tombstone, malformed JSON or a version that was never published, so the
-        current snapshot keeps serving instead of an empty index."""
-        score_version = self.validated(value)
-        if score_version is False:
+    async def handle(self, value: bytes | None, message=None) -> bool:
+        """Reload to the announced score version; False (logged, counted as ``rejected``,
+        dead-lettered) for a tombstone, malformed JSON or a version that was never published,
+        so the current snapshot keeps serving instead of an empty index."""
+        try:
+            score_version = self.check(value)
+        except Rejected as bad:
+            log.warning("ignored a model update (%s): %s", bad.reason, bad.detail)
             metrics.MODEL_RELOADS.labels(outcome="rejected").inc()
+            if self.dead_letter is not None and message is not None:
+                await self.dead_letter(message, bad.reason, bad.detail)
             return False
         self.seen += 1
         try:
@@ -72,28 +86,23 @@ class ModelWatcher:
             return False
         return True
 
-    def validated(self, value: bytes | None):
-        """The message's score version (None: "whatever is live"), or False if unusable."""
+    def check(self, value: bytes | None) -> str | None:
+        """The message's score version (None: "whatever is live"); ``Rejected`` if unusable."""
         if not value:
-            log.warning("ignored an empty (tombstone) model update")
-            return False
+            raise Rejected("tombstone", "an empty model update names no version")
         try:
             event = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            log.warning("ignored a malformed model update: %r", value[:200])
-            return False
+        except orjson.JSONDecodeError as exc:
+            raise Rejected("bad_json", str(exc)[:200]) from None
         if not isinstance(event, dict):
-            log.warning("ignored a model update that is not an object: %r", value[:200])
-            return False
+            raise Rejected("not_object", f"a model update must be a JSON object: {value[:200]!r}")
         score_version = event.get("score_version")
         if score_version is None:
             return None
         if not isinstance(score_version, str) or not scores.is_version(score_version):
-            log.warning("ignored a model update with a malformed score version: %r", score_version)
-            return False
+            raise Rejected("bad_version", f"malformed score version {str(score_version)[:200]!r}")
         if not scores.published(self.serving.storage, score_version):
-            log.warning("ignored a model update naming unknown score version %r", score_version)
-            return False
+            raise Rejected("unknown_version", f"score version {score_version!r} was never published")
         return score_version
 
     async def stop(self) -> None:

@@ -22,6 +22,9 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         settings.topic_item_partners: compact,
         settings.topic_model_updates: {},
         settings.topic_training_jobs: {},
+        settings.topic_items_dlq: {},
+        settings.topic_model_updates_dlq: {},
+        settings.topic_training_jobs_dlq: {},
     }
 
 

@@ -213,10 +213,13 @@ def refresh_stats(storage: Storage, settings: Settings) -> int | None:
 
 def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for, once: bool = False) -> None:
     """``pairstream trainer``: consume ``training-jobs`` and run each job (production mode)."""
-    from kafka import KafkaConsumer
+    from kafka import KafkaConsumer, KafkaProducer
 
     from training.pipeline import run
 
+    from .dead_letters import DeadLetter, send_sync
+
+    dlq = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     consumer = KafkaConsumer(
         settings.topic_training_jobs, bootstrap_servers=bootstrap,
         group_id=f"{settings.app_id}-trainer", enable_auto_commit=False,
@@ -227,10 +230,13 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
             for message in (m for ms in consumer.poll(timeout_ms=1000).values() for m in ms):
                 metrics.EVENTS_IN.labels(stage="training_jobs").inc()
                 job = _parse_job(message.value)
-                if job is None:  # not a job: say so and keep serving the ones that are
-                    log.error("training-jobs %d:%d is not a job message, skipped: %r",
+                if job is None:  # not a job: dead-letter it and keep serving the ones that are
+                    log.error("training-jobs %d:%d is not a job message, dead-lettered: %r",
                               message.partition, message.offset, (message.value or b"")[:200])
-                    metrics.DLQ.labels(topic=settings.topic_training_jobs, reason="bad_message").inc()
+                    send_sync(dlq, settings.topic_training_jobs_dlq, [DeadLetter(
+                        message.key, message.value, "bad_message",
+                        'a job is a JSON object {"run_id": "...", "args": "..."}',
+                        message.topic, message.partition, message.offset)])
                     consumer.commit()
                     continue
                 started = time.time()
@@ -253,6 +259,7 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
                     return
     finally:
         consumer.close()
+        dlq.close()
 
 
 def _parse_job(value: bytes) -> dict | None:

@@ -39,8 +39,32 @@ def settings(chdb_dir, tmp_path):
         topic_clicks_dlq=f"clicks-dlq-{unique}",
         topic_pairs_to_score=f"pairs-to-score-{unique}",
         topic_pairs_to_score_dlq=f"pairs-to-score-dlq-{unique}",
+        topic_items_dlq=f"items-dlq-{unique}",
+        topic_model_updates=f"model-updates-{unique}",
+        topic_model_updates_dlq=f"model-updates-dlq-{unique}",
+        topic_training_jobs_dlq=f"training-jobs-dlq-{unique}",
         ingest_flush_ms=100,
     )
+
+
+@pytest.fixture
+def read_dead_letters(broker):
+    """read(topic, n) -> [(value, headers as str)] of the first n messages of a DLQ, in order."""
+    from kafka import KafkaConsumer
+
+    def read(topic: str, n: int) -> list[tuple[bytes, dict[str, str]]]:
+        consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                 consumer_timeout_ms=5000)
+        try:
+            got = []
+            for message in consumer:
+                got.append((message.value, {k: v.decode() for k, v in message.headers}))
+                if len(got) == n:
+                    break
+            return sorted(got, key=lambda m: (m[1]["source_partition"], int(m[1]["source_offset"])))
+        finally:
+            consumer.close()
+    return read
 
 
 @pytest.fixture

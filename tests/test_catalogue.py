@@ -26,7 +26,9 @@ def test_tombstones_delete_and_bad_messages_lose_nothing_else(storage):
         (b"x", b"{not json"), (b"y", b'{"item_id": "y"}'),
         (b"d", _item("d", "socks")),
     ])
-    assert outcome == {"upserted": 5, "deleted": 2, "invalid": 4}
+    assert (outcome.upserted, outcome.deleted) == (5, 2)
+    assert [(index, reason) for index, reason, _ in outcome.rejected] == [
+        (6, "bad_tombstone"), (7, "bad_tombstone"), (8, "bad_json"), (9, "missing_field")]
     assert dict(catalogue) == {"b": "belts", "c": "hats", "d": "socks"}
     rows = products(storage, ["a", "b", "c", "d"])
     assert {k: v["category"] for k, v in rows.items()} == {"b": "belts", "c": "hats", "d": "socks"}

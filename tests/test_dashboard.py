@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from test_sigkill import _env, _python, _wait
 
+from streams.embedded.broker import free_port
 from streams.synthetic import write_dataset
 from streams.topics import ensure_topics
 
@@ -44,12 +44,6 @@ students = tiny_students(storage, Path(settings.data_dir) / "models")
 publish(storage, settings, Students(students["version"], students["artifacts"]), progress=False)
 storage.close()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, data: bytes | None = None) -> tuple[int, bytes]:
@@ -79,13 +73,17 @@ def test_the_dashboard_answers_what_on_call_asks():
 
 
 @pytest.mark.timeout(240)
-def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, broker, tmp_path):
+def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, broker, tmp_path,
+                                                                    read_dead_letters):
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         pytest.skip("prometheus is not installed (make test-tools installs Debian's prometheus package)")
-    web_port, prom_port = _free_port(), _free_port()
+    web_port, prom_port = free_port(), free_port()
     env = _env(settings, broker.bootstrap)
     env.update({"PAIRSTREAM_WEB_PORT": str(web_port), "PAIRSTREAM_LAG_SAMPLE_S": "1",
+                "PAIRSTREAM_TOPIC_ITEMS_DLQ": settings.topic_items_dlq,
+                "PAIRSTREAM_TOPIC_MODEL_UPDATES": settings.topic_model_updates,
+                "PAIRSTREAM_TOPIC_MODEL_UPDATES_DLQ": settings.topic_model_updates_dlq,
                 "PAIRSTREAM_TRAINING_MIN_NEW_LABELS": "1000000000", "PAIRSTREAM_TRAINING_INTERVAL_S": "0",
                 "PAIRSTREAM_TIER_LOW": "2"})
     ensure_topics(broker.bootstrap, settings)
@@ -126,6 +124,7 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
     try:
         _wait(lambda: _get(base + "/readyz")[0] == 200, 90,
               lambda: "worker ready: " + (tmp_path / "worker.log").read_text()[-2000:])
+        _hostile_control_messages(broker, settings, read_dead_letters)
         # the lookup API: a published pair and a partner list (lookup latency, pairs by source)
         status, body = _get(base + "/v1/pair-scores", json.dumps({"pairs": [["nope-1", "nope-2"]]}).encode())
         assert status == 200, body
@@ -214,3 +213,23 @@ def _status_page_in_a_real_browser(url: str, settings, score_version: str) -> No
     assert events["ingest"] >= 4000
     pairs = [r for r in page.rows.get("newly-frequent", []) if r]
     assert pairs and all(r[2] in ("low", "medium", "high") for r in pairs)
+
+
+def _hostile_control_messages(broker, settings, read_dead_letters) -> None:
+    """Bad messages on ``items`` and ``model-updates`` of a running worker land on their DLQs
+    with the common headers, and the worker goes on (the caller checks it still serves)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for key, value in ((b"x", b"{not json"), (b"\xff", None), (b"y", b'{"item_id": "y"}')):
+        producer.send(settings.topic_items, key=key, value=value, partition=0)
+    for value in (None, b"[1]", b'{"score_version": "../../etc/passwd"}', b'{"score_version": "no-such-version"}'):
+        producer.send(settings.topic_model_updates, key=b"update", value=value)
+    producer.flush()
+    producer.close()
+    items = read_dead_letters(settings.topic_items_dlq, 3)
+    assert [h["reason"] for _, h in items] == ["bad_json", "bad_tombstone", "missing_field"]
+    assert {(h["source_topic"], h["source_partition"]) for _, h in items} == {(settings.topic_items, "0")}
+    updates = read_dead_letters(settings.topic_model_updates_dlq, 4)
+    assert [h["reason"] for _, h in updates] == ["tombstone", "not_object", "bad_version", "unknown_version"]
+    assert all(h["source_topic"] == settings.topic_model_updates and h["detail"] for _, h in updates)

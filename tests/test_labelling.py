@@ -156,7 +156,8 @@ def test_failures_go_to_the_dlq_and_the_rest_is_labelled(settings, storage, brok
         llm.malformed_if = "Spigen"  # every prompt about c1 gets an unparseable reply
         batch = [routed("c1", "p1", "medium"), b"", routed("p1", "zz-unknown", "medium"),
                  (b"k", b"{not json"), routed("g1", "p1", "medium")]
-        batch = [m if isinstance(m, tuple) else (None, m) for m in batch]
+        # with their positions on pairs-to-score, as the worker's agent hands them over
+        batch = [(*(m if isinstance(m, tuple) else (None, m)), 3, 100 + k) for k, m in enumerate(batch)]
         report = _handle_once(labeller, broker.bootstrap, batch)
     assert report.labelled == {"llm": 1}  # g1|p1 went through
     assert report.dead == {"unparseable_reply": 1, "bad_message": 2, "unknown_item": 1}
@@ -164,6 +165,12 @@ def test_failures_go_to_the_dlq_and_the_rest_is_labelled(settings, storage, brok
     assert sorted(h["reason"].decode() for _, h in dead) == sorted(
         ["unparseable_reply", "bad_message", "bad_message", "unknown_item"])
     assert any(v == b"{not json" for v, _ in dead)  # original bytes kept
+    # the same headers as every DLQ: where each message sat
+    where = sorted((h["source_offset"].decode(), h["reason"].decode()) for _, h in dead)
+    assert where == [("100", "unparseable_reply"), ("101", "bad_message"), ("102", "unknown_item"),
+                     ("103", "bad_message")]
+    assert {(h["source_topic"].decode(), h["source_partition"].decode()) for _, h in dead} == {
+        (settings.topic_pairs_to_score, "3")}
     assert set(_labels(storage)) == {("g1", "p1")}
 
 

@@ -133,20 +133,18 @@ def test_data_parallel_run_under_torchrun(tmp_path):
     the main one reads chDB and writes the model, the registry row and the report."""
     import json
     import os
-    import socket
     import subprocess
     import sys
 
     from streams.config import Settings
+    from streams.embedded.broker import free_port
     from streams.storage import open_storage
 
     settings = Settings(data_dir=str(tmp_path))
     storage = open_storage(settings)
     seed_labels(storage, n_labelled=160)
     storage.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
          "-m", "streams.cli", "distill", "--backbone", "tiny", "--teacher-epochs", "2", "--epochs", "1",

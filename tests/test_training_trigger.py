@@ -96,13 +96,14 @@ def test_embedded_run_trains_promotes_publishes(storage, settings, broker):
     assert len(events) == 1 and live["score_version"].encode() in events[0]
 
 
-def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, settings, broker):
+def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, settings, broker, read_dead_letters):
     from kafka import KafkaProducer
 
     from streams.cli import distill_config_from
     from streams.trainer import run_trainer
 
-    s = settings.replace(topic_training_jobs=f"jobs-{settings.app_id}")
+    s = settings.replace(topic_training_jobs=f"jobs-{settings.app_id}",
+                         topic_training_jobs_dlq=f"jobs-dlq-{settings.app_id}")
     ensure_topics(broker.bootstrap, s)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for value in (None, b"{not json", b'{"trigger": "labels"}', b'{"run_id": "r-x", "args": 7}',
@@ -120,6 +121,13 @@ def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, setti
     assert {row["status"] for row in rows.values()} == {"failed"}
     assert "--bogus" in rows["r-bogus"]["error"] and "invalid int value" in rows["r-epochs"]["error"]
     assert "quotation" in rows["r-quote"]["error"] and "too few labels" in rows["r-good"]["error"]
+    # the four messages that are not jobs sit on the DLQ with the common headers
+    letters = read_dead_letters(s.topic_training_jobs_dlq, 4)
+    assert [(h["source_offset"], h["reason"]) for _, h in letters] == [
+        ("0", "bad_message"), ("1", "bad_message"), ("2", "bad_message"), ("3", "bad_message")]
+    assert {h["source_topic"] for _, h in letters} == {s.topic_training_jobs}
+    assert [value for value, _ in letters] == [b"", b"{not json", b'{"trigger": "labels"}',
+                                               b'{"run_id": "r-x", "args": 7}']
 
 
 def test_distill_options_default_to_the_config_and_parse_every_knob():

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from types import SimpleNamespace
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import metrics
+from streams.embedded.broker import free_port
 from streams.web import assignment_check, broker_check, build_app, serve, storage_check
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get_all(app, paths):
     async def go():
-        port = _free_port()
+        port = free_port()
         runner = await serve(app, port, "127.0.0.1")
         try:
             async with aiohttp.ClientSession() as session:
@@ -75,7 +69,7 @@ def test_slow_and_surplus_connections_cannot_take_the_server_down():
     head that does not arrive within the deadline closes its connection, and the server
     keeps answering."""
     async def go():
-        port = _free_port()
+        port = free_port()
         runner = await serve(build_app({}), port, "127.0.0.1", max_connections=40,
                              header_timeout_s=0.5, keepalive_s=1.0)
         refused_before = metrics.WEB_CONNECTIONS_REFUSED._value.get()

@@ -208,7 +208,6 @@ def _print_lookup(result: dict) -> None:
 
 def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     import asyncio
-    import socket
 
     import orjson
     from aiohttp import web
@@ -218,6 +217,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
 
     from ..catalogue import Catalogue
     from ..config import Settings
+    from ..embedded.broker import free_port
     from ..lookup import Serving, add_routes
     from ..publish import publish
     from ..storage.chdb_client import ChdbStorage
@@ -248,9 +248,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
         bodies[size] = orjson.dumps({"pairs": chosen})
     big = orjson.dumps({"pairs": [list(pairs[int(k)]) for k in rng.integers(0, len(pairs), MIXED_BIG_PAIRS)]})
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
 
     async def serve():
         serving = Serving(storage, settings)
