@@ -25,7 +25,7 @@ MAX_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z
 
 
 class InvalidEvent(ValueError):
-    """An event that cannot be processed; ``reason`` is one of ``REASONS``."""
+    """A message that cannot be processed; for clicks ``reason`` is one of ``REASONS``."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")

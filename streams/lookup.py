@@ -96,12 +96,9 @@ class Serving:
             self.current = snapshot  # one reference: requests in flight keep the old one
             metrics.MODEL_RELOADS.labels(outcome="ok").inc()
             if snapshot.index.score_version:  # what this worker serves, also after a restart
-                metrics.LIVE_SCORE_VERSION.clear()
-                metrics.LIVE_SCORE_VERSION.labels(score_version=snapshot.index.score_version,
-                                                  model_version=snapshot.index.model_version or "").set(1)
+                metrics.set_live(snapshot.index.score_version, snapshot.index.model_version or "")
             if snapshot.model_version:
-                metrics.PROMOTED_VERSION.clear()
-                metrics.PROMOTED_VERSION.labels(version=snapshot.model_version).set(1)
+                metrics.set_promoted(snapshot.model_version)
             log.info("serving score version %s, model %s (%d pairs, provider %s)",
                      snapshot.index.score_version, snapshot.model_version, len(snapshot.index),
                      getattr(snapshot.students, "provider", None))

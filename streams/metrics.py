@@ -75,6 +75,18 @@ MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the st
                         ["outcome"])
 
 
+def set_live(score_version: str, model_version: str) -> None:
+    """The score version readers see now (one series: the old one is dropped)."""
+    LIVE_SCORE_VERSION.clear()
+    LIVE_SCORE_VERSION.labels(score_version=score_version, model_version=model_version).set(1)
+
+
+def set_promoted(version: str) -> None:
+    """The promoted model version (one series)."""
+    PROMOTED_VERSION.clear()
+    PROMOTED_VERSION.labels(version=version).set(1)
+
+
 # every stage that consumes a topic counts its events under one of these
 STAGES = ("ingest", "items", "labelling", "model_updates", "training_jobs")
 

@@ -13,15 +13,10 @@ import logging
 import orjson
 
 from . import metrics
+from .events import InvalidEvent
 from .storage import scores
 
 log = logging.getLogger(__name__)
-
-
-class Rejected(ValueError):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 class ModelWatcher:
@@ -71,7 +66,7 @@ class ModelWatcher:
         so the current snapshot keeps serving instead of an empty index."""
         try:
             score_version = self.check(value)
-        except Rejected as bad:
+        except InvalidEvent as bad:
             log.warning("ignored a model update (%s): %s", bad.reason, bad.detail)
             metrics.MODEL_RELOADS.labels(outcome="rejected").inc()
             if self.dead_letter is not None and message is not None:
@@ -87,22 +82,22 @@ class ModelWatcher:
         return True
 
     def check(self, value: bytes | None) -> str | None:
-        """The message's score version (None: "whatever is live"); ``Rejected`` if unusable."""
+        """The message's score version (None: "whatever is live"); ``InvalidEvent`` if unusable."""
         if not value:
-            raise Rejected("tombstone", "an empty model update names no version")
+            raise InvalidEvent("tombstone", "an empty model update names no version")
         try:
             event = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise Rejected("bad_json", str(exc)[:200]) from None
+            raise InvalidEvent("bad_json", str(exc)[:200]) from None
         if not isinstance(event, dict):
-            raise Rejected("not_object", f"a model update must be a JSON object: {value[:200]!r}")
+            raise InvalidEvent("not_object", f"a model update must be a JSON object: {value[:200]!r}")
         score_version = event.get("score_version")
         if score_version is None:
             return None
         if not isinstance(score_version, str) or not scores.is_version(score_version):
-            raise Rejected("bad_version", f"malformed score version {str(score_version)[:200]!r}")
+            raise InvalidEvent("bad_version", f"malformed score version {str(score_version)[:200]!r}")
         if not scores.published(self.serving.storage, score_version):
-            raise Rejected("unknown_version", f"score version {score_version!r} was never published")
+            raise InvalidEvent("unknown_version", f"score version {score_version!r} was never published")
         return score_version
 
     async def stop(self) -> None:

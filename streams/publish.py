@@ -334,8 +334,7 @@ def write(storage: Storage, settings: Settings, published: Published) -> Publish
     published.summary.update(score_version=version, dropped_versions=dropped)
     published.summary["steps_s"]["write"] = round(time.perf_counter() - t, 3)
     metrics.SCORES_PUBLISHED.inc(n)
-    metrics.LIVE_SCORE_VERSION.clear()
-    metrics.LIVE_SCORE_VERSION.labels(score_version=version, model_version=model).set(1)
+    metrics.set_live(version, model)
     log.info("published %s: %d pairs, %d items", version, n, len(published.ids))
     return published
 

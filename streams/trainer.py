@@ -57,8 +57,7 @@ async def publish_and_announce(storage: Storage, settings: Settings, producer, m
     summary["kafka"] = await emit(producer, settings, published)
     await announce(producer, settings, {"event": "promoted", "model_version": model_version,
                                         "score_version": published.score_version, "at": time.time()})
-    metrics.PROMOTED_VERSION.clear()
-    metrics.PROMOTED_VERSION.labels(version=model_version).set(1)
+    metrics.set_promoted(model_version)
     return summary
 
 
