@@ -16,7 +16,10 @@ All in one run, on the same inputs, so every ratio compares like with like:
 5. lookup latency: the worker's real aiohttp app with the published version in memory; a
    client in another process sends sequential keep-alive requests of 1, 10 and 100 pairs;
 6. mixed load (``mixed_small_p99_ms``): the same 1-pair requests while 4 other client
-   processes send 1000-pair requests back to back, against the 1-pair p99 alone (same run).
+   processes send 1000-pair requests back to back, against the 1-pair p99 alone (same run);
+7. slowloris (``after_idle_small_p99_ms``): 2000 connections send half a request head and
+   stall; once the worker's guarded server has shed them (refused past
+   ``web_max_connections``, closed at ``web_header_timeout_s``, 2 s here) the 1-pair p99.
 
 ``--lookup-only`` runs 5 and 6 with tiny random students (seconds instead of minutes: the
 published answers do not depend on the students).
@@ -35,6 +38,7 @@ import numpy as np
 
 MIXED_CLIENTS = 4       # clients sending large requests back to back during the mixed phase
 MIXED_BIG_PAIRS = 1000  # pairs per large request (the API's limit)
+IDLE_CONNECTIONS = 2000  # half-sent connections of the slowloris phase
 
 
 def _rate(fn, n_pairs: int, repeat: int = 2) -> float:
@@ -82,6 +86,37 @@ def _big_client(port: int, body: bytes, stop, out) -> None:
         times.append(time.perf_counter() - t)
     conn.close()
     out.put(times)
+
+
+def _idle_opener(port: int, n: int, opened, closed_by_server, out) -> None:
+    """Opens ``n`` connections that send half a request head and nothing more (slowloris),
+    then reports how many the server closed (refused at once, or at its head deadline)."""
+    import selectors
+    import socket
+
+    selector = selectors.DefaultSelector()  # epoll: past 1024 descriptors, unlike select()
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/pair-scores HTTP/1.1\r\nHost: x\r\n")  # never finished
+        selector.register(s, selectors.EVENT_READ)
+        socks.append(s)
+    opened.set()
+    deadline = time.time() + 60
+    closed = 0
+    while closed < n and time.time() < deadline:
+        for key, _ in selector.select(0.2):
+            try:
+                data = key.fileobj.recv(4096)
+            except OSError:  # reset by the server
+                data = b""
+            if not data:  # the server closed it
+                selector.unregister(key.fileobj)
+                closed += 1
+    out.put(closed)
+    closed_by_server.set()
+    for s in socks:
+        s.close()
 
 
 def _students(tmp: Path, items, truth, max_length: int, backbone: str = "minilm"):
@@ -204,6 +239,8 @@ def _print_lookup(result: dict) -> None:
           f"p50 {result['mixed_small_p50_ms']:.2f} ms, p99 {result['mixed_small_p99_ms']:.2f} ms "
           f"(alone p99 {result['lookup_1_p99_ms']:.2f} ms); {MIXED_BIG_PAIRS}-pair p50 "
           f"{result['mixed_big_p50_ms']:.1f} ms, {result['mixed_big_requests_per_s']:.0f} req/s")
+    print(f"after {result['idle_connections']} idle half-sent connections ({result['idle_closed_by_server']} "
+          f"closed by the server): 1-pair p99 {result['after_idle_small_p99_ms']:.2f} ms")
 
 
 def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
@@ -223,10 +260,12 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     from ..storage.chdb_client import ChdbStorage
     from ..storage.migrations import migrate
     from ..storage.scores import live
+    from ..web import serve as serve_guarded
 
     storage = ChdbStorage(tmp / "chdb", "bench")
     migrate(storage)
-    settings = Settings(data_dir=str(tmp), publish_cross_budget_s=10.0)
+    settings = Settings(data_dir=str(tmp), publish_cross_budget_s=10.0,
+                        web_header_timeout_s=2.0)  # the slowloris phase waits for this deadline
     Catalogue().upsert(storage, items)
     import datetime as dt
 
@@ -255,9 +294,9 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
         await serving.reload()
         app = web.Application()
         add_routes(app, serving, settings)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        # the worker's own guarded server: connection limit, head deadline, keep-alive
+        runner = await serve_guarded(app, port, "127.0.0.1", settings.web_max_connections,
+                                     settings.web_header_timeout_s, settings.web_keepalive_s)
         ctx = mp.get_context("fork")
         try:
             alone = await _collect(_client, (port, bodies, n_requests))
@@ -283,7 +322,19 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
                         await asyncio.sleep(0.05)
             for p in bigs:
                 p.join(10)
-            return alone, mixed[1], big_times, elapsed
+            # slowloris: idle half-sent connections; once the server has shed them (refused
+            # past the limit, closed at the head deadline) lookups must be as fast as before
+            opened, shed, idle_queue = ctx.Event(), ctx.Event(), ctx.Queue()
+            opener = ctx.Process(target=_idle_opener, args=(port, IDLE_CONNECTIONS, opened, shed, idle_queue))
+            opener.start()
+            while not shed.is_set():
+                if not opener.is_alive() and opener.exitcode:
+                    raise RuntimeError(f"idle connection opener failed with {opener.exitcode}")
+                await asyncio.sleep(0.05)
+            idle_closed = await asyncio.to_thread(idle_queue.get, True, 30)
+            opener.join(10)
+            after = await _collect(_client, (port, {1: bodies[1]}, n_requests))
+            return alone, mixed[1], big_times, elapsed, idle_closed, after[1]
         finally:
             await runner.cleanup()
 
@@ -304,7 +355,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
             client.join(10)
 
     print(f"lookup: {len(pairs)} published pairs in memory; {n_requests} requests per size")
-    latencies, mixed, big_times, elapsed = asyncio.run(serve())
+    latencies, mixed, big_times, elapsed, idle_closed, after_idle = asyncio.run(serve())
     storage.close()
     out = {"lookup_requests_per_size": n_requests, "lookup_published_pairs": len(pairs)}
     for size, times in latencies.items():
@@ -319,4 +370,6 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     out["mixed_big_p50_ms"] = round(float(np.percentile(np.array(big_times) * 1000, 50)), 2)
     out["mixed_big_requests_per_s"] = round(len(big_times) / elapsed, 1)
     out["mixed_clients"], out["mixed_big_pairs"] = MIXED_CLIENTS, MIXED_BIG_PAIRS
+    out["idle_connections"], out["idle_closed_by_server"] = IDLE_CONNECTIONS, idle_closed
+    out["after_idle_small_p99_ms"] = round(float(np.percentile(np.array(after_idle) * 1000, 99)), 3)
     return out
