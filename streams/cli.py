@@ -504,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("quality", help="each label source, the model and the published score "
                                            "against the manual labels: MAE, accuracy, Cohen's kappa")
     a.add_argument("--json", action="store_true")
+    a = actions.add_parser("consistency", help="score labelled pairs again with the configured backend "
+                                               "(PAIRSTREAM_LLM_BACKEND) and report how often it agrees "
+                                               "with itself, per dimension")
+    a.add_argument("--pairs", type=int, default=100, help="labelled pairs to score (manual ones first)")
+    a.add_argument("--repeats", type=int, default=2, help="scorings of each pair (>= 2)")
+    a.add_argument("--json", action="store_true")
     a = actions.add_parser("review", help="unreviewed pairs where label, model and behaviour "
                                           "disagree, highest impact (spread x ln(1+co-clicks)) first")
     a.add_argument("--limit", type=int, default=20)

@@ -39,6 +39,8 @@ def run(settings: Settings, args) -> int:
             return 0
         if args.action == "quality":
             return _print_quality(gold_report(storage), args.json)
+        if args.action == "consistency":
+            return _consistency(settings, storage, args)
         if args.action == "review":
             queue = review_queue(storage, args.limit)
             for entry in queue:
@@ -84,6 +86,41 @@ def run(settings: Settings, args) -> int:
         return 0
     finally:
         storage.close()
+
+
+def _consistency(settings: Settings, storage, args) -> int:
+    """``labels consistency``: the configured backend on labelled pairs, ``--repeats`` times."""
+    import asyncio
+
+    from .label_consistency import self_consistency
+    from .labelling import build_scorer
+    from .storage.items import products
+
+    labelled = sorted(effective_labels(storage), key=lambda r: (r["source"] != "manual", r["item_a"], r["item_b"]))
+    rows = products(storage, sorted({x for r in labelled for x in (r["item_a"], r["item_b"])}))
+    pairs = [(rows[r["item_a"]], rows[r["item_b"]]) for r in labelled
+             if r["item_a"] in rows and r["item_b"] in rows][: args.pairs]
+    if not pairs:
+        print("no labelled pairs of known items to score", file=sys.stderr)
+        return 1
+    scorer = build_scorer(settings)
+
+    async def go():
+        try:
+            return await self_consistency(scorer, pairs, args.repeats)
+        finally:
+            await scorer.backend.close()
+
+    report = asyncio.run(go())
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['backend']}: {report['pairs']} pairs x {report['repeats']} ({report['failed']} failed)")
+    for name, f in [("score", report.get("overall")), *report["dimensions"].items()]:
+        if f:
+            print(f"  {name:10} same every time {f['exact']:.0%}, mean |diff| {f['mean_abs_diff']:.2f}, "
+                  f"kappa {f['kappa'] if f['kappa'] is not None else '-'}")
+    return 0
 
 
 def _dims(text: str | None) -> dict[str, float]:

@@ -8,6 +8,7 @@ import pytest
 from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
+from streams.config import Settings
 from streams.label_quality import cohen_kappa, gold_report, review_queue
 from streams.publish import publish
 from streams.storage.labels import LabelRow, write_labels
@@ -60,3 +61,51 @@ def test_gold_report_and_review_queue(storage, settings, tmp_path):
         want = {"medium": "LLM, then manual check", "low": "few-shot LLM"}[entry["tier"]]
         assert entry["seed_review"] == want  # what the seed asks people to do per tier
     json.dumps(queue)  # what `labels review --json` prints
+
+
+class _Flaky:
+    """A backend sure of every dimension but colour: asked about a pair's colour it says 3,
+    asked again 8, then 3 ..."""
+
+    name, model_name = "flaky", ""
+
+    def __init__(self):
+        self.asked: dict = {}
+
+    async def score(self, request):
+        from models.reply import DimensionReply
+
+        if request.dimension != "colour":
+            return DimensionReply(7.0, "steady")
+        key = request.product_a["item_id"]
+        self.asked[key] = self.asked.get(key, 0) + 1
+        return DimensionReply(3.0 if self.asked[key] % 2 else 8.0, "flips")
+
+    async def close(self):
+        pass
+
+
+def test_self_consistency_finds_the_dimension_a_backend_flips_on():
+    import asyncio
+
+    from models.rubric import load_rubric
+    from models.scorer import PairScorer
+    from streams.label_consistency import self_consistency
+    from streams.labelling import build_scorer
+
+    pairs = [({"item_id": f"a{k}", "title": f"phone {k}", "category": "phones"},
+              {"item_id": f"b{k}", "title": f"case {k}", "category": "cases"}) for k in range(6)]
+    flaky = asyncio.run(self_consistency(PairScorer(load_rubric(), _Flaky()), pairs, repeats=2))
+    colour, brand = flaky["dimensions"]["colour"], flaky["dimensions"]["brand"]
+    assert flaky["pairs"] == 6 and flaky["failed"] == 0
+    # each pair's colour: 3 in the first repeat, 8 in the second
+    assert colour == {"n": 6, "exact": 0.0, "mean_abs_diff": 5.0, "kappa": 0.0}  # no better than chance
+    assert brand == {"n": 6, "exact": 1.0, "mean_abs_diff": 0.0, "kappa": 1.0}
+    assert flaky["overall"]["exact"] == 0.0  # the weighted score moves with colour
+
+    # the heuristic rules are deterministic: the same labels every time
+    heuristic = asyncio.run(self_consistency(build_scorer(Settings()), pairs, repeats=3))
+    assert heuristic["backend"] == "heuristic" and heuristic["overall"]["exact"] == 1.0
+    assert all(d["mean_abs_diff"] == 0.0 for d in heuristic["dimensions"].values())
+    with pytest.raises(ValueError):
+        asyncio.run(self_consistency(build_scorer(Settings()), pairs, repeats=1))
