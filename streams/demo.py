@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .config import Settings
 from .embedded.broker import free_port
 from .runtime import stack
+from .tiers import TIER_NAMES
 
 DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-length 64"
 
@@ -275,8 +276,7 @@ def _print_top_pairs(storage) -> None:
     print("\nmost frequent cross-category pairs:")
     for _a, _b, n, ta, tb in rows:
         print(f"  {n:6d}  {ta[:40]:40s} + {tb[:40]}")
-    names = {1: "low", 2: "medium", 3: "high"}
-    print("pairs routed to scoring by tier: " + ", ".join(f"{names[t]}={n}" for t, n in tiers))
+    print("pairs routed to scoring by tier: " + ", ".join(f"{TIER_NAMES[t]}={n}" for t, n in tiers))
 
 
 def _print_labels(storage) -> None:

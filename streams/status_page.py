@@ -19,8 +19,7 @@ from aiohttp import web
 
 from . import metrics
 from .lag import STATUS_CODES
-
-TIER_NAMES = {1: "low", 2: "medium", 3: "high"}
+from .tiers import TIER_NAMES
 
 
 @dataclass
