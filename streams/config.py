@@ -98,7 +98,12 @@ class Settings:
         500, "Swing keeps at most this many users per item: the most recent (then by user id).")
     blend_evidence_count: float = setting(
         5.0, "Published score = w * behaviour + (1 - w) * model with w = count / (count + this): "
-        "at this many co-clicks both sources weigh the same (models/blend.py).")
+        "at this many co-clicks both sources weigh the same (models/blend.py). The configured "
+        "k: used when the publisher cannot fit one (see blend_fit_min_pairs).")
+    blend_fit_min_pairs: int = setting(
+        200, "Each publish fits the blend's k on held-out behaviour (even vs odd days, pairs the "
+        "model never trained on; models/blend.py) when at least this many such pairs exist; "
+        "0 = always use blend_evidence_count.")
     ingest_batch_events: int = setting(
         200000,
         "Most consumed events held, paired but unwritten, while a ClickHouse write is in "

@@ -145,7 +145,7 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
     rescored, exhausted = _cross_rescore(settings, students, texts, a, b, score, scorer, progress)
     steps["cross_rescore"] = time.perf_counter() - t
     t = time.perf_counter()
-    evidence, dims = blend_evidence(storage, settings, ids, a, b, score, scorer)
+    evidence, dims, fitted = blend_evidence(storage, settings, ids, a, b, score, scorer)
     steps["blend"] = time.perf_counter() - t
     published = Published("", students.version, ids, a, b, evidence["score"], scorer, embeddings,
                           evidence=evidence, dim_scores=dims)
@@ -154,6 +154,7 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
         "cross_rescored": rescored, "cross_budget_exhausted": exhausted,
         "manual": int((scorer == SCORERS.index("manual")).sum()),
         "behaviour_dominant": int((evidence["dominant"] == DOMINANT.index("behaviour")).sum()),
+        "blend": fitted,
         "provider": students.provider, "steps_s": {k: round(v, 3) for k, v in steps.items()},
     }
     return published
@@ -162,7 +163,8 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
 def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score, scorer):
     """Step 5b: the published score = the model's blended with behaviour (``models.blend``),
     with the evidence of each pair: a fresh ``pair_stats`` version (count, users, lift, swing),
-    and the per-dimension scores of its label. Manual labels stay as they are."""
+    and the per-dimension scores of its label. Manual labels stay as they are. Returns
+    (evidence, dimension scores, how k was chosen)."""
     from models.blend import blend
 
     from .storage import stats
@@ -184,9 +186,9 @@ def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score,
     ev = {"count": column("count", np.uint64, 0), "users": column("users", np.uint32, 0),
           "lift": column("lift", np.float32, 1.0), "swing": column("swing", np.float32, 0.0),
           "model_score": np.asarray(model_score, np.float32).copy()}
-    score, behaviour, weight = blend(ev["model_score"], ev["lift"], ev["count"],
-                                     settings.blend_evidence_count)
     manual = scorer == SCORERS.index("manual")
+    fitted = fit_blend_weight(storage, settings, ids, a, b, ev["model_score"], manual)
+    score, behaviour, weight = blend(ev["model_score"], ev["lift"], ev["count"], fitted["k"])
     score[manual] = ev["model_score"][manual]
     weight[manual] = 0.0
     ev.update(score=score, behaviour_score=behaviour, behaviour_weight=weight,
@@ -196,7 +198,35 @@ def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score,
     labels = {(r["item_a"], r["item_b"]): r["dim_scores"] for r in effective_labels(storage)}
     dims = [labels.get((ids[x], ids[y]), {}) for x, y in zip(a.tolist(), b.tolist())] if labels \
         else [{} for _ in range(len(a))]
-    return ev, dims
+    return ev, dims, fitted
+
+
+def fit_blend_weight(storage: Storage, settings: Settings, ids, a, b, model_score, manual) -> dict:
+    """The blend's k, fitted without ground truth (``models.blend.fit_evidence_count``) on the
+    candidates the model never trained on (``training.held_out``), with behaviour split into
+    even and odd days; the configured ``blend_evidence_count`` when that is not possible
+    (too few such pairs, or every click on one day's parity)."""
+    from models.blend import fit_evidence_count
+    from training import held_out
+
+    from .storage import stats
+
+    configured = {"k": float(settings.blend_evidence_count), "source": "setting", "pairs": 0}
+    if settings.blend_fit_min_pairs <= 0:
+        return configured
+    chosen = [k for k, (x, y) in enumerate(zip(a.tolist(), b.tolist()))
+              if not manual[k] and held_out(ids[x], ids[y])]
+    if len(chosen) < settings.blend_fit_min_pairs:
+        return configured | {"pairs": len(chosen)}
+    halves = stats.half_evidence(storage, [(ids[a[k]], ids[b[k]]) for k in chosen],
+                                 stats.StatsParams.from_settings(settings))
+    if halves is None:
+        return configured | {"pairs": len(chosen)}
+    fit = fit_evidence_count(np.asarray(model_score)[chosen], halves)
+    log.info("blend k fitted on %d held-out pairs: %s (configured %s)", fit.pairs, fit.k,
+             settings.blend_evidence_count)
+    return {"k": fit.k, "source": "fitted", "pairs": fit.pairs,
+            "errors": {str(k): round(e, 4) for k, e in fit.errors.items()}}
 
 
 def _cross_rescore(settings, students, texts, a, b, score, scorer, progress) -> tuple[int, bool]:

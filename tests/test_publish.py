@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 
 import numpy as np
@@ -221,6 +222,9 @@ def test_published_rows_and_lookups_carry_their_evidence(storage, settings, seed
         "day": pa.array([20605] * len(visits), pa.int32()).cast(pa.date32()),  # 2026-06-01
         "clicks": pa.array([1] * len(visits), pa.uint64())}))
     published = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    # every click on one day: no two halves to fit k on, so the configured k
+    assert published.summary["blend"] == {"k": settings.blend_evidence_count, "source": "setting",
+                                          "pairs": published.summary["blend"]["pairs"]}
     rows = storage.query_arrow(
         f"SELECT item_a, item_b, score, dominant, model_score, behaviour_weight, count, users, lift "
         f"FROM {storage.table('pair_scores_latest')}").to_pylist()
@@ -234,7 +238,7 @@ def test_published_rows_and_lookups_carry_their_evidence(storage, settings, seed
             continue
         assert row["count"] == pair_stats[pair]["count"] and row["users"] == pair_stats[pair]["users"]
         want, _, weight = blend([row["model_score"]], [pair_stats[pair]["lift"]], [row["count"]],
-                                settings.blend_evidence_count)
+                                published.summary["blend"]["k"])
         assert math.isclose(row["score"], float(want[0]), rel_tol=1e-5)
         assert row["dominant"] == ("behaviour" if weight[0] >= 0.5 else "model")
     serving = Serving(storage, settings)
@@ -285,3 +289,40 @@ def test_large_lookups_answer_every_row_and_let_small_ones_through(storage, sett
         score, scorer = rows[min(a, b), max(a, b)]
         assert result["source"] == "table" and result["scorer"] == scorer
         assert result["score"] == round(score, 4) and "count" in result["evidence"]
+
+
+def test_the_blend_weight_is_fitted_on_held_out_pairs_when_both_halves_have_clicks(storage, settings, seeded):
+    """With co-clicks on even and odd days, publish fits k on the candidates the model never
+    trained on (``training.held_out``) and every published row uses that k."""
+    import math
+
+    import pyarrow as pa
+
+    from models.blend import K_GRID, blend
+    from training import held_out
+
+    data, first = seeded
+    day = dt.date(2026, 6, 2)
+    storage.insert_arrow("pair_counts", pa.table({  # the pairs at or above the low tier again, the next day
+        "item_a": [a for (a, _), c in zip(data["pairs"], data["counts"]) if c >= 3],
+        "item_b": [b for (_, b), c in zip(data["pairs"], data["counts"]) if c >= 3],
+        "day": pa.array([day] * sum(c >= 3 for c in data["counts"])),
+        "count": pa.array([c // 2 for c in data["counts"] if c >= 3], pa.uint64())}))
+    storage.insert_arrow("user_item_days", pa.table({  # the horizon ends on the newest day clicked
+        "user_id": ["u1"], "item_id": [data["pairs"][0][0]], "day": pa.array([day]),
+        "clicks": pa.array([1], pa.uint64())}))
+    held = [p for p in data["eligible"] if p != data["manual"] and held_out(*p)]
+    assert len(held) >= 10
+    students = Students(first["version"], first["artifacts"])
+    published = publish(storage, settings.replace(blend_fit_min_pairs=len(held)), students, progress=False)
+    fitted = published.summary["blend"]
+    assert fitted["source"] == "fitted" and fitted["pairs"] == len(held) and fitted["k"] in K_GRID
+    assert fitted["errors"][str(fitted["k"])] == min(fitted["errors"].values())
+    ev = published.evidence
+    want = blend(ev["model_score"], ev["lift"], ev["count"], fitted["k"])[0]
+    manual = published.scorer == SCORERS.index("manual")
+    assert np.allclose(ev["score"][~manual], want[~manual]) and manual.sum() == 1
+    # one pair fewer than the minimum: the configured k
+    again = publish(storage, settings.replace(blend_fit_min_pairs=len(held) + 1), students, progress=False)
+    assert again.summary["blend"]["source"] == "setting"
+    assert math.isclose(again.summary["blend"]["k"], settings.blend_evidence_count)

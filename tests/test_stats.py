@@ -111,3 +111,40 @@ def test_bestseller_pairs_get_low_lift_and_fitting_pairs_high(storage):
     assert got[("best1", "best2")]["count"] > got[("case", "phone")]["count"]
     assert got[("case", "phone")]["lift"] > 5 * got[("best1", "best2")]["lift"]
     assert got[("case", "phone")]["jaccard"] == 1.0
+
+
+def test_half_evidence_matches_a_plain_reference(storage):
+    """Each half (even / odd day numbers) counts its own co-clicks against its own marginals,
+    with half the pseudo-count: what the blend weight is fitted on."""
+    from streams.synthetic import generate
+
+    items, clicks = generate(150, 40, 3000, seed=5)
+    categories = {i.item_id: i.category for i in items}
+    events = [(c.user_id, c.item_id, c.ts) for c in clicks]
+    counts = reference_counts(events, categories)
+    _insert(storage, reference_visits(events), counts)
+    params = stats.StatsParams(horizon_days=10, lift_prior=1.0)
+    newest = max(d for _, _, d in counts)
+    pairs = sorted({(a, b) for a, b, d in counts if d > newest - 10})[:60] + [("zz-none", "zz-other")]
+    got = stats.half_evidence(storage, pairs, params)
+    assert got is not None
+    for h in (0, 1):
+        kept = {(a, b): 0 for a, b, _ in counts}
+        margins: dict[str, int] = {}
+        total = 0
+        for (a, b, d), n in counts.items():
+            if d % 2 == h and newest - 10 < d <= newest:
+                kept[(a, b)] += n
+                margins[a] = margins.get(a, 0) + n
+                margins[b] = margins.get(b, 0) + n
+                total += n
+        count, lift = got[h]
+        for k, (a, b) in enumerate(pairs):
+            c = kept.get((a, b), 0)
+            want = (c + 0.5) / (margins.get(a, 0) * margins.get(b, 0) / (2 * total) + 0.5)
+            assert count[k] == c and math.isclose(lift[k], want, rel_tol=1e-5), (h, a, b)
+    assert sum(got[0][0]) > 0 and sum(got[1][0]) > 0
+    # every click on even days: no second half, no fit
+    storage.command(f"TRUNCATE TABLE {storage.table('pair_counts')}")
+    _insert(storage, {}, {(a, b, 2 * (d // 2)): n for (a, b, d), n in counts.items()})
+    assert stats.half_evidence(storage, pairs, params) is None

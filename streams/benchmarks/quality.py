@@ -118,6 +118,7 @@ def _dataset(args):
 
 
 def run(args) -> dict:
+    from models.blend import blend
     from training.pipeline import run as run_distillation
 
     from ..cli import distill_config
@@ -193,6 +194,10 @@ def run(args) -> dict:
         "frequent_pairs": int(frequent.sum()), "frequent_positive_rate": round(float(y.mean()), 4),
         "auc_published": roc_auc(y, published.score[frequent]),
         "auc_model": roc_auc(y, ev["model_score"][frequent]),
+        # the same blend with the configured k instead of the fitted one: what the fit changed
+        "auc_published_configured_k": roc_auc(y, blend(ev["model_score"], ev["lift"], ev["count"],
+                                                       settings.blend_evidence_count)[0][frequent]),
+        "blend": published.summary["blend"],
         "auc_count": roc_auc(y, ev["count"][frequent]),
         "auc_lift": roc_auc(y, ev["lift"][frequent]),
         "auc_swing": roc_auc(y, ev["swing"][frequent]),

@@ -235,3 +235,50 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
             CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
             SETTINGS join_use_nulls = 0""", params)
     return {(r["item_a"], r["item_b"]): r for r in rows.to_pylist()} if rows.num_rows else {}
+
+
+def half_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams):
+    """Co-click count and lift of the given canonical pairs in each of two disjoint halves of
+    the horizon: even and odd UTC day numbers. ((count_0, lift_0), (count_1, lift_1)), arrays
+    in the order of ``pairs``; None when either half has no co-clicks.
+
+    The lift of a half uses that half's marginals and total and half the pseudo-count
+    (s / 2): with every count halved, (c/2 + s/2) / (e/2 + s/2) shrinks a pair towards 1 as
+    much as the full data's (c + s) / (e + s) does. What ``models.blend.fit_evidence_count``
+    fits the blend weight on."""
+    import numpy as np
+
+    span = horizon(storage, p.horizon_days)
+    if span is None or not pairs:
+        return None
+    t = storage.table
+    items = sorted({x for pair in pairs for x in pair})
+    params = {"lo": span[0].isoformat(), "hi": span[1].isoformat(), "items": items,
+              "a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
+    in_horizon = "day >= {lo:Date} AND day <= {hi:Date}"
+    half = "toUInt8(toUInt32(day) % 2)"
+    totals = dict(storage.query_rows(
+        f"SELECT {half} AS half, sum(count) FROM {t('pair_counts')} WHERE {in_horizon} GROUP BY half",
+        params))
+    if not totals.get(0) or not totals.get(1):
+        return None
+    marginals = {(item, h): n for item, h, n in storage.query_rows(
+        f"""SELECT item_id, half, sum(n) FROM (
+                SELECT item_a AS item_id, {half} AS half, count AS n FROM {t('pair_counts')}
+                WHERE {in_horizon} AND item_a IN {{items:Array(String)}}
+                UNION ALL
+                SELECT item_b AS item_id, {half} AS half, count AS n FROM {t('pair_counts')}
+                WHERE {in_horizon} AND item_b IN {{items:Array(String)}})
+            GROUP BY item_id, half""", params)}
+    counts = {(a, b, h): n for a, b, h, n in storage.query_rows(
+        f"""SELECT item_a, item_b, {half} AS half, sum(count) FROM {t('pair_counts')}
+            WHERE {in_horizon} AND (item_a, item_b) IN arrayZip({{a:Array(String)}}, {{b:Array(String)}})
+            GROUP BY item_a, item_b, half""", params)}
+    prior = float(p.lift_prior) / 2
+    out = []
+    for h in (0, 1):
+        count = np.array([counts.get((a, b, h), 0) for a, b in pairs], np.float64)
+        expected = np.array([marginals.get((a, h), 0) * marginals.get((b, h), 0) for a, b in pairs],
+                            np.float64) / (2 * totals[h])
+        out.append((count, ((count + prior) / (expected + prior)).astype(np.float32)))
+    return out[0], out[1]
