@@ -30,6 +30,7 @@ class Catalogue(dict):
         super().__init__(*args, **kwargs)
         self.version = 0
         self._changes: list[tuple[int, list[str]]] = []
+        self._peak = len(self)  # most items held since the last rebuild (see ``delete``)
 
     def _changed(self, item_ids: list[str]) -> None:
         self.version += 1
@@ -50,6 +51,7 @@ class Catalogue(dict):
         if table.num_rows:
             ids = table.column("item_id").to_pylist()
             self.update(zip(ids, table.column("category").to_pylist()))
+            self._peak = max(self._peak, len(self))
             self._changed(ids)
         metrics.CATALOGUE_ITEMS.set(len(self))
         return self
@@ -68,6 +70,7 @@ class Catalogue(dict):
         storage.insert_arrow("items", table)
         for item in items:
             self[item.item_id] = item.category
+        self._peak = max(self._peak, len(self))
         self._changed([item.item_id for item in items])
         metrics.CATALOGUE_ITEMS.set(len(self))
 
@@ -81,6 +84,13 @@ class Catalogue(dict):
                         {"ids": item_ids})
         for item_id in item_ids:
             self.pop(item_id, None)
+        if self._peak > 4096 and len(self) < self._peak // 2:
+            # a dict keeps its table after deletes: rebuild it in place (pairing holds this
+            # object) once half of what it held is gone, so memory follows the catalogue
+            kept = dict(self)
+            self.clear()
+            self.update(kept)
+            self._peak = len(self)
         self._changed(list(item_ids))
         metrics.CATALOGUE_ITEMS.set(len(self))
 

@@ -101,6 +101,10 @@ def cmd_bench(args) -> int:
         from .benchmarks import serve as bench_serve
 
         result = bench_serve.run(args)
+    elif args.what == "memory":
+        from .benchmarks import memory as bench_memory
+
+        result = bench_memory.run(args)
     else:
         print(f"unknown benchmark {args.what}", file=sys.stderr)
         return 2
@@ -386,8 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "whole pipeline (stream, label, train, publish) on the bestseller "
                                    "marketplace generator, ROC AUC of published score, count, lift, "
                                    "Swing, labels and long-tail lookups against its hidden truth "
-                                   "(--events 200000 by default is a good size).")
-    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality"], help="which benchmark")
+                                   "(--events 200000 by default is a good size). memory: a real "
+                                   "worker's RSS while --rounds waves of --users new users "
+                                   "(--events clicks each) come and are evicted.")
+    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory"],
+                   help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
                    help="events offered at --fresh-rate for the freshness measurement")
@@ -401,13 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lookup-only", action="store_true",
                    help="serve: only the lookup latency and mixed-load figures (tiny students: seconds)")
     p.add_argument("--items", type=int, default=3000, help="quality: marketplace items")
-    p.add_argument("--users", type=int, default=8000, help="quality: marketplace users")
     p.add_argument("--seed", type=int, default=101, help="quality: marketplace seed")
     p.add_argument("--long-tail", type=int, default=3000, help="quality: long-tail pairs asked of the lookup")
     p.add_argument("--cross-budget", type=float, default=60.0, help="quality: cross-encoder seconds at publish")
     p.add_argument("--dataset", choices=["marketplace", "amazon-magazine"], default="marketplace",
                    help="quality: the bestseller marketplace generator, or Amazon Magazine reviews as "
                         "sessions with also_buy as truth (read from ../shared/data; skipped if absent)")
+    p.add_argument("--rounds", type=int, default=3, help="memory: waves of new users")
+    p.add_argument("--users", type=int, default=8000,
+                   help="quality: marketplace users; memory: new users per wave")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
     p.set_defaults(func=cmd_bench)

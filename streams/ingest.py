@@ -493,6 +493,11 @@ class ClickIngest:
             cp.partitions += [p] * len(u)
             cp.versions += [state.position] * len(u)
             cp.evicted += evicted
+        for state in self.partitions.values():  # every open batch is strings now: safe to re-intern
+            state.sessionizer.compact()
+        sessionizers = [state.sessionizer for state in self.partitions.values()]
+        metrics.INGEST_INTERNED.labels(kind="users").set(sum(s.num_users for s in sessionizers))
+        metrics.INGEST_INTERNED.labels(kind="items").set(sum(len(s.ids) for s in sessionizers))
         return cp
 
     async def _write_after(self, previous, tables, checkpoint, dlq, now, events, event_times):

@@ -28,6 +28,9 @@ CH_WRITE_SECONDS = Histogram(
     "pairstream_clickhouse_write_seconds", "Latency of ClickHouse inserts.", ["table"]
 )
 CH_ERRORS = Counter("pairstream_clickhouse_errors_total", "Failed ClickHouse calls (retried).")
+INGEST_INTERNED = Gauge("pairstream_ingest_interned_ids", "Ids the click ingest holds in memory "
+                        "(all partitions): live users, and interned items (compacted after evictions).",
+                        ["kind"])
 CATALOGUE_ITEMS = Gauge("pairstream_catalogue_items", "Items known to the worker's catalogue.")
 LABELS = Counter("pairstream_labels_total", "Pair labels written, by source.", ["source"])
 LABEL_SKIPS = Counter(
@@ -98,6 +101,8 @@ def initialise(llm_backend: str) -> None:
 
     for stage in STAGES:
         EVENTS_IN.labels(stage=stage)
+    for kind in ("users", "items"):
+        INGEST_INTERNED.labels(kind=kind)
     for endpoint in ("pair_scores", "partners"):
         LOOKUP_SECONDS.labels(endpoint=endpoint)
     for source in ("table", "computed", "unknown_item", "no_model"):

@@ -23,6 +23,7 @@ import pyarrow as pa
 from . import pair_kernel as kernel
 
 _NO_WEIGHTS = np.empty(0, np.uint64)
+COMPACT_MIN_IDS = 4096  # intern tables smaller than this are never worth rebuilding
 EVICTION_QUORUM = 3  # users that must be ahead before idleness is judged (``eviction_watermark``)
 
 PAIR_COUNTS_SCHEMA = pa.schema([
@@ -95,6 +96,7 @@ class Sessionizer:
         self._h_len = np.zeros(64, np.int32)
         self._dirty = np.zeros(64, np.bool_)
         self._out = np.empty(0, np.uint64)
+        self._items_after_compact = 0  # intern table size the last ``compact`` left
 
     # --- interning -----------------------------------------------------------------------
     def _intern_item(self, item: str) -> int:
@@ -261,6 +263,56 @@ class Sessionizer:
         self._h_len[idle] = 0
         self._dirty[idle] = False
         return evicted
+
+    def compact(self, force: bool = False) -> bool:
+        """Rebuild the intern table and the user slots around the live histories once the
+        table has doubled since the last rebuild (or most slots are free); True when it did.
+
+        Why: evicting a user frees its history row, but the ids it brought (its own, and items
+        nobody live still holds) would otherwise stay interned for the life of the worker, so
+        memory would grow with every distinct id ever seen. Amortised: a rebuild costs
+        O(live state) and happens when the table has doubled, so the table stays within
+        2x the live items + ``COMPACT_MIN_IDS``.
+
+        Precondition: no ``PairIncrements`` of this sessionizer is outstanding, since their
+        keys are intern indexes. The ingest calls it from its checkpoint, after every open
+        batch became an Arrow table of strings."""
+        used = len(self.slot_users)
+        grown = len(self.ids) >= 2 * self._items_after_compact + COMPACT_MIN_IDS
+        slots_free = len(self._free) >= max(COMPACT_MIN_IDS, used // 2)
+        if not (force or grown or slots_free):
+            return False
+        live = np.fromiter((user is not None for user in self.slot_users), np.bool_, used)
+        live = np.flatnonzero(live)
+        lengths = self._h_len[live]
+        held = np.arange(self.history_size) < lengths[:, None]
+        rows = self._h_item[live]
+        kept_items = np.unique(rows[held])
+        remap = np.zeros(max(len(self.ids), 1), np.int32)
+        remap[kept_items] = np.arange(len(kept_items), dtype=np.int32)
+        size = max(64, 1 << int(len(live) - 1).bit_length()) if len(live) else 64
+        h_item = np.zeros((size, self.history_size), np.int32)
+        h_item[:len(live)] = np.where(held, remap[rows], 0)
+        h_time = np.zeros((size, self.history_size), np.float64)
+        h_time[:len(live)] = self._h_time[live]
+        h_len, dirty = np.zeros(size, np.int32), np.zeros(size, np.bool_)
+        h_len[:len(live)], dirty[:len(live)] = lengths, self._dirty[live]
+        self._h_item, self._h_time, self._h_len, self._dirty = h_item, h_time, h_len, dirty
+        self.slot_users = [self.slot_users[s] for s in live.tolist()]
+        self.users = _Index(self._new_slot)  # a new dict: a dict never shrinks on deletes
+        self.users.update(zip(self.slot_users, range(len(live))))
+        self._free = []
+        kept_ids = [self.ids[i] for i in kept_items.tolist()]  # index k = ``remap``'s k
+        self.ids, self._new_ids = kept_ids, list(kept_ids)
+        self.index = _Index(self._intern_item)
+        self.index.update(zip(kept_ids, range(len(kept_ids))))
+        self._id_bytes = np.zeros(1 << 16, np.uint8)
+        self._id_off = np.zeros(1 << 12, np.int64)
+        self._cats = np.full(1 << 12, -1, np.int32)
+        self._commit_new_items()
+        self._catalogue_version = getattr(self.catalogue, "version", 0)
+        self._items_after_compact = len(self.ids)
+        return True
 
     def _rows(self, slots: Iterable[int]) -> tuple[list[str], list[list[str]], list[list[float]]]:
         ids, items, times = [], [], []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from streams.catalogue import Catalogue
+from streams.events import Item
 from streams.storage.items import products
 
 
@@ -34,3 +35,18 @@ def test_tombstones_delete_and_bad_messages_lose_nothing_else(storage):
     assert {k: v["category"] for k, v in rows.items()} == {"b": "belts", "c": "hats", "d": "socks"}
     reloaded = Catalogue().load(storage)  # a restarted worker sees the same catalogue
     assert dict(reloaded) == dict(catalogue)
+
+
+def test_memory_follows_the_catalogue_after_mass_deletes(storage):
+    """Deleting most items shrinks the in-memory table (a dict keeps its size after deletes
+    unless rebuilt), in place: pairing keeps the same object and sees the remaining items."""
+    import sys
+
+    catalogue = Catalogue()
+    catalogue.upsert(storage, [Item(f"i{k}", f"c{k % 9}") for k in range(20_000)])
+    full = sys.getsizeof(catalogue)
+    same = catalogue
+    catalogue.delete(storage, [f"i{k}" for k in range(15_000)])
+    assert same is catalogue and len(catalogue) == 5_000 and catalogue["i19999"] == "c1"
+    assert sys.getsizeof(catalogue) < full / 2, (sys.getsizeof(catalogue), full)
+    assert catalogue.changed_since(catalogue.version - 1) == [f"i{k}" for k in range(15_000)]

@@ -290,3 +290,26 @@ def test_two_workers_split_partitions_and_stay_exact(settings, storage, broker):
     asyncio.run(_run_until(workers, len(messages)))
     assert all(w.totals["events"] > 0 for w in workers)  # the group split the partitions
     assert _table_counts(storage) == dict(expected)
+
+
+def test_compacting_the_intern_tables_mid_stream_keeps_counts_exact(settings, storage, broker, monkeypatch):
+    """Checkpoints evict idle users and re-intern ids (here at every chance: minimum 1) while
+    batches stream through: counts stay exact and sessions restore like before."""
+    from streams import pairing
+
+    monkeypatch.setattr(pairing, "COMPACT_MIN_IDS", 1)
+    rebuilt = []
+    compact = pairing.Sessionizer.compact
+
+    def counting(self, force=False):
+        done = compact(self, force)
+        rebuilt.append(done)
+        return done
+
+    monkeypatch.setattr(pairing.Sessionizer, "compact", counting)
+    items, clicks, messages, expected = _dataset(settings, broker, n_events=6000)
+    settings = settings.replace(checkpoint_interval_s=0.0, ingest_batch_events=200)
+    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
+    asyncio.run(_run_until([ingest], len(messages)))
+    assert sum(rebuilt) >= 3, rebuilt
+    assert _table_counts(storage) == dict(expected)

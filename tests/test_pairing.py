@@ -171,3 +171,43 @@ def test_pair_hash_matches_the_column_clickhouse_materialises(tmp_path):
     expected = {(sessionizer.ids[x], sessionizer.ids[y]): int(h) for x, y, h in zip(a, b, ours)}
     assert len(theirs) == len(expected) > 100
     assert {(x, y): int(h) for x, y, h in theirs} == expected
+
+
+def test_compaction_between_batches_changes_no_count():
+    """Re-interning (new item indexes, dense user slots) between any two batches gives the
+    same increments as never re-interning: the kernel orders pairs by id, not by index."""
+    rng = random.Random(11)
+    categories = {f"i{k}": f"c{k % 5}" for k in range(60)}
+    for trial in range(40):
+        events = sorted(((f"u{rng.randrange(12)}", f"i{rng.randrange(66)}", float(rng.randrange(0, 50_000)))
+                         for _ in range(400)), key=lambda e: e[2])
+        plain, compacted = Sessionizer(categories, 1800, 4), Sessionizer(categories, 1800, 4)
+        want, got = _run(plain, events, batch_sizes=(37,)), {}
+        for k in range(0, len(events), 37):
+            compacted.checkpoint_rows(idle_s=3000)  # evicts idle users between batches
+            assert compacted.compact(force=True)
+            for key, n in _run(compacted, events[k:k + 37], batch_sizes=(37,)).items():
+                got[key] = got.get(key, 0) + n
+        assert got == want, trial
+
+
+def test_evicted_ids_leave_memory():
+    """Three waves of 20k new users clicking 20k new items: after each wave is evicted, the
+    intern table and the slot arrays hold the live wave only, not every id ever seen."""
+    categories = {}
+    sessionizer = Sessionizer(categories, 100, 5)
+    sizes = []
+    for wave in range(3):
+        base = wave * 10_000.0
+        users = [f"w{wave}-u{k}" for k in range(20_000)]
+        items = [f"w{wave}-i{k}" for k in range(20_000)]
+        categories.update({item: f"c{k % 7}" for k, item in enumerate(items)})
+        sessionizer.process_batch(users, items, [base + k / 100 for k in range(20_000)])
+        sessionizer.checkpoint_rows(idle_s=500)  # the previous wave is 10,000 s behind: evicted
+        sessionizer.compact()
+        sizes.append((len(sessionizer.ids), len(sessionizer.slot_users), len(sessionizer._h_len)))
+    assert sessionizer.num_users == 20_000
+    assert sizes[2][0] <= 20_000 + 4096 and sizes[2][1] == 20_000 and sizes[2][2] <= 32_768, sizes
+    # and pairing still works on the compacted state: the live wave pairs with its own items
+    users, items, times = sessionizer.snapshot()
+    assert all(i == [f"w2-i{u.split('-u')[1]}"] for u, i in zip(users, items))
