@@ -16,9 +16,10 @@ from typing import Mapping, Sequence
 
 import yaml
 
+from .text import PRODUCT_FIELDS
+
 DIMENSIONS = ("category", "colour", "brand", "condition", "model")
 PACKAGED = Path(__file__).with_name("rubric.yaml")
-PRODUCT_FIELDS = ("title", "category", "brand", "color", "condition", "model")
 
 
 class RubricError(ValueError):

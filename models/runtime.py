@@ -13,8 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .scale import SCORE_BINS
+
 log = logging.getLogger(__name__)
-BINS = np.arange(1, 11, dtype=np.float32)
+BINS = np.asarray(SCORE_BINS, np.float32)
 
 
 def session(path: str | Path, threads: int = 0):

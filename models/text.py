@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-FIELDS = ("brand", "color", "condition", "model")
+# what a product row carries (items topic, ``items`` table, prompts, the students' text)
+PRODUCT_FIELDS = ("title", "category", "brand", "color", "condition", "model")
+FIELDS = PRODUCT_FIELDS[2:]  # the attributes after title and category
 
 
 def item_text(item: Mapping[str, object]) -> str:

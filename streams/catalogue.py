@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from models.text import PRODUCT_FIELDS
+
 from . import metrics
 from .events import MAX_ID_CHARS, InvalidEvent, Item, parse_item
 from .storage import Storage
@@ -15,7 +17,7 @@ from .storage.base import timestamp_array
 
 log = logging.getLogger(__name__)
 
-ITEM_COLUMNS = ("item_id", "title", "category", "brand", "color", "condition", "model", "price")
+ITEM_COLUMNS = ("item_id", *PRODUCT_FIELDS, "price")
 
 
 class Catalogue(dict):
@@ -100,14 +102,29 @@ class Catalogue(dict):
         by the key, anything else is validated and upserted; invalid ones are logged and
         returned as rejected (for the DLQ), never stopping the others."""
         outcome = Applied()
-        pending: list[Item] = []
+        upserts: list[Item] = []
+        deletes: list[str] = []
+
+        def flush_upserts() -> None:
+            self.upsert(storage, upserts)
+            outcome.upserted += len(upserts)
+            upserts.clear()
+
+        def flush_deletes() -> None:  # one DELETE statement for a run of tombstones
+            self.delete(storage, deletes)
+            outcome.deleted += len(deletes)
+            deletes.clear()
+
         for index, (key, value) in enumerate(messages):
             if value:
                 try:
-                    pending.append(parse_item(value, max_bytes))
+                    item = parse_item(value, max_bytes)
                 except InvalidEvent as bad:
                     log.warning("bad item message skipped: %s", bad)
                     outcome.rejected.append((index, bad.reason, bad.detail))
+                    continue
+                flush_deletes()  # keep the topic's order: earlier deletes first
+                upserts.append(item)
                 continue
             item_id = _tombstone_id(key)
             if item_id is None:
@@ -115,13 +132,10 @@ class Catalogue(dict):
                 outcome.rejected.append((index, "bad_tombstone", "a tombstone's key must be an item id "
                                          f"of 1 to {MAX_ID_CHARS} UTF-8 characters"))
                 continue
-            self.upsert(storage, pending)  # keep the topic's order: earlier upserts first
-            outcome.upserted += len(pending)
-            pending = []
-            self.delete(storage, [item_id])
-            outcome.deleted += 1
-        self.upsert(storage, pending)
-        outcome.upserted += len(pending)
+            flush_upserts()  # keep the topic's order: earlier upserts first
+            deletes.append(item_id)
+        flush_upserts()
+        flush_deletes()
         return outcome
 
 

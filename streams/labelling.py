@@ -28,17 +28,18 @@ import orjson
 
 from models.rubric import Example
 from models.scorer import PairScorer, ScoringFailed
+from models.text import PRODUCT_FIELDS
 
 from . import dead_letters, metrics
 from .config import Settings
 from .dead_letters import DeadLetter
+from .events import MAX_ID_CHARS
 from .storage import Storage
-from .storage.items import PRODUCT_COLUMNS, latest_items_sql, products
+from .storage.items import latest_items_sql, products
 from .storage.labels import LabelRow, effective_sql, existing_labels, write_labels
 
 log = logging.getLogger(__name__)
 TIERS = ("low", "medium", "high")
-MAX_ID = 128
 
 
 @dataclass
@@ -73,8 +74,8 @@ def parse_routed(key: bytes | None, raw: bytes) -> RoutedPair:
         raise BadPair("not a JSON object")
     a, b, tier = obj.get("item_a"), obj.get("item_b"), obj.get("tier")
     for name, value in (("item_a", a), ("item_b", b)):
-        if not isinstance(value, str) or not value or len(value) > MAX_ID:
-            raise BadPair(f"{name} must be a non-empty string of at most {MAX_ID} characters")
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+            raise BadPair(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
     if tier not in TIERS:
         raise BadPair(f"tier must be one of {TIERS}")
     if not a < b:
@@ -215,8 +216,8 @@ class Labeller:
         table = st.query_arrow(
             f"""SELECT l.item_a AS a, l.item_b AS b, l.score AS score,
                        least(ia.category, ib.category) AS c1, greatest(ia.category, ib.category) AS c2,
-                       {', '.join(f'ia.{c} AS a_{c}' for c in PRODUCT_COLUMNS)},
-                       {', '.join(f'ib.{c} AS b_{c}' for c in PRODUCT_COLUMNS)}
+                       {', '.join(f'ia.{c} AS a_{c}' for c in PRODUCT_FIELDS)},
+                       {', '.join(f'ib.{c} AS b_{c}' for c in PRODUCT_FIELDS)}
                 FROM ({effective_sql(st, "source IN ('manual', 'llm', 'default')")}) AS l
                 INNER JOIN ({latest}) AS ia ON ia.item_id = l.item_a
                 INNER JOIN ({latest}) AS ib ON ib.item_id = l.item_b
@@ -227,8 +228,8 @@ class Labeller:
              "k": self.settings.few_shot_k + 1})
         out: dict[tuple[str, str], list[Example]] = {}
         for row in table.to_pylist() if table.num_rows else []:
-            a = {"item_id": row["a"], **{c: row[f"a_{c}"] for c in PRODUCT_COLUMNS}}
-            b = {"item_id": row["b"], **{c: row[f"b_{c}"] for c in PRODUCT_COLUMNS}}
+            a = {"item_id": row["a"], **{c: row[f"a_{c}"] for c in PRODUCT_FIELDS}}
+            b = {"item_id": row["b"], **{c: row[f"b_{c}"] for c in PRODUCT_FIELDS}}
             out.setdefault((row["c1"], row["c2"]), []).append(Example(a, b, int(round(row["score"]))))
         return out
 

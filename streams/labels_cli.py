@@ -6,6 +6,7 @@ import json
 import sys
 
 from .config import Settings
+from .events import MAX_ID_CHARS
 from .label_quality import gold_report, review_queue
 from .storage import open_storage
 from .storage.labels import LabelRow, effective_labels, write_labels
@@ -13,8 +14,8 @@ from .storage.labels import LabelRow, effective_labels, write_labels
 
 def _pair(a: str, b: str) -> tuple[str, str]:
     for value in (a, b):
-        if not value or len(value) > 128:
-            raise SystemExit(f"item ids must be 1..128 characters: {value!r}")
+        if not value or len(value) > MAX_ID_CHARS:
+            raise SystemExit(f"item ids must be 1..{MAX_ID_CHARS} characters: {value!r}")
     if a == b:
         raise SystemExit("a pair needs two different items")
     return (a, b) if a < b else (b, a)

@@ -29,12 +29,12 @@ from models.text import item_text
 
 from . import metrics
 from .config import Settings
+from .events import MAX_ID_CHARS
 from .score_index import ScoreIndex
 from .storage import Storage
 from .storage.items import products
 
 log = logging.getLogger(__name__)
-MAX_ID_CHARS = 128
 MAX_PARTNERS = 1000
 FAIR_CHUNK = 16  # pairs answered between yields to the event loop (~0.1 ms of work; 64 gave a
                  # 1-pair p99 of 12 ms under the mixed load of `bench serve`, 16 gave 5-7 ms)

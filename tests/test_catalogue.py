@@ -50,3 +50,19 @@ def test_memory_follows_the_catalogue_after_mass_deletes(storage):
     assert same is catalogue and len(catalogue) == 5_000 and catalogue["i19999"] == "c1"
     assert sys.getsizeof(catalogue) < full / 2, (sys.getsizeof(catalogue), full)
     assert catalogue.changed_since(catalogue.version - 1) == [f"i{k}" for k in range(15_000)]
+
+
+def test_a_run_of_tombstones_is_one_delete(storage, monkeypatch):
+    """A marketplace delisting thousands of items at once: one DELETE per run of tombstones
+    (a mutation each used to make the items agent fall minutes behind)."""
+    catalogue = Catalogue()
+    catalogue.upsert(storage, [Item(f"i{k}", "c") for k in range(600)])
+    statements = []
+    command = storage.command
+    monkeypatch.setattr(storage, "command", lambda sql, *a, **k: (statements.append(sql), command(sql, *a, **k))[1])
+    outcome = catalogue.apply(storage, [(f"i{k}".encode(), None) for k in range(500)]
+                              + [(b"n1", _item("n1", "new"))] + [(b"i599", None)])
+    assert (outcome.upserted, outcome.deleted) == (1, 501)
+    assert sum(sql.lstrip().startswith("DELETE") for sql in statements) == 2  # 500, then 1 after the upsert
+    assert sorted(catalogue) == sorted([f"i{k}" for k in range(500, 599)] + ["n1"])
+    assert len(products(storage, [f"i{k}" for k in range(600)])) == 99

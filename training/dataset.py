@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.rubric import load_rubric
+from models.scale import SCORE_BINS
 from models.text import item_text
 
 
@@ -40,7 +41,7 @@ def split_of(item_a: str, item_b: str, val: float = 0.1, test: float = 0.1) -> s
 
 
 def smoothed(label: float, sigma: float = 1.0) -> np.ndarray:
-    bins = np.arange(1, 11, dtype=np.float64)
+    bins = np.asarray(SCORE_BINS, np.float64)
     p = np.exp(-0.5 * ((bins - label) / sigma) ** 2)
     return (p / p.sum()).astype(np.float32)
 

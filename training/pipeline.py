@@ -18,6 +18,7 @@ import torch
 
 from models.losses import DistillationLoss
 from models.onnx_export import export_students, quantize_int8
+from models.scale import SCORE_BINS
 from streams.storage.items import products
 
 from . import distributed, registry
@@ -29,7 +30,7 @@ from .students import predict_scores, train_student
 from .teacher import Teacher
 
 log = logging.getLogger(__name__)
-BINS = np.arange(1, 11, dtype=np.float32)
+BINS = np.asarray(SCORE_BINS, np.float32)
 
 
 def _candidates(storage, labelled: list[PairExample], multiple: float) -> list[PairExample]:

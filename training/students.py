@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from models.losses import DistillationLoss
+from models.scale import SCORE_BINS
 from models.students import CrossEncoderStudent, TwoTowerStudent, load_encoder
 
 from . import distributed
@@ -77,7 +78,7 @@ def predict_scores(kind: str, model, tokenizer, examples, max_length: int = 96, 
     model.eval()
     device = next(model.parameters()).device
     out = []
-    bins = torch.arange(1, 11, dtype=torch.float32)
+    bins = torch.tensor(SCORE_BINS, dtype=torch.float32)
     for batch in minibatches(examples, batch_size, shuffle=False, seed=0):
         out.append(torch.softmax(_forward(kind, model, tokenizer, batch, max_length, device), -1).cpu() @ bins)
     return torch.cat(out).numpy() if out else torch.zeros(0).numpy()

@@ -19,9 +19,10 @@ import asyncio
 import threading
 
 from ..reply import DimensionReply
+from ..scale import SCORE_BINS
 from .base import Backend, BackendError, DimensionRequest
 
-ANSWERS = [str(k) for k in range(1, 11)]
+ANSWERS = [str(k) for k in SCORE_BINS]
 
 
 class HFBackend(Backend):

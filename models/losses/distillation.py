@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BINS = torch.arange(1, 11, dtype=torch.float32)
+from ..scale import SCORE_BINS
+
+BINS = torch.tensor(SCORE_BINS, dtype=torch.float32)
 
 
 def expected_score(probs: torch.Tensor) -> torch.Tensor:

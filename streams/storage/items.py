@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Storage
+from models.text import PRODUCT_FIELDS
 
-PRODUCT_COLUMNS = ("title", "category", "brand", "color", "condition", "model")
+from .base import Storage
 
 
 def latest_items_sql(storage: Storage, where: str = "1") -> str:
     """SELECT of each item's newest product fields, filtered by ``where`` (on the raw rows)."""
-    cols = ", ".join(f"argMax({c}, updated_at) AS {c}" for c in PRODUCT_COLUMNS)
+    cols = ", ".join(f"argMax({c}, updated_at) AS {c}" for c in PRODUCT_FIELDS)
     return f"SELECT item_id, {cols} FROM {storage.table('items')} WHERE {where} GROUP BY item_id"
 
 
