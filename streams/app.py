@@ -124,8 +124,8 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         goes to ``items-dlq`` before the batch is acknowledged."""
         async for events in stream.take_events(1000, within=0.2):
             metrics.EVENTS_IN.labels(stage="items").inc(len(events))
-            applied = runtime.catalogue.apply(storage, [(e.key, e.value) for e in events],
-                                              settings.max_event_bytes)
+            applied = await runtime.catalogue.apply_async(storage, [(e.key, e.value) for e in events],
+                                                          settings.max_event_bytes)
             if applied.rejected:
                 await runtime.send_dead_letters(settings.topic_items_dlq, [
                     DeadLetter(events[k].key, events[k].value, reason, detail, events[k].message.topic,

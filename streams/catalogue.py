@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -60,83 +61,108 @@ class Catalogue(dict):
 
     def upsert(self, storage: Storage, items: list[Item]) -> None:
         """Write items to ClickHouse first, then make them visible to pairing."""
-        if not items:
-            return
-        now = time.time()
-        columns = {name: [getattr(item, name) for item in items] for name in ITEM_COLUMNS}
-        table = pa.table({
-            **{name: pa.array(values, pa.string()) for name, values in columns.items() if name != "price"},
-            "price": pa.array(columns["price"], pa.float64()),
-            "updated_at": timestamp_array([now] * len(items)),
-        })
-        storage.insert_arrow("items", table)
-        for item in items:
-            self[item.item_id] = item.category
-        self._peak = max(self._peak, len(self))
-        self._changed([item.item_id for item in items])
-        metrics.CATALOGUE_ITEMS.set(len(self))
+        self._write(storage, [("upsert", items)])
+        self._remember([("upsert", items)])
 
     def delete(self, storage: Storage, item_ids: list[str]) -> None:
         """Forget items (a tombstone on the compacted ``items`` topic): rows leave the
         ``items`` table (a lightweight DELETE), then pairing stops pairing them. Pair counts
         already made stay: they happened."""
-        if not item_ids:
-            return
-        storage.command(f"DELETE FROM {storage.table('items')} WHERE item_id IN {{ids:Array(String)}}",
-                        {"ids": item_ids})
-        for item_id in item_ids:
-            self.pop(item_id, None)
-        if self._peak > 4096 and len(self) < self._peak // 2:
-            # a dict keeps its table after deletes: rebuild it in place (pairing holds this
-            # object) once half of what it held is gone, so memory follows the catalogue
-            kept = dict(self)
-            self.clear()
-            self.update(kept)
-            self._peak = len(self)
-        self._changed(list(item_ids))
-        metrics.CATALOGUE_ITEMS.set(len(self))
+        self._write(storage, [("delete", item_ids)])
+        self._remember([("delete", item_ids)])
 
     def apply(self, storage: Storage, messages: list[tuple[bytes | None, bytes | None]],
               max_bytes: int = 65536) -> Applied:
         """Apply ``items`` messages (key, value) in order: an empty value deletes the item named
         by the key, anything else is validated and upserted; invalid ones are logged and
         returned as rejected (for the DLQ), never stopping the others."""
-        outcome = Applied()
-        upserts: list[Item] = []
-        deletes: list[str] = []
-
-        def flush_upserts() -> None:
-            self.upsert(storage, upserts)
-            outcome.upserted += len(upserts)
-            upserts.clear()
-
-        def flush_deletes() -> None:  # one DELETE statement for a run of tombstones
-            self.delete(storage, deletes)
-            outcome.deleted += len(deletes)
-            deletes.clear()
-
-        for index, (key, value) in enumerate(messages):
-            if value:
-                try:
-                    item = parse_item(value, max_bytes)
-                except InvalidEvent as bad:
-                    log.warning("bad item message skipped: %s", bad)
-                    outcome.rejected.append((index, bad.reason, bad.detail))
-                    continue
-                flush_deletes()  # keep the topic's order: earlier deletes first
-                upserts.append(item)
-                continue
-            item_id = _tombstone_id(key)
-            if item_id is None:
-                log.warning("item tombstone without a valid key skipped: %r", (key or b"")[:200])
-                outcome.rejected.append((index, "bad_tombstone", "a tombstone's key must be an item id "
-                                         f"of 1 to {MAX_ID_CHARS} UTF-8 characters"))
-                continue
-            flush_upserts()  # keep the topic's order: earlier upserts first
-            deletes.append(item_id)
-        flush_upserts()
-        flush_deletes()
+        steps, outcome = _plan(messages, max_bytes)
+        self._write(storage, steps)
+        self._remember(steps)
         return outcome
+
+    async def apply_async(self, storage: Storage, messages: list[tuple[bytes | None, bytes | None]],
+                          max_bytes: int = 65536) -> Applied:
+        """``apply`` for the worker's event loop: the ClickHouse writes run in a thread (a
+        DELETE can take a second, and the loop also runs the click ingest and the web
+        server); the in-memory changes happen on the loop, where pairing reads them."""
+        steps, outcome = _plan(messages, max_bytes)
+        await asyncio.to_thread(self._write, storage, steps)
+        self._remember(steps)
+        return outcome
+
+    @staticmethod
+    def _write(storage: Storage, steps: list[tuple[str, list]]) -> None:
+        """The ClickHouse side of ``steps``, in order: one insert per run of upserts, one
+        DELETE per run of tombstones."""
+        for kind, values in steps:
+            if not values:
+                continue
+            if kind == "delete":
+                storage.command(f"DELETE FROM {storage.table('items')} WHERE item_id IN {{ids:Array(String)}}",
+                                {"ids": values})
+                continue
+            columns = {name: [getattr(item, name) for item in values] for name in ITEM_COLUMNS}
+            storage.insert_arrow("items", pa.table({
+                **{name: pa.array(v, pa.string()) for name, v in columns.items() if name != "price"},
+                "price": pa.array(columns["price"], pa.float64()),
+                "updated_at": timestamp_array([time.time()] * len(values)),
+            }))
+
+    def _remember(self, steps: list[tuple[str, list]]) -> None:
+        """The in-memory side of ``steps`` (after ``_write``), then one change-log entry each."""
+        for kind, values in steps:
+            if not values:
+                continue
+            if kind == "delete":
+                for item_id in values:
+                    self.pop(item_id, None)
+                if self._peak > 4096 and len(self) < self._peak // 2:
+                    # a dict keeps its table after deletes: rebuild it in place (pairing holds
+                    # this object) once half of what it held is gone, so memory follows it
+                    kept = dict(self)
+                    self.clear()
+                    self.update(kept)
+                    self._peak = len(self)
+                self._changed(list(values))
+            else:
+                for item in values:
+                    self[item.item_id] = item.category
+                self._peak = max(self._peak, len(self))
+                self._changed([item.item_id for item in values])
+        metrics.CATALOGUE_ITEMS.set(len(self))
+
+
+def _plan(messages: list[tuple[bytes | None, bytes | None]], max_bytes: int
+          ) -> tuple[list[tuple[str, list]], Applied]:
+    """``items`` messages as ordered runs of ("upsert", items) and ("delete", ids), and what
+    was rejected: validation only, no I/O."""
+    outcome = Applied()
+    steps: list[tuple[str, list]] = []
+
+    def add(kind: str, value) -> None:
+        if not steps or steps[-1][0] != kind:
+            steps.append((kind, []))
+        steps[-1][1].append(value)
+
+    for index, (key, value) in enumerate(messages):
+        if value:
+            try:
+                add("upsert", parse_item(value, max_bytes))
+                outcome.upserted += 1
+            except InvalidEvent as bad:
+                log.warning("bad item message skipped: %s", bad)
+                outcome.rejected.append((index, bad.reason, bad.detail))
+            continue
+        item_id = _tombstone_id(key)
+        if item_id is None:
+            log.warning("item tombstone without a valid key skipped: %r", (key or b"")[:200])
+            outcome.rejected.append((index, "bad_tombstone", "a tombstone's key must be an item id "
+                                     f"of 1 to {MAX_ID_CHARS} UTF-8 characters"))
+            continue
+        add("delete", item_id)
+        outcome.deleted += 1
+    return steps, outcome
 
 
 @dataclass

@@ -66,3 +66,38 @@ def test_a_run_of_tombstones_is_one_delete(storage, monkeypatch):
     assert sum(sql.lstrip().startswith("DELETE") for sql in statements) == 2  # 500, then 1 after the upsert
     assert sorted(catalogue) == sorted([f"i{k}" for k in range(500, 599)] + ["n1"])
     assert len(products(storage, [f"i{k}" for k in range(600)])) == 99
+
+
+def test_the_worker_applies_items_without_blocking_its_event_loop(storage, monkeypatch):
+    """The items agent shares the worker's loop with the click ingest and the web server: a
+    slow DELETE must run beside them, not stop them (the in-memory change follows it)."""
+    import asyncio
+    import time
+
+    catalogue = Catalogue()
+    catalogue.upsert(storage, [Item("a", "c"), Item("b", "c")])
+    command = storage.command
+
+    def slow_command(sql, *args, **kwargs):
+        time.sleep(0.6)
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "command", slow_command)
+
+    async def go():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.02)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        outcome = await catalogue.apply_async(storage, [(b"a", None), (b"n", _item("n", "new"))])
+        task.cancel()
+        return outcome, ticks
+
+    outcome, ticks = asyncio.run(go())
+    assert (outcome.upserted, outcome.deleted) == (1, 1) and dict(catalogue) == {"b": "c", "n": "new"}
+    assert ticks >= 10, ticks  # the loop ran on while the DELETE took 0.6 s
