@@ -36,6 +36,7 @@ partition and offset as headers) before the offset that covers them is committed
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import datetime as dt
 import logging
 import random
@@ -493,8 +494,9 @@ class ClickIngest:
             cp.partitions += [p] * len(u)
             cp.versions += [state.position] * len(u)
             cp.evicted += evicted
-        for state in self.partitions.values():  # every open batch is strings now: safe to re-intern
-            state.sessionizer.compact()
+        # every open batch is strings now: safe to re-intern
+        if [state.sessionizer.compact() for state in self.partitions.values()].count(True):
+            _return_freed_memory()
         sessionizers = [state.sessionizer for state in self.partitions.values()]
         metrics.INGEST_INTERNED.labels(kind="users").set(sum(s.num_users for s in sessionizers))
         metrics.INGEST_INTERNED.labels(kind="items").set(sum(len(s.ids) for s in sessionizers))
@@ -617,3 +619,18 @@ class ClickIngest:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.settings.storage_retry_max_s)
 
+
+def _return_freed_memory() -> None:
+    """Hand the pages a compaction freed back to the OS: glibc keeps freed heap memory for
+    reuse, so without this the worker's RSS stays at its peak. A no-op off glibc."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None

@@ -1,12 +1,15 @@
 """``pairstream bench memory``: does a real worker's memory stay flat while ids come and go?
 
 A ``pairstream worker`` child process (the production entry point, with chDB in it) consumes
-``--rounds`` waves of clicks from the embedded broker. Every wave brings new users (``--users``
-of them, ``--events`` clicks in all, a tenth on item ids the catalogue does not know), and is
-two days later than the one before, so the next wave's checkpoint evicts the previous wave's
-sessions; a last small wave of 4,000 users two days on evicts the final one. The worker's
-resident set (``VmRSS`` of ``/proc/<pid>/status``: Linux) is read when it is ready and idle,
-and after each wave is consumed and checkpointed.
+``--rounds`` waves of clicks from the embedded broker, on a marketplace whose listings churn:
+every wave brings ``--users`` new users and ``--users / 2`` new listings (produced to
+``items``; the previous wave's listings are deleted by tombstones), and its ``--events``
+clicks go half to a stable catalogue of 5,000 items, 40% to the wave's listings and 10% to
+item ids nobody listed (they are interned all the same). Each wave is two days later than the
+one before, so the next wave's checkpoint evicts the previous wave's sessions; a last small
+wave of 4,000 users two days on evicts the final one. The worker's resident set (``VmRSS``
+of ``/proc/<pid>/status``: Linux) is read when it is ready and idle, and after each wave is
+consumed and checkpointed.
 
 Figures: ``rss_mb`` per step, ``growth`` = the largest RSS after waves 2.. over the RSS after
 wave 1 (flat = 1.0; goal <= 1.2: ids that left every session must leave memory), and the
@@ -26,6 +29,7 @@ import urllib.request
 DAY = 86400.0
 TICK_USERS = 4000  # the last wave: enough users ahead on every partition to evict the rest
 EVENTS_KEY = 'pairstream_events_in_total{stage="ingest"}'
+ITEMS_KEY = 'pairstream_events_in_total{stage="items"}'
 
 
 def _rss_mb(pid: int) -> float:
@@ -61,17 +65,28 @@ def _wait(check, timeout: float, what: str, worker) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def _wave(wave: int, users: int, events: int, items: list[str], start: float, rng) -> list[tuple[bytes, bytes]]:
-    """``events`` clicks of ``users`` new users over one hour from ``start``; a tenth on item ids
-    nobody listed (they are interned all the same)."""
+def _wave(wave: int, users: int, events: int, stable: list[str], start: float, rng) -> list[tuple[bytes, bytes]]:
+    """``events`` clicks of ``users`` new users over one hour from ``start`` (see the module
+    docstring for where they go)."""
     out = []
     for k in range(events):
         user = f"w{wave}-u{rng.randrange(users)}"
-        item = f"w{wave}-unlisted{rng.randrange(users)}" if rng.random() < 0.1 else rng.choice(items)
+        draw = rng.random()
+        item = (rng.choice(stable) if draw < 0.5 else f"w{wave}-l{rng.randrange(users // 2)}" if draw < 0.9
+                else f"w{wave}-unlisted{rng.randrange(users)}")
         ts = start + rng.uniform(0, 3600)
         out.append((user.encode(), json.dumps({"user_id": user, "item_id": item, "ts": ts,
                                                "event_id": f"w{wave}-{k}"}).encode()))
     return out
+
+
+def _listings(wave: int, users: int) -> list[tuple[bytes, bytes | None]]:
+    """The wave's new listings, and tombstones for the previous wave's."""
+    from ..events import Item
+
+    new = [Item(f"w{wave}-l{k}", f"c{k % 40}", f"listing {k} of wave {wave}") for k in range(users // 2)]
+    gone = [(f"w{wave - 1}-l{k}".encode(), None) for k in range(users // 2)] if wave else []
+    return gone + [(item.item_id.encode(), item.to_json()) for item in new]
 
 
 def run(args) -> dict:
@@ -100,7 +115,7 @@ def run(args) -> dict:
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
-        steps, interned, consumed = [], [], 0
+        steps, interned, consumed, behind = [], [], 0, []
         try:
             _wait(lambda: urllib.request.urlopen(base + "/readyz", timeout=5).status == 200, 180,
                   "the worker to be ready", worker)
@@ -108,9 +123,19 @@ def run(args) -> dict:
             steps.append(("idle", _rss_mb(worker.pid)))
             print(f"idle worker: {steps[-1][1]:.0f} MB")
             start = time.time() - (rounds + 2) * 2 * DAY
-            ids = [i.item_id for i in items]
+            ids, listed = [i.item_id for i in items], len(items)
             waves = [(w, users, events) for w in range(rounds)] + [(rounds, TICK_USERS, TICK_USERS)]
             for wave, n_users, n_events in waves:
+                if wave < rounds:  # the listings first, in the catalogue before their clicks
+                    listings = _listings(wave, n_users)
+                    asyncio.run(_produce(broker.bootstrap, settings.topic_items, listings))
+                    listed += len(listings)
+                    try:  # the items agent is another consumer: give it a while, then go on
+                        _wait(lambda total=listed: _metrics(base).get(ITEMS_KEY, 0) >= total, 120,
+                              f"wave {wave}'s listings to be applied", worker)
+                    except TimeoutError:
+                        behind.append(wave)
+                        print(f"wave {wave}: the items agent is still applying its listings; clicking anyway")
                 clicks = _wave(wave, n_users, n_events, ids, start + wave * 2 * DAY, rng)
                 asyncio.run(_produce(broker.bootstrap, settings.topic_clicks, clicks))
                 consumed += len(clicks)
@@ -136,4 +161,4 @@ def run(args) -> dict:
     print(f"growth after wave 1: {growth:.2f}x (goal <= 1.2)")
     return {"rounds": rounds, "users_per_round": users, "events_per_round": events,
             "rss_mb": {name: round(mb, 1) for name, mb in steps}, "growth": round(growth, 3),
-            "interned": interned}
+            "interned": interned, "listings_not_applied_in_time": behind}
