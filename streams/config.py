@@ -55,6 +55,10 @@ class Settings:
         "model-updates-dlq", "Model updates rejected before any swap, with the reason.")
     topic_training_jobs_dlq: str = setting(
         "training-jobs-dlq", "training-jobs messages that are not jobs, with the reason.")
+    shutdown_timeout_s: float = setting(
+        30.0, "Longest a worker spends stopping after SIGTERM/SIGINT; past it, it exits with status "
+        "1 (state is in ClickHouse: a restart resumes exactly, as after a crash). Keeps a worker "
+        "whose broker has gone from hanging on its way out.")
     session_timeout_s: float = setting(
         6.0,
         "Consumer group session timeout. Tansu holds a join for half of it: keep it short "

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal as signals
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -47,6 +49,35 @@ def run_worker(settings: Settings, bootstrap: str, storage: Storage, web: bool =
 
     from .app import create_app
 
+    class BoundedShutdownWorker(Worker):
+        """Faust's worker, with its stop on a signal bounded by ``shutdown_timeout_s``: stopping
+        commits offsets and leaves the group, which waits forever on a broker that is gone."""
+
+        def _schedule_shutdown(self, signal) -> None:
+            _exit_after(settings.shutdown_timeout_s, signals.Signals(signal))
+            super()._schedule_shutdown(signal)
+
     app = create_app(settings, bootstrap, storage, web=web)
-    worker = Worker(app, loglevel=os.environ.get("PAIRSTREAM_LOG_LEVEL", "WARNING"), quiet=True, redirect_stdouts=False)
+    worker = BoundedShutdownWorker(app, loglevel=os.environ.get("PAIRSTREAM_LOG_LEVEL", "WARNING"),
+                                   quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+_deadline: threading.Timer | None = None
+
+
+def _exit_after(seconds: float, signal) -> None:
+    """Exit the process with status 1 if it is still stopping ``seconds`` from now (once)."""
+    global _deadline
+    if _deadline is not None:
+        return
+
+    def give_up() -> None:
+        log.error("still stopping %.0fs after %s: exiting now (ClickHouse holds the state; a restart "
+                  "resumes exactly)", seconds, getattr(signal, "name", signal))
+        logging.shutdown()
+        os._exit(1)
+
+    _deadline = threading.Timer(seconds, give_up)
+    _deadline.daemon = True
+    _deadline.start()

@@ -151,3 +151,42 @@ def test_sigkill_mid_stream_then_restart_is_exact(settings, broker, end_offsets,
     assert {(u, i, d): n for u, i, d, n in dump["visits"]} == dict(visits)
     want = reference_stats(visits, expected, StatsParams())
     assert_stats_equal({(r["item_a"], r["item_b"]): r for r in dump["stats"]}, want)
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_with_the_broker_gone_exits_within_the_shutdown_timeout(settings, tmp_path):
+    """Stopping leaves the consumer group, which waits forever on a broker that is gone; the
+    worker gives up after PAIRSTREAM_SHUTDOWN_TIMEOUT_S with status 1 and says why, instead of
+    hanging until someone sends SIGKILL."""
+    import urllib.request
+
+    from streams.embedded.broker import EmbeddedBroker, free_port
+
+    port = free_port()
+    with EmbeddedBroker() as broker:
+        env = _env(settings, broker.bootstrap)
+        env.update({"PAIRSTREAM_WEB_PORT": str(port), "PAIRSTREAM_SHUTDOWN_TIMEOUT_S": "4"})
+        ensure_topics(broker.bootstrap, settings)
+        log = tmp_path / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                  stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            worker.kill()
+            pytest.fail("worker not ready: " + log.read_text()[-2000:])
+    time.sleep(2)  # the broker is gone
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        pytest.fail("the worker did not exit 30 s after SIGTERM")
+    assert worker.returncode == 1 and time.monotonic() - started < 20
+    assert "still stopping 4s after SIGTERM" in log.read_text()
