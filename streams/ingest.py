@@ -61,6 +61,7 @@ from .user_items import merge_user_item_days, user_item_days
 log = logging.getLogger(__name__)
 
 FETCH_MAX_RECORDS = 20000  # one getmany; batches grow beyond it while a write is in flight
+OPEN_POLL_MS = 10  # fetch wait while paired events wait for the write in flight
 
 SESSIONS_SCHEMA = pa.schema([
     ("topic", pa.string()),
@@ -175,8 +176,9 @@ class ClickIngest:
                         ingest.resets.pop(tp.partition, None)
 
             async def on_partitions_assigned(self, assigned):
-                for tp in assigned:
-                    await ingest._restore_partition(tp)
+                # together: each restore waits on ClickHouse and on broker offset requests
+                # (queued behind fetches), and a partition's records are re-fetched after it
+                await asyncio.gather(*(ingest._restore_partition(tp) for tp in assigned))
 
         await asyncio.to_thread(pair_kernel.warm_up)
         timeout_ms = int(self.settings.session_timeout_s * 1000)
@@ -248,9 +250,12 @@ class ClickIngest:
                 break
             if self._write_task is not None and self._write_task.done():
                 await self.drain()  # surface a failed write at once
+            # paired events wait for the write in flight: look again soon, so they are sealed
+            # into the next write as soon as it returns, not when the fetch times out
+            wait_ms = OPEN_POLL_MS if self._open else int(flush_s * 1000)
             try:
                 batches = await self._consumer.getmany(
-                    timeout_ms=int(flush_s * 1000), max_records=min(max_events, FETCH_MAX_RECORDS))
+                    timeout_ms=wait_ms, max_records=min(max_events, FETCH_MAX_RECORDS))
             except Exception as exc:  # noqa: BLE001 - consumer errors during shutdown
                 if self._stopping.is_set():
                     break
@@ -300,10 +305,7 @@ class ClickIngest:
         self.partitions[p] = state  # no await from here to the seek, or a fetch could slip in
         if repositioned:
             return
-        if position > 0:
-            self._consumer.seek(tp, position)
-        else:
-            await self._consumer.seek_to_beginning(tp)
+        self._consumer.seek(tp, position)  # within [log start, end]: ``_offset_reset`` checked
         log.info("partition %d restored: %d users, position %d, replay to %s",
                  p, sessionizer.num_users, position, state.replay_end)
 
