@@ -148,8 +148,7 @@ class _JobArgumentParser(argparse.ArgumentParser):
 
 
 def cmd_distill(args) -> int:
-    from training import distributed
-    from training.pipeline import run
+    from training import distributed, run
 
     from .storage import open_storage
 

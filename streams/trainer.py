@@ -184,7 +184,7 @@ def _versions_mask(table, version: str, result: dict):
 def train_job(run_dir: str | Path, data_dir: str, config) -> dict:
     """The child process of an embedded run (``pairstream train-job``): import the snapshot
     into a private chDB, train, export the registry rows and the result."""
-    from training.pipeline import run
+    from training import run
     from training.snapshot import export_tables, import_tables
 
     from .storage.chdb_client import ChdbStorage
@@ -214,7 +214,7 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
     """``pairstream trainer``: consume ``training-jobs`` and run each job (production mode)."""
     from kafka import KafkaConsumer, KafkaProducer
 
-    from training.pipeline import run
+    from training import run
 
     from .dead_letters import DeadLetter, send_sync
 

@@ -15,8 +15,8 @@ PACKAGES = ("streams", "models", "training")
 # what training may take from streams: the storage layer shared by both (DESIGN.md)
 TRAINING_MAY_IMPORT_FROM_STREAMS = ("streams.storage",)
 # training's job entry points: what streams may call
-TRAINING_ENTRY = ("training", "training.config", "training.pipeline", "training.registry",
-                  "training.snapshot", "training.distributed")
+TRAINING_ENTRY = ("training", "training.config", "training.registry", "training.snapshot",
+                  "training.distributed")
 # the worker's wiring (Faust app, services, timers) and its process runner
 FAUST_MODULES = {"streams.app", "streams.runtime"}
 

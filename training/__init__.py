@@ -1,6 +1,21 @@
 """Dataset assembly, teacher fine-tuning, distillation, evaluation, promotion, the job entry.
 
-Imports ``models`` and the Faust-free storage layer, never Faust (DESIGN.md)."""
+Imports ``models`` and the Faust-free storage layer, never Faust (DESIGN.md). The job entry
+for ``streams``: ``run`` (one training round) and ``DistillConfig`` (its options), loaded on
+first use so that importing ``training`` (the CLI's defaults, the publisher's split rule)
+does not import torch."""
+
+
+def __getattr__(name: str):
+    if name == "run":
+        from .pipeline import run
+
+        return run
+    if name == "DistillConfig":
+        from .config import DistillConfig
+
+        return DistillConfig
+    raise AttributeError(f"module 'training' has no attribute {name!r}")
 
 
 def held_out(item_a: str, item_b: str) -> bool:

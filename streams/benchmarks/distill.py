@@ -18,7 +18,7 @@ import time
 
 import pyarrow as pa
 
-from training.pipeline import run as run_distillation
+from training import run as run_distillation
 
 from ..catalogue import Catalogue
 from ..cli import distill_config

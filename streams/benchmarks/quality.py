@@ -119,7 +119,7 @@ def _dataset(args):
 
 def run(args) -> dict:
     from models.blend import blend
-    from training.pipeline import run as run_distillation
+    from training import run as run_distillation
 
     from ..cli import distill_config
     from ..config import Settings
