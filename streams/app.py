@@ -153,7 +153,9 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
 
     @app.service
     class DeadLetterService(Service):
-        """The producer of the dead-letter topics of ``items`` and ``model-updates``."""
+        """The producer of every dead-letter topic the worker's agents and services write
+        (``items``, ``model-updates``, ``pairs-to-score``); the click ingest has its own
+        producer, which also routes pairs."""
 
         async def on_start(self) -> None:
             from aiokafka import AIOKafkaProducer
@@ -168,21 +170,17 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
 
     @app.service
     class LabellerService(Service):
-        """Owns the scoring backend and the producer of the pairs DLQ."""
+        """Owns the scoring backend; dead letters go through the DeadLetterService's producer."""
 
         async def on_start(self) -> None:
-            from aiokafka import AIOKafkaProducer
-
             from .labelling import Labeller, build_scorer
 
-            self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-            await self.producer.start()
-            runtime.labeller = Labeller(settings, storage, build_scorer(settings), self.producer)
+            producer = await asyncio.shield(runtime.dead_letter_producer)
+            runtime.labeller = Labeller(settings, storage, build_scorer(settings), producer)
 
         async def on_stop(self) -> None:
             if runtime.labeller is not None:
                 await runtime.labeller.scorer.backend.close()
-            await self.producer.stop()
 
     @app.service
     class ClickIngestService(Service):
