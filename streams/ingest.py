@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import datetime as dt
+import functools
 import logging
 import random
 import time
@@ -496,10 +497,9 @@ class ClickIngest:
             cp.partitions += [p] * len(u)
             cp.versions += [state.position] * len(u)
             cp.evicted += evicted
-        # every open batch is strings now: safe to re-intern
-        if [state.sessionizer.compact() for state in self.partitions.values()].count(True):
-            _return_freed_memory()
         sessionizers = [state.sessionizer for state in self.partitions.values()]
+        if sum(s.compact() for s in sessionizers):  # every open batch is strings now: safe to re-intern
+            _return_freed_memory()
         metrics.INGEST_INTERNED.labels(kind="users").set(sum(s.num_users for s in sessionizers))
         metrics.INGEST_INTERNED.labels(kind="items").set(sum(len(s.ids) for s in sessionizers))
         return cp
@@ -625,14 +625,14 @@ class ClickIngest:
 def _return_freed_memory() -> None:
     """Hand the pages a compaction freed back to the OS: glibc keeps freed heap memory for
     reuse, so without this the worker's RSS stays at its peak. A no-op off glibc."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-        except OSError:
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
-_LIBC = None
+@functools.cache
+def _glibc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None

@@ -170,16 +170,18 @@ def test_sigterm_with_the_broker_gone_exits_within_the_shutdown_timeout(settings
         log = tmp_path / "worker.log"
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
                                   stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
-                    break
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
             except OSError:
-                time.sleep(0.5)
-        else:
+                return False
+
+        try:
+            _wait(ready, 90, lambda: "worker ready: " + log.read_text()[-2000:])
+        except AssertionError:
             worker.kill()
-            pytest.fail("worker not ready: " + log.read_text()[-2000:])
+            raise
     time.sleep(2)  # the broker is gone
     started = time.monotonic()
     worker.send_signal(signal.SIGTERM)

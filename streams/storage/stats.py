@@ -84,13 +84,15 @@ def _lift_sql(p: StatsParams) -> str:
     return f"(count + {prior!r}) / (clicks_a * clicks_b / greatest(2 * total, 1) + {prior!r})"
 
 
-def _marginals_sql(t, in_horizon: str, items_filter: str = "") -> str:
-    """item_id, clicks (C_i): an item's co-clicks with anything in the horizon."""
-    return f"""(SELECT item_id, sum(n) AS clicks FROM (
-                  SELECT item_a AS item_id, count AS n FROM {t('pair_counts')} WHERE {in_horizon}
+def _marginals_sql(t, in_horizon: str, items_filter: str = "", part: str = "") -> str:
+    """item_id, clicks (C_i): an item's co-clicks with anything in the horizon; with ``part``
+    (an SQL expression of ``day``), item_id, part, clicks: the same per part of the days."""
+    column = f", {part} AS part" if part else ""
+    return f"""(SELECT item_id{', part' if part else ''}, sum(n) AS clicks FROM (
+                  SELECT item_a AS item_id{column}, count AS n FROM {t('pair_counts')} WHERE {in_horizon}
                   UNION ALL
-                  SELECT item_b AS item_id, count AS n FROM {t('pair_counts')} WHERE {in_horizon})
-               {items_filter} GROUP BY item_id)"""
+                  SELECT item_b AS item_id{column}, count AS n FROM {t('pair_counts')} WHERE {in_horizon})
+               {items_filter} GROUP BY item_id{', part' if part else ''})"""
 
 
 def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None) -> int | None:
@@ -263,13 +265,8 @@ def half_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
     if not totals.get(0) or not totals.get(1):
         return None
     marginals = {(item, h): n for item, h, n in storage.query_rows(
-        f"""SELECT item_id, half, sum(n) FROM (
-                SELECT item_a AS item_id, {half} AS half, count AS n FROM {t('pair_counts')}
-                WHERE {in_horizon} AND item_a IN {{items:Array(String)}}
-                UNION ALL
-                SELECT item_b AS item_id, {half} AS half, count AS n FROM {t('pair_counts')}
-                WHERE {in_horizon} AND item_b IN {{items:Array(String)}})
-            GROUP BY item_id, half""", params)}
+        "SELECT item_id, part, clicks FROM "
+        + _marginals_sql(t, in_horizon, "WHERE item_id IN {items:Array(String)}", part=half), params)}
     counts = {(a, b, h): n for a, b, h, n in storage.query_rows(
         f"""SELECT item_a, item_b, {half} AS half, sum(count) FROM {t('pair_counts')}
             WHERE {in_horizon} AND (item_a, item_b) IN arrayZip({{a:Array(String)}}, {{b:Array(String)}})
