@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .students import CrossEncoderStudent, TwoTowerStudent
+from models.students import CrossEncoderStudent, TwoTowerStudent
 
 OPSET = 17
 

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import yaml
 
-from .text import PRODUCT_FIELDS
+from models.text import PRODUCT_FIELDS
 
 DIMENSIONS = ("category", "colour", "brand", "condition", "model")
 PACKAGED = Path(__file__).with_name("rubric.yaml")

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .scale import SCORE_BINS
+from models.scale import SCORE_BINS
 
 log = logging.getLogger(__name__)
 BINS = np.asarray(SCORE_BINS, np.float32)

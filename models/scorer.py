@@ -11,10 +11,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from .llm.base import BackendError, DimensionRequest, TransientError
-from .llm.guard import CircuitOpen
-from .reply import DimensionReply, ReplyError
-from .rubric import DIMENSIONS, Example, Rubric
+from models.llm.base import BackendError, DimensionRequest, TransientError
+from models.llm.guard import CircuitOpen
+from models.reply import DimensionReply, ReplyError
+from models.rubric import DIMENSIONS, Example, Rubric
 
 
 class ScoringFailed(Exception):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .local import minilm_path
+from models.local import minilm_path
 
 BINS = 10
 

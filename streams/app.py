@@ -21,13 +21,13 @@ import logging
 import faust
 from mode import Service
 
-from . import dead_letters, metrics
-from .catalogue import Catalogue
-from .config import Settings
-from .dead_letters import DeadLetter
-from .ingest import ClickIngest
-from .lag import STATUS_CODES, LagSampler
-from .storage import Storage
+from streams import dead_letters, metrics
+from streams.catalogue import Catalogue
+from streams.config import Settings
+from streams.dead_letters import DeadLetter
+from streams.ingest import ClickIngest
+from streams.lag import STATUS_CODES, LagSampler
+from streams.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Runtime:
         self.ingest: ClickIngest | None = None
         self.labeller = None  # streams.labelling.Labeller, set when the worker starts
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
-        from .lookup import Serving
+        from streams.lookup import Serving
 
         self.serving = Serving(storage, settings)
         self.watcher = None  # streams.model_watch.ModelWatcher
@@ -173,7 +173,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         """Owns the scoring backend; dead letters go through the DeadLetterService's producer."""
 
         async def on_start(self) -> None:
-            from .labelling import Labeller, build_scorer
+            from streams.labelling import Labeller, build_scorer
 
             producer = await asyncio.shield(runtime.dead_letter_producer)
             runtime.labeller = Labeller(settings, storage, build_scorer(settings), producer)
@@ -205,7 +205,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         """Loads the live score version and students, then follows ``model-updates``."""
 
         async def on_start(self) -> None:
-            from .model_watch import ModelWatcher
+            from streams.model_watch import ModelWatcher
 
             await runtime.serving.reload()
 
@@ -235,7 +235,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         async def on_start(self) -> None:
             from aiokafka import AIOKafkaProducer
 
-            from .trainer import TrainingLauncher
+            from streams.trainer import TrainingLauncher
 
             self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                                              max_batch_size=1 << 20)
@@ -259,9 +259,9 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             """``/metrics``, ``/healthz``, ``/readyz`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
 
             async def on_start(self) -> None:
-                from .lookup import add_routes
-                from .status_page import add_status_route
-                from .web import assignment_check, broker_check, build_app, serve, storage_check
+                from streams.lookup import add_routes
+                from streams.status_page import add_status_route
+                from streams.web import assignment_check, broker_check, build_app, serve, storage_check
 
                 checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                           "partitions": assignment_check(runtime)}

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from models.text import PRODUCT_FIELDS
-
-from . import metrics
-from .events import MAX_ID_CHARS, InvalidEvent, Item, parse_item
-from .storage import Storage
-from .storage.base import timestamp_array
+from streams import metrics
+from streams.events import MAX_ID_CHARS, InvalidEvent, Item, parse_item
+from streams.storage import Storage
+from streams.storage.base import timestamp_array
 
 log = logging.getLogger(__name__)
 

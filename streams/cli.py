@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import Settings
+from streams.config import Settings
 
 EPILOG = """Settings come from PAIRSTREAM_* environment variables or a TOML file (--config);
 the README lists every one. With none set, Kafka is an embedded Tansu broker and ClickHouse
@@ -27,7 +27,7 @@ def _settings(args) -> Settings:
 
 
 def cmd_generate(args) -> int:
-    from .synthetic import write_dataset
+    from streams.synthetic import write_dataset
 
     counts = write_dataset(Path(args.out), args.items, args.users, args.events, args.seed)
     print(json.dumps({"out": args.out, **counts}))
@@ -35,8 +35,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from .replay import replay
-    from .topics import ensure_topics
+    from streams.replay import replay
+    from streams.topics import ensure_topics
 
     settings = _settings(args)
     if settings.embedded_kafka:
@@ -56,7 +56,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from .runtime import run_worker, stack
+    from streams.runtime import run_worker, stack
 
     settings = _settings(args)
     with stack(settings) as (bootstrap, storage):
@@ -68,7 +68,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from streams.demo import run_demo
 
     settings = _settings(args)
     overrides = {k: v for k, v in (("llm_backend", args.llm), ("llm_url", args.llm_url),
@@ -78,31 +78,31 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.what == "ingest":
-        from .benchmarks import ingest as bench_ingest
+        from streams.benchmarks import ingest as bench_ingest
 
         result = bench_ingest.run(args)
     elif args.what == "distill":
-        from .benchmarks import distill as bench_distill
+        from streams.benchmarks import distill as bench_distill
 
         result = bench_distill.run(args)
     elif args.what == "score":
-        from .benchmarks import score as bench_score
+        from streams.benchmarks import score as bench_score
 
         result = bench_score.run(args)
     elif args.what == "quality":
-        from .benchmarks import amazon
-        from .benchmarks import quality as bench_quality
+        from streams.benchmarks import amazon
+        from streams.benchmarks import quality as bench_quality
 
         if args.dataset == "amazon-magazine" and not amazon.available():
             print(f"skipped: the Amazon Magazine files are not in {amazon.DEFAULT_DIR}", file=sys.stderr)
             return 0
         result = bench_quality.run(args)
     elif args.what == "serve":
-        from .benchmarks import serve as bench_serve
+        from streams.benchmarks import serve as bench_serve
 
         result = bench_serve.run(args)
     elif args.what == "memory":
-        from .benchmarks import memory as bench_memory
+        from streams.benchmarks import memory as bench_memory
 
         result = bench_memory.run(args)
     else:
@@ -148,9 +148,8 @@ class _JobArgumentParser(argparse.ArgumentParser):
 
 
 def cmd_distill(args) -> int:
+    from streams.storage import open_storage
     from training import distributed, run
-
-    from .storage import open_storage
 
     settings = _settings(args)
     config = distill_config(args)
@@ -176,7 +175,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_train_job(args) -> int:
-    from .trainer import train_job
+    from streams.trainer import train_job
 
     settings = _settings(args)
     result = train_job(args.run_dir, settings.data_dir, distill_config(args))
@@ -186,8 +185,8 @@ def cmd_train_job(args) -> int:
 
 
 def cmd_trainer(args) -> int:
-    from .runtime import stack
-    from .trainer import run_trainer
+    from streams.runtime import stack
+    from streams.trainer import run_trainer
 
     settings = _settings(args)
     if settings.embedded_kafka or settings.embedded_clickhouse:
@@ -203,10 +202,9 @@ def cmd_trainer(args) -> int:
 def cmd_publish(args) -> int:
     import asyncio
 
+    from streams.runtime import stack
+    from streams.trainer import publish_with_own_producer
     from training import registry
-
-    from .runtime import stack
-    from .trainer import publish_with_own_producer
 
     settings = _settings(args)
     with stack(settings) as (bootstrap, storage):
@@ -222,10 +220,9 @@ def cmd_publish(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from streams.storage import open_storage, scores
+    from streams.storage import runs as run_table
     from training import registry
-
-    from .storage import open_storage, scores
-    from .storage import runs as run_table
 
     settings = _settings(args)
     storage = open_storage(settings)
@@ -268,8 +265,8 @@ def _announce_rollback(settings, target) -> bool:
         return False
 
     async def send():
-        from .produce import open_producer
-        from .trainer import announce
+        from streams.produce import open_producer
+        from streams.trainer import announce
 
         async with open_producer(settings.kafka_bootstrap) as producer:
             await announce(producer, settings, {"event": "rollback", **{
@@ -282,7 +279,7 @@ def _announce_rollback(settings, target) -> bool:
 def cmd_lag(args) -> int:
     import time
 
-    from .lag import LagSampler, format_table
+    from streams.lag import LagSampler, format_table
 
     settings = _settings(args)
     if settings.embedded_kafka:
@@ -315,7 +312,7 @@ def cmd_lag(args) -> int:
 
 
 def cmd_labels(args) -> int:
-    from .labels_cli import run
+    from streams.labels_cli import run
 
     return run(_settings(args), args)
 

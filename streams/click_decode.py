@@ -17,7 +17,7 @@ from typing import Annotated, Sequence
 import msgspec
 import numpy as np
 
-from .events import MAX_ID_CHARS, MAX_TS, InvalidEvent, click_fields
+from streams.events import MAX_ID_CHARS, MAX_TS, InvalidEvent, click_fields
 
 CHUNK = 1024  # messages decoded together; a bad message sends only its chunk to the slow path
 

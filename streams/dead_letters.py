@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import metrics
-from .produce import send_batched
+from streams import metrics
+from streams.produce import send_batched
 
 DETAIL_BYTES = 1000
 

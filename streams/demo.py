@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .config import Settings
-from .embedded.broker import free_port
-from .runtime import stack
-from .tiers import TIER_NAMES
+from streams.config import Settings
+from streams.embedded.broker import free_port
+from streams.runtime import stack
+from streams.tiers import TIER_NAMES
 
 DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-length 64"
 
@@ -29,8 +29,8 @@ DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --m
 def run_demo(settings: Settings, args) -> int:
     import logging
 
-    from .replay import replay
-    from .synthetic import write_dataset
+    from streams.replay import replay
+    from streams.synthetic import write_dataset
 
     # the replay thread's kafka-python producer warns whenever the ingest holds the GIL for a
     # moment; in the demo's live view that is noise, not news
@@ -84,7 +84,7 @@ async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, 
     """Start the worker, then the replay (so the worker's start-up does not share the GIL with
     it), run the steps, and stop the worker whatever happens: a Ctrl-C during ``app.start()``
     would otherwise leave its non-daemon consumer thread, and the process, running."""
-    from .app import create_app
+    from streams.app import create_app
 
     app = create_app(settings, bootstrap, storage, web=True)
     started = time.time()
@@ -196,7 +196,7 @@ async def _lookup(runtime, settings: Settings) -> dict:
 
 
 def _lag_rows(runtime, settings: Settings) -> list[dict]:
-    from .lag import LagSampler
+    from streams.lag import LagSampler
 
     sampler = LagSampler(runtime.bootstrap)
     try:
@@ -210,7 +210,7 @@ def _lag_rows(runtime, settings: Settings) -> list[dict]:
 
 
 def _print_summary(storage, settings: Settings, summary: dict) -> None:
-    from .lag import format_table
+    from streams.lag import format_table
 
     stream, training = summary["stream"], summary.get("training", {})
     print("\n=== summary ===")
@@ -249,7 +249,7 @@ def _print_summary(storage, settings: Settings, summary: dict) -> None:
 
 
 def _reasons(storage, pairs) -> dict:
-    from .storage.labels import effective_labels
+    from streams.storage.labels import effective_labels
 
     wanted = sorted({tuple(sorted(p)) for p in pairs})
     rows = effective_labels(storage, "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})",
@@ -258,7 +258,7 @@ def _reasons(storage, pairs) -> dict:
 
 
 def _titles(storage, ids) -> dict:
-    from .storage.items import products
+    from streams.storage.items import products
 
     return {k: v["title"] for k, v in products(storage, sorted(set(ids))).items()}
 
@@ -280,7 +280,7 @@ def _print_top_pairs(storage) -> None:
 
 
 def _print_labels(storage) -> None:
-    from .storage.labels import effective_labels
+    from streams.storage.labels import effective_labels
 
     rows = effective_labels(storage)
     by_source: dict[str, int] = {}

@@ -49,15 +49,15 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from . import dead_letters, metrics, pair_kernel
-from .click_decode import decode_clicks
-from .config import Settings
-from .dead_letters import DeadLetter
-from .pairing import PairIncrements, Sessionizer
-from .storage import Storage, StorageError
-from .storage.base import timestamp_array
-from .tiers import TierRouter
-from .user_items import merge_user_item_days, user_item_days
+from streams import dead_letters, metrics, pair_kernel
+from streams.click_decode import decode_clicks
+from streams.config import Settings
+from streams.dead_letters import DeadLetter
+from streams.pairing import PairIncrements, Sessionizer
+from streams.storage import Storage, StorageError
+from streams.storage.base import timestamp_array
+from streams.tiers import TierRouter
+from streams.user_items import merge_user_item_days, user_item_days
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,7 @@ import asyncio
 from typing import Mapping
 
 from models.rubric import DIMENSIONS
-
-from .label_quality import COMPATIBLE_AT, cohen_kappa
+from streams.label_quality import COMPATIBLE_AT, cohen_kappa
 
 
 async def self_consistency(scorer, pairs: list[tuple[Mapping, Mapping]], repeats: int = 2) -> dict:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 
-from .storage import Storage
-from .storage.labels import SOURCES, effective_labels
+from streams.storage import Storage
+from streams.storage.labels import SOURCES, effective_labels
 
 COMPATIBLE_AT = 5.5  # a 1..10 score at or above this says "goes together"
 SEED_REVIEW = {"high": "manual check", "medium": "LLM, then manual check", "low": "few-shot LLM"}

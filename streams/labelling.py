@@ -29,14 +29,13 @@ import orjson
 from models.rubric import Example
 from models.scorer import PairScorer, ScoringFailed
 from models.text import PRODUCT_FIELDS
-
-from . import dead_letters, metrics
-from .config import Settings
-from .dead_letters import DeadLetter
-from .events import MAX_ID_CHARS
-from .storage import Storage
-from .storage.items import latest_items_sql, products
-from .storage.labels import LabelRow, effective_sql, existing_labels, write_labels
+from streams import dead_letters, metrics
+from streams.config import Settings
+from streams.dead_letters import DeadLetter
+from streams.events import MAX_ID_CHARS
+from streams.storage import Storage
+from streams.storage.items import latest_items_sql, products
+from streams.storage.labels import LabelRow, effective_sql, existing_labels, write_labels
 
 log = logging.getLogger(__name__)
 TIERS = ("low", "medium", "high")
@@ -151,7 +150,7 @@ class Labeller:
         return LabelReport(labelled, cached, reasons, time.perf_counter() - started)
 
     def _evidence(self, pairs: list[tuple[str, str]]) -> dict:
-        from .storage.stats import StatsParams, pair_evidence
+        from streams.storage.stats import StatsParams, pair_evidence
 
         return pair_evidence(self.storage, pairs, StatsParams.from_settings(self.settings))
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
-from .config import Settings
-from .events import MAX_ID_CHARS
-from .label_quality import gold_report, review_queue
-from .storage import open_storage
-from .storage.labels import LabelRow, effective_labels, write_labels
+from streams.config import Settings
+from streams.events import MAX_ID_CHARS
+from streams.label_quality import gold_report, review_queue
+from streams.storage import open_storage
+from streams.storage.labels import LabelRow, effective_labels, write_labels
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:
@@ -93,9 +93,9 @@ def _consistency(settings: Settings, storage, args) -> int:
     """``labels consistency``: the configured backend on labelled pairs, ``--repeats`` times."""
     import asyncio
 
-    from .label_consistency import self_consistency
-    from .labelling import build_scorer
-    from .storage.items import products
+    from streams.label_consistency import self_consistency
+    from streams.labelling import build_scorer
+    from streams.storage.items import products
 
     labelled = sorted(effective_labels(storage), key=lambda r: (r["source"] != "manual", r["item_a"], r["item_b"]))
     rows = products(storage, sorted({x for r in labelled for x in (r["item_a"], r["item_b"])}))

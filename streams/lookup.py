@@ -26,13 +26,12 @@ import orjson
 from aiohttp import web
 
 from models.text import item_text
-
-from . import metrics
-from .config import Settings
-from .events import MAX_ID_CHARS
-from .score_index import ScoreIndex
-from .storage import Storage
-from .storage.items import products
+from streams import metrics
+from streams.config import Settings
+from streams.events import MAX_ID_CHARS
+from streams.score_index import ScoreIndex
+from streams.storage import Storage
+from streams.storage.items import products
 
 log = logging.getLogger(__name__)
 MAX_PARTNERS = 1000

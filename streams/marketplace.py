@@ -28,7 +28,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from .events import Click, Item
+from streams.events import Click, Item
 
 START_TS = 1_785_000_000.0  # 2026-07-25 UTC
 SPAN_DAYS = 10

@@ -12,9 +12,9 @@ import logging
 
 import orjson
 
-from . import metrics
-from .events import InvalidEvent
-from .storage import scores
+from streams import metrics
+from streams.events import InvalidEvent
+from streams.storage import scores
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import pair_kernel as kernel
+from streams import pair_kernel as kernel
 
 _NO_WEIGHTS = np.empty(0, np.uint64)
 COMPACT_MIN_IDS = 4096  # intern tables smaller than this are never worth rebuilding

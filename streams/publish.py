@@ -34,13 +34,12 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from models.text import item_text
-
-from . import metrics
-from .config import Settings
-from .storage import Storage
-from .storage import scores as score_tables
-from .storage.base import timestamp_array
-from .storage.items import products
+from streams import metrics
+from streams.config import Settings
+from streams.storage import Storage
+from streams.storage import scores as score_tables
+from streams.storage.base import timestamp_array
+from streams.storage.items import products
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def candidate_pairs(storage: Storage, settings: Settings) -> pa.Table:
 
 def manual_labels(storage: Storage) -> dict[tuple[str, str], float]:
     """The newest manual label of each pair (``effective_labels`` decides what counts)."""
-    from .storage.labels import effective_labels
+    from streams.storage.labels import effective_labels
 
     return {(r["item_a"], r["item_b"]): float(r["score"])
             for r in effective_labels(storage, "source = 'manual'")}
@@ -166,9 +165,8 @@ def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score,
     and the per-dimension scores of its label. Manual labels stay as they are. Returns
     (evidence, dimension scores, how k was chosen)."""
     from models.blend import blend
-
-    from .storage import stats
-    from .storage.labels import effective_labels
+    from streams.storage import stats
+    from streams.storage.labels import effective_labels
 
     stats.refresh(storage, stats.StatsParams.from_settings(settings))
     table = stats.latest(storage)
@@ -207,9 +205,8 @@ def fit_blend_weight(storage: Storage, settings: Settings, ids, a, b, model_scor
     even and odd days; the configured ``blend_evidence_count`` when that is not possible
     (too few such pairs, or every click on one day's parity)."""
     from models.blend import fit_evidence_count
+    from streams.storage import stats
     from training import held_out
-
-    from .storage import stats
 
     configured = {"k": float(settings.blend_evidence_count), "source": "setting", "pairs": 0}
     if settings.blend_fit_min_pairs <= 0:
@@ -380,7 +377,7 @@ def publish(storage: Storage, settings: Settings, students, progress: bool = Tru
 
 async def emit(producer, settings: Settings, published: Published) -> dict:
     """Step 7: ``pair-scores`` (key ``a|b``) and ``item-partners`` (key item_id), compacted."""
-    from .produce import send_batched
+    from streams.produce import send_batched
 
     ids, dumps = published.ids, orjson.dumps
     meta = {"model_version": published.model_version, "score_version": published.score_version}

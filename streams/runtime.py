@@ -11,10 +11,10 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from .config import Settings
-from .embedded.broker import EmbeddedBroker
-from .storage import Storage, open_storage
-from .topics import ensure_topics
+from streams.config import Settings
+from streams.embedded.broker import EmbeddedBroker
+from streams.storage import Storage, open_storage
+from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def run_worker(settings: Settings, bootstrap: str, storage: Storage, web: bool =
     """Run a Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
     from faust.worker import Worker
 
-    from .app import create_app
+    from streams.app import create_app
 
     class BoundedShutdownWorker(Worker):
         """Faust's worker, with its stop on a signal bounded by ``shutdown_timeout_s``: stopping

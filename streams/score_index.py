@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .publish import SCORERS
-from .storage import Storage
-from .storage import scores as score_tables
+from streams.publish import SCORERS
+from streams.storage import Storage
+from streams.storage import scores as score_tables
 
 # pair_scores columns that say what a published score rests on (migration 5)
 EVIDENCE = ("dominant", "model_score", "behaviour_score", "behaviour_weight", "count", "users",

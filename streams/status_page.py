@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from . import metrics
-from .lag import STATUS_CODES
-from .tiers import TIER_NAMES
+from streams import metrics
+from streams.lag import STATUS_CODES
+from streams.tiers import TIER_NAMES
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import orjson
 
-from .events import Click, Item
+from streams.events import Click, Item
 
 START_TS = 1_780_000_000.0  # 2026-05-28 UTC: fixed so outputs are reproducible
 SPAN_DAYS = 14

@@ -24,11 +24,11 @@ from itertools import repeat
 import numpy as np
 import pyarrow as pa
 
-from . import metrics
-from .config import Settings
-from .produce import send_batched
-from .storage import Storage
-from .storage.base import timestamp_array
+from streams import metrics
+from streams.config import Settings
+from streams.produce import send_batched
+from streams.storage import Storage
+from streams.storage.base import timestamp_array
 
 TIER_NAMES = {1: "low", 2: "medium", 3: "high"}
 

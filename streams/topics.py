@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .config import Settings
+from streams.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import orjson
 
-from . import metrics
-from .config import Settings
-from .storage import Storage
-from .storage import runs as run_table
+from streams import metrics
+from streams.config import Settings
+from streams.storage import Storage
+from streams.storage import runs as run_table
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,8 @@ async def publish_and_announce(storage: Storage, settings: Settings, producer, m
                                progress: bool = False) -> dict:
     """Publish the scores of ``model_version``, produce the Kafka outputs, tell every worker."""
     from models.runtime import Students
+    from streams.publish import emit, publish
     from training import registry
-
-    from .publish import emit, publish
 
     row = await asyncio.to_thread(registry.get, storage, model_version)
     if row is None:
@@ -184,11 +183,10 @@ def _versions_mask(table, version: str, result: dict):
 def train_job(run_dir: str | Path, data_dir: str, config) -> dict:
     """The child process of an embedded run (``pairstream train-job``): import the snapshot
     into a private chDB, train, export the registry rows and the result."""
+    from streams.storage.chdb_client import ChdbStorage
+    from streams.storage.migrations import migrate
     from training import run
     from training.snapshot import export_tables, import_tables
-
-    from .storage.chdb_client import ChdbStorage
-    from .storage.migrations import migrate
 
     run_dir = Path(run_dir)
     storage = ChdbStorage(run_dir / "chdb", "pairstream")
@@ -205,7 +203,7 @@ def train_job(run_dir: str | Path, data_dir: str, config) -> dict:
 
 def refresh_stats(storage: Storage, settings: Settings) -> int | None:
     """A new ``pair_stats`` version before a run: its behaviour labels are read from it."""
-    from .storage import stats
+    from streams.storage import stats
 
     return stats.refresh(storage, stats.StatsParams.from_settings(settings))
 
@@ -214,9 +212,8 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
     """``pairstream trainer``: consume ``training-jobs`` and run each job (production mode)."""
     from kafka import KafkaConsumer, KafkaProducer
 
+    from streams.dead_letters import DeadLetter, send_sync
     from training import run
-
-    from .dead_letters import DeadLetter, send_sync
 
     dlq = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     consumer = KafkaConsumer(
@@ -278,7 +275,7 @@ def _parse_job(value: bytes) -> dict | None:
 
 async def publish_with_own_producer(storage, settings, bootstrap, version) -> dict:
     """``publish_and_announce`` outside a worker (the CLI, the trainer service)."""
-    from .produce import open_producer
+    from streams.produce import open_producer
 
     async with open_producer(bootstrap, linger_ms=5, max_batch_size=1 << 20) as producer:
         return await publish_and_announce(storage, settings, producer, version, progress=True)

@@ -76,7 +76,7 @@ def assignment_check(runtime) -> Check:
 async def serve(app: web.Application, port: int, host: str = "127.0.0.1", max_connections: int = 512,
                 header_timeout_s: float = 10.0, keepalive_s: float = 15.0) -> web.AppRunner:
     """Start ``app`` guarded against slow and greedy clients (``streams.web_guard``)."""
-    from .web_guard import GuardedAppRunner
+    from streams.web_guard import GuardedAppRunner
 
     runner = GuardedAppRunner(app, max_connections, header_timeout_s, access_log=None,
                               keepalive_timeout=keepalive_s)

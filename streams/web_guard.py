@@ -27,7 +27,7 @@ import asyncio
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from . import metrics
+from streams import metrics
 
 
 class _Guard:

@@ -8,11 +8,11 @@ does not import torch."""
 
 def __getattr__(name: str):
     if name == "run":
-        from .pipeline import run
+        from training.pipeline import run
 
         return run
     if name == "DistillConfig":
-        from .config import DistillConfig
+        from training.config import DistillConfig
 
         return DistillConfig
     raise AttributeError(f"module 'training' has no attribute {name!r}")
@@ -21,6 +21,6 @@ def __getattr__(name: str):
 def held_out(item_a: str, item_b: str) -> bool:
     """True for a pair the training job never fits on (its validation or test split): what
     the publisher may compare the model with behaviour on without the model having seen it."""
-    from .dataset import split_of
+    from training.dataset import split_of
 
     return split_of(item_a, item_b) != "train"

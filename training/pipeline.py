@@ -20,14 +20,13 @@ from models.losses import DistillationLoss
 from models.onnx_export import export_students, quantize_int8
 from models.scale import SCORE_BINS
 from streams.storage.items import products
-
-from . import distributed, registry
-from .config import DistillConfig
-from .dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
-from .evaluate import evaluate
-from .report import write_report
-from .students import predict_scores, train_student
-from .teacher import Teacher
+from training import distributed, registry
+from training.config import DistillConfig
+from training.dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
+from training.evaluate import evaluate
+from training.report import write_report
+from training.students import predict_scores, train_student
+from training.teacher import Teacher
 
 log = logging.getLogger(__name__)
 BINS = np.asarray(SCORE_BINS, np.float32)

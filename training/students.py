@@ -13,9 +13,8 @@ from tqdm import tqdm
 from models.losses import DistillationLoss
 from models.scale import SCORE_BINS
 from models.students import CrossEncoderStudent, TwoTowerStudent, load_encoder
-
-from . import distributed
-from .batches import item_inputs, label_bins, minibatches, pair_inputs, warmup_cosine, weights
+from training import distributed
+from training.batches import item_inputs, label_bins, minibatches, pair_inputs, warmup_cosine, weights
 
 
 def _optimizer(model, lr: float):

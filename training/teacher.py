@@ -24,9 +24,8 @@ from tqdm import tqdm
 
 from models.local import build_tiny_causal_lm, load_tokenizer
 from models.text import aligned_pair_text
-
-from . import distributed
-from .batches import minibatches, targets, warmup_cosine, weights
+from training import distributed
+from training.batches import minibatches, targets, warmup_cosine, weights
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..reply import DimensionReply
+from models.reply import DimensionReply
 
 
 class BackendError(Exception):

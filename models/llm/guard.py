@@ -16,9 +16,9 @@ import asyncio
 import random
 import time
 
-from .. import telemetry
-from ..reply import DimensionReply, ReplyError
-from .base import Backend, BackendError, DimensionRequest, TransientError
+from models import telemetry
+from models.llm.base import Backend, BackendError, DimensionRequest, TransientError
+from models.reply import DimensionReply, ReplyError
 
 
 class CircuitOpen(TransientError):

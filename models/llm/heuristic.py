@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..reply import DimensionReply
-from .base import Backend, DimensionRequest
+from models.llm.base import Backend, DimensionRequest
+from models.reply import DimensionReply
 
 CONDITIONS = {"new": 4, "like new": 3, "good": 2, "fair": 1, "for parts": 0}
 NEUTRAL_COLOURS = {"black", "white", "grey", "gray", "silver", "clear", "transparent"}

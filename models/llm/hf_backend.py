@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from ..reply import DimensionReply
-from ..scale import SCORE_BINS
-from .base import Backend, BackendError, DimensionRequest
+from models.llm.base import Backend, BackendError, DimensionRequest
+from models.reply import DimensionReply
+from models.scale import SCORE_BINS
 
 ANSWERS = [str(k) for k in SCORE_BINS]
 
@@ -32,7 +32,7 @@ class HFBackend(Backend):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from ..local import load_tokenizer  # importing models.local also sets HF_HUB_OFFLINE
+        from models.local import load_tokenizer  # importing models.local also sets HF_HUB_OFFLINE
 
         try:
             self.tokenizer = load_tokenizer(path)

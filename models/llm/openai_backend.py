@@ -11,8 +11,8 @@ import asyncio
 
 import aiohttp
 
-from ..reply import DimensionReply, parse_reply
-from .base import Backend, BackendError, DimensionRequest, TransientError
+from models.llm.base import Backend, BackendError, DimensionRequest, TransientError
+from models.reply import DimensionReply, parse_reply
 
 
 class OpenAIBackend(Backend):

@@ -1,5 +1,5 @@
 """Training losses, one per file (each docstring cites its source)."""
 
-from .distillation import DistillationLoss
+from models.losses.distillation import DistillationLoss
 
 __all__ = ["DistillationLoss"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..scale import SCORE_BINS
+from models.scale import SCORE_BINS
 
 BINS = torch.tensor(SCORE_BINS, dtype=torch.float32)
 

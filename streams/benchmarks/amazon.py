@@ -27,7 +27,7 @@ import ast
 import json
 from pathlib import Path
 
-from ..events import Click, Item
+from streams.events import Click, Item
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon_magazine_2018"
 REVIEWS = "Magazine_Subscriptions_5.json"

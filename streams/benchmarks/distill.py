@@ -18,14 +18,13 @@ import time
 
 import pyarrow as pa
 
+from streams.catalogue import Catalogue
+from streams.cli import distill_config
+from streams.storage.chdb_client import ChdbStorage
+from streams.storage.labels import LabelRow, write_labels
+from streams.storage.migrations import migrate
+from streams.synthetic import co_clicks, generate, truth_pairs
 from training import run as run_distillation
-
-from ..catalogue import Catalogue
-from ..cli import distill_config
-from ..storage.chdb_client import ChdbStorage
-from ..storage.labels import LabelRow, write_labels
-from ..storage.migrations import migrate
-from ..synthetic import co_clicks, generate, truth_pairs
 
 
 def seed_labels(storage, n_labelled: int, seed: int = 1) -> dict:

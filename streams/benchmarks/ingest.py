@@ -23,16 +23,16 @@ import uuid
 import numpy as np
 import orjson
 
-from ..catalogue import Catalogue
-from ..config import Settings
-from ..embedded.broker import EmbeddedBroker
-from ..ingest import ClickIngest
-from ..produce import send_batched
-from ..storage.chdb_client import ChdbStorage
-from ..storage.migrations import migrate
-from ..synthetic import generate
-from ..topics import ensure_topics
-from .reference import reference_counts
+from streams.benchmarks.reference import reference_counts
+from streams.catalogue import Catalogue
+from streams.config import Settings
+from streams.embedded.broker import EmbeddedBroker
+from streams.ingest import ClickIngest
+from streams.produce import send_batched
+from streams.storage.chdb_client import ChdbStorage
+from streams.storage.migrations import migrate
+from streams.synthetic import generate
+from streams.topics import ensure_topics
 
 
 async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:

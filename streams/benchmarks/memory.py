@@ -82,7 +82,7 @@ def _wave(wave: int, users: int, events: int, stable: list[str], start: float, r
 
 def _listings(wave: int, users: int) -> list[tuple[bytes, bytes | None]]:
     """The wave's new listings, and tombstones for the previous wave's."""
-    from ..events import Item
+    from streams.events import Item
 
     new = [Item(f"w{wave}-l{k}", f"c{k % 40}", f"listing {k} of wave {wave}") for k in range(users // 2)]
     gone = [(f"w{wave - 1}-l{k}".encode(), None) for k in range(users // 2)] if wave else []
@@ -93,11 +93,11 @@ def run(args) -> dict:
     import asyncio
     import random
 
-    from ..config import Settings
-    from ..embedded.broker import EmbeddedBroker, free_port
-    from ..events import Item
-    from ..topics import ensure_topics
-    from .ingest import _produce
+    from streams.benchmarks.ingest import _produce
+    from streams.config import Settings
+    from streams.embedded.broker import EmbeddedBroker, free_port
+    from streams.events import Item
+    from streams.topics import ensure_topics
 
     rng = random.Random(7)
     rounds, users, events = args.rounds, args.users, args.events

@@ -40,9 +40,9 @@ def roc_auc(truth, score) -> float:
 
 
 def _stream(settings, broker, storage, items, clicks) -> dict:
-    from ..catalogue import Catalogue
-    from ..ingest import ClickIngest
-    from .ingest import _produce
+    from streams.benchmarks.ingest import _produce
+    from streams.catalogue import Catalogue
+    from streams.ingest import ClickIngest
 
     catalogue = Catalogue()
     catalogue.upsert(storage, items)
@@ -64,7 +64,7 @@ def _stream(settings, broker, storage, items, clicks) -> dict:
 def _label(settings, broker, storage, routed: int) -> dict:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from ..labelling import Labeller, build_scorer
+    from streams.labelling import Labeller, build_scorer
 
     async def go():
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -105,12 +105,12 @@ def _dataset(args):
     """(items, clicks, compatible(a, b), description) of the chosen dataset. The truth is a
     closure the evaluation step alone calls."""
     if args.dataset == "amazon-magazine":
-        from . import amazon
+        from streams.benchmarks import amazon
 
         items, clicks, truth = amazon.load()
         return items, clicks, lambda a, b: (min(a, b), max(a, b)) in truth, (
             f"amazon magazine reviews as sessions, truth also_buy ({len(truth)} pairs)")
-    from .. import marketplace
+    from streams import marketplace
 
     items, clicks, truth = marketplace.generate(args.items, args.users, args.events, seed=args.seed)
     return items, clicks, lambda a, b: marketplace.truth_compatible(truth[a], truth[b]), (
@@ -119,18 +119,17 @@ def _dataset(args):
 
 def run(args) -> dict:
     from models.blend import blend
+    from streams.cli import distill_config
+    from streams.config import Settings
+    from streams.embedded.broker import EmbeddedBroker
+    from streams.lookup import Serving
+    from streams.publish import SCORERS, publish
+    from streams.storage.chdb_client import ChdbStorage
+    from streams.storage.labels import effective_labels
+    from streams.storage.migrations import migrate
+    from streams.topics import ensure_topics
+    from streams.trainer import refresh_stats
     from training import run as run_distillation
-
-    from ..cli import distill_config
-    from ..config import Settings
-    from ..embedded.broker import EmbeddedBroker
-    from ..lookup import Serving
-    from ..publish import SCORERS, publish
-    from ..storage.chdb_client import ChdbStorage
-    from ..storage.labels import effective_labels
-    from ..storage.migrations import migrate
-    from ..topics import ensure_topics
-    from ..trainer import refresh_stats
 
     started = time.time()
     steps: dict[str, float] = {}

@@ -27,13 +27,12 @@ from models.llm.guard import GuardedBackend
 from models.llm.openai_backend import OpenAIBackend
 from models.rubric import load_rubric
 from models.scorer import PairScorer
-
-from ..catalogue import Catalogue
-from ..config import Settings
-from ..labelling import Labeller
-from ..storage.chdb_client import ChdbStorage
-from ..storage.migrations import migrate
-from ..synthetic import generate
+from streams.catalogue import Catalogue
+from streams.config import Settings
+from streams.labelling import Labeller
+from streams.storage.chdb_client import ChdbStorage
+from streams.storage.migrations import migrate
+from streams.synthetic import generate
 
 SAMPLES = 30
 

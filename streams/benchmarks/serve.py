@@ -144,10 +144,9 @@ def run(args) -> dict:
     from scipy.stats import spearmanr
 
     from models.text import item_text
+    from streams.synthetic import generate, truth_pairs
     from training.batches import pair_inputs
     from training.dataset import PairExample
-
-    from ..synthetic import generate, truth_pairs
 
     max_length = 48
     items, clicks = generate(2000, 800, 40000, seed=11)
@@ -250,17 +249,16 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     from aiohttp import web
 
     from models.runtime import Students
+    from streams.catalogue import Catalogue
+    from streams.config import Settings
+    from streams.embedded.broker import free_port
+    from streams.lookup import Serving, add_routes
+    from streams.publish import publish
+    from streams.storage.chdb_client import ChdbStorage
+    from streams.storage.migrations import migrate
+    from streams.storage.scores import live
+    from streams.web import serve as serve_guarded
     from training import registry
-
-    from ..catalogue import Catalogue
-    from ..config import Settings
-    from ..embedded.broker import free_port
-    from ..lookup import Serving, add_routes
-    from ..publish import publish
-    from ..storage.chdb_client import ChdbStorage
-    from ..storage.migrations import migrate
-    from ..storage.scores import live
-    from ..web import serve as serve_guarded
 
     storage = ChdbStorage(tmp / "chdb", "bench")
     migrate(storage)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from .base import Storage, StorageError
-from .migrations import migrate
+from streams.storage.base import Storage, StorageError
+from streams.storage.migrations import migrate
 
 
 def open_storage(settings, migrate_schema: bool = True) -> Storage:
     """The ClickHouse the settings point at: a server URL, or embedded chDB."""
     if settings.embedded_clickhouse:
-        from .chdb_client import ChdbStorage
+        from streams.storage.chdb_client import ChdbStorage
 
         storage: Storage = ChdbStorage(settings.chdb_path, settings.clickhouse_database)
     else:
-        from .server_client import ServerStorage
+        from streams.storage.server_client import ServerStorage
 
         storage = ServerStorage(
             settings.clickhouse_url, settings.clickhouse_password, settings.clickhouse_database

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from .base import Storage, StorageError, check_dedup_token, check_identifier
+from streams.storage.base import Storage, StorageError, check_dedup_token, check_identifier
 
 _sessions: dict[str, tuple[Any, int]] = {}
 _sessions_lock = threading.Lock()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from models.text import PRODUCT_FIELDS
-
-from .base import Storage
+from streams.storage.base import Storage
 
 
 def latest_items_sql(storage: Storage, where: str = "1") -> str:

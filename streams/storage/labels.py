@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from .base import Storage, timestamp_array
+from streams.storage.base import Storage, timestamp_array
 
 # default: the old blanket 10 of high-tier pairs (older rows); behaviour: a label from the
 # pair's lift (``models.blend.behaviour_score``), given to high-tier pairs instead

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .base import Storage
+from streams.storage.base import Storage
 
 log = logging.getLogger(__name__)
 

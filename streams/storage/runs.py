@@ -11,7 +11,7 @@ import uuid
 
 import pyarrow as pa
 
-from .base import Storage, timestamp_array
+from streams.storage.base import Storage, timestamp_array
 
 ACTIVE = ("queued", "running")
 

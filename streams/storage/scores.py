@@ -16,7 +16,7 @@ import time
 
 import pyarrow as pa
 
-from .base import Storage, timestamp_array
+from streams.storage.base import Storage, timestamp_array
 
 LIVE = "live"
 _VERSION = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from .base import Storage, StorageError, check_dedup_token, check_identifier
+from streams.storage.base import Storage, StorageError, check_dedup_token, check_identifier
 
 
 class ServerStorage(Storage):

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from .base import Storage
+from streams.storage.base import Storage
 
 KEPT_VERSIONS = 2
 
