@@ -8,7 +8,7 @@ much of it a pair has, and on the model for the long tail.
 
 - ``behaviour_score(lift)`` = 1 + 9 * sigmoid(2 * (ln(lift) - 1)): independence (lift 1)
   maps to ~2, lift e to 5.5, lift e^2 to ~9. ``lift`` is the smoothed co-click lift of
-  ``streams.storage.stats`` (pairs with little evidence already sit near 1).
+  ``streams.core.storage.stats`` (pairs with little evidence already sit near 1).
 - ``evidence_weight(count)`` = count / (count + k): at k co-clicks both sources weigh the
   same (k = ``blend_evidence_count``, default 5); 20 co-clicks -> 0.8, 100 -> 0.95.
 - ``blend`` = w * behaviour + (1 - w) * model, so still 1..10. ``dominant`` says which source

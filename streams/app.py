@@ -2,14 +2,14 @@
 
 - ``catalogue`` agent: the compacted ``items`` topic -> ClickHouse ``items`` + the in-memory
   catalogue that pairing reads (low rate: a Faust agent with ``take`` batches is plenty);
-- ``label_pairs`` agent: routed pairs -> ``pair_labels`` (see ``streams.labelling``), with
+- ``label_pairs`` agent: routed pairs -> ``pair_labels`` (see ``streams.labelling.labeller``), with
   ``LabellerService`` owning the scoring backend;
-- ``ClickIngestService``: the high-rate click path (see ``streams.ingest`` for why it is an
+- ``ClickIngestService``: the high-rate click path (see ``streams.ingest.consumer`` for why it is an
   aiokafka consumer driven by a Faust service rather than an agent);
 - ``ServingService``: the live score index and students for the lookup API, hot-reloaded from
-  ``model-updates`` (``streams.model_watch``);
+  ``model-updates`` (``streams.serving.watcher``);
 - ``TrainingService`` + the leader-only ``training_trigger`` timer: triggered training runs,
-  then publish and announce (``streams.trainer``);
+  then publish and announce (``streams.retraining.launcher``);
 - the storage handle, opened once per worker.
 """
 
@@ -21,13 +21,13 @@ import logging
 import faust
 from mode import Service
 
-from streams import dead_letters, metrics
-from streams.catalogue import Catalogue
-from streams.config import Settings
-from streams.dead_letters import DeadLetter
-from streams.ingest import ClickIngest
-from streams.lag import STATUS_CODES, LagSampler
-from streams.storage import Storage
+from streams.core import dead_letters, metrics
+from streams.core.config import Settings
+from streams.core.dead_letters import DeadLetter
+from streams.core.storage import Storage
+from streams.ingest.catalogue import Catalogue
+from streams.ingest.consumer import ClickIngest
+from streams.ops.lag import STATUS_CODES, LagSampler
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,13 @@ class Runtime:
         self.storage = storage
         self.catalogue = Catalogue().load(storage)
         self.ingest: ClickIngest | None = None
-        self.labeller = None  # streams.labelling.Labeller, set when the worker starts
+        self.labeller = None  # streams.labelling.labeller.Labeller, set when the worker starts
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
-        from streams.lookup import Serving
+        from streams.serving.lookup import Serving
 
         self.serving = Serving(storage, settings)
-        self.watcher = None  # streams.model_watch.ModelWatcher
-        self.launcher = None  # streams.trainer.TrainingLauncher
+        self.watcher = None  # streams.serving.watcher.ModelWatcher
+        self.launcher = None  # streams.retraining.launcher.TrainingLauncher
         self._lag = None
         self.lag_rows: list[dict] = []  # the newest lag table (status page)
         self._dead_letter_producer: asyncio.Future | None = None
@@ -109,7 +109,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 3),
         topic_partitions=settings.topic_partitions,
         store="memory://",
-        web_enabled=False,  # our own endpoints (streams.web) are served by WebService below
+        web_enabled=False,  # our own endpoints (streams.serving.http) are served by WebService below
         datadir=f"{settings.data_dir}/faust",
     )
     app.runtime = runtime  # type: ignore[attr-defined]
@@ -173,7 +173,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         """Owns the scoring backend; dead letters go through the DeadLetterService's producer."""
 
         async def on_start(self) -> None:
-            from streams.labelling import Labeller, build_scorer
+            from streams.labelling.labeller import Labeller, build_scorer
 
             producer = await asyncio.shield(runtime.dead_letter_producer)
             runtime.labeller = Labeller(settings, storage, build_scorer(settings), producer)
@@ -205,7 +205,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         """Loads the live score version and students, then follows ``model-updates``."""
 
         async def on_start(self) -> None:
-            from streams.model_watch import ModelWatcher
+            from streams.serving.watcher import ModelWatcher
 
             await runtime.serving.reload()
 
@@ -235,7 +235,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         async def on_start(self) -> None:
             from aiokafka import AIOKafkaProducer
 
-            from streams.trainer import TrainingLauncher
+            from streams.retraining.launcher import TrainingLauncher
 
             self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
                                              max_batch_size=1 << 20)
@@ -259,9 +259,9 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             """``/metrics``, ``/healthz``, ``/readyz`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
 
             async def on_start(self) -> None:
-                from streams.lookup import add_routes
-                from streams.status_page import add_status_route
-                from streams.web import assignment_check, broker_check, build_app, serve, storage_check
+                from streams.ops.status_page import add_status_route
+                from streams.serving.http import assignment_check, broker_check, build_app, serve, storage_check
+                from streams.serving.lookup import add_routes
 
                 checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                           "partitions": assignment_check(runtime)}

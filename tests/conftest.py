@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from streams.config import Settings
-from streams.embedded.broker import EmbeddedBroker
-from streams.storage import open_storage
+from streams.core.config import Settings
+from streams.core.embedded_broker import EmbeddedBroker
+from streams.core.storage import open_storage
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +69,8 @@ def read_dead_letters(broker):
 
 @pytest.fixture
 def storage(settings, chdb_dir):
-    from streams.storage.chdb_client import ChdbStorage
-    from streams.storage.migrations import migrate
+    from streams.core.storage.chdb_client import ChdbStorage
+    from streams.core.storage.migrations import migrate
 
     store = ChdbStorage(chdb_dir, settings.clickhouse_database)
     migrate(store)

@@ -15,10 +15,10 @@ import torch
 
 from models.onnx_export import export_students
 from models.students import CrossEncoderStudent, TwoTowerStudent, load_encoder
-from streams.catalogue import Catalogue
-from streams.storage.labels import LabelRow, write_labels
-from streams.synthetic import generate
-from training import registry
+from streams.core.storage import registry
+from streams.core.storage.labels import LabelRow, write_labels
+from streams.dev.synthetic import generate
+from streams.ingest.catalogue import Catalogue
 
 
 def seed_pairs(storage, n_items: int = 120, n_pairs: int = 300, seed: int = 3) -> dict:

@@ -12,7 +12,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import models.telemetry  # noqa: F401 - registers the LLM metrics
-import streams.metrics  # noqa: F401 - registers the stream metrics
+import streams.core.metrics  # noqa: F401 - registers the stream metrics
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from streams.catalogue import Catalogue
-from streams.events import Item
-from streams.storage.items import products
+from streams.core.events import Item
+from streams.core.storage.items import products
+from streams.ingest.catalogue import Catalogue
 
 
 def _item(item_id: str, category: str) -> bytes:

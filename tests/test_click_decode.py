@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from streams import click_decode
-from streams.click_decode import decode_clicks
-from streams.events import InvalidEvent, click_fields
+from streams.core.events import InvalidEvent, click_fields
+from streams.ingest import decode as click_decode
+from streams.ingest.decode import decode_clicks
 
 NOW = 1_780_000_000.0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.config import ENV_PREFIX, Settings
+from streams.core.config import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import Settings
+from streams.core.config import Settings
 
 
 def test_defaults_are_embedded():

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from test_sigkill import _env, _python, _wait
 
-from streams.embedded.broker import free_port
-from streams.synthetic import write_dataset
-from streams.topics import ensure_topics
+from streams.core.embedded_broker import free_port
+from streams.core.topics import ensure_topics
+from streams.dev.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "pairstream.json"
@@ -31,11 +31,11 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from student_fixtures import seed_pairs, tiny_students
 from models.runtime import Students
-from streams.catalogue import Catalogue
-from streams.config import Settings
-from streams.events import parse_item
-from streams.publish import publish
-from streams.storage import open_storage
+from streams.ingest.catalogue import Catalogue
+from streams.core.config import Settings
+from streams.core.events import parse_item
+from streams.publishing.publisher import publish
+from streams.core.storage import open_storage
 settings = Settings.load(None)
 storage = open_storage(settings)
 seed_pairs(storage)  # pair counts to publish before the worker starts
@@ -92,7 +92,7 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
 
     from kafka import KafkaProducer
 
-    from streams.replay import replay
+    from streams.dev.replay import replay
 
     replay(broker.bootstrap, tmp_path / "data" / "clicks.jsonl", None, settings.topic_clicks,
            settings.topic_items, rate=0)

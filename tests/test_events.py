@@ -1,6 +1,6 @@
 import pytest
 
-from streams.events import InvalidEvent, parse_click, parse_item
+from streams.core.events import InvalidEvent, parse_click, parse_item
 
 NOW = 1_780_000_000.0
 

@@ -9,12 +9,12 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from streams.benchmarks.reference import reference_counts, reference_visits
-from streams.catalogue import Catalogue
-from streams.ingest import ClickIngest
-from streams.storage import StorageError
-from streams.synthetic import generate
-from streams.topics import ensure_topics
+from streams.core.storage import StorageError
+from streams.core.topics import ensure_topics
+from streams.dev.synthetic import generate
+from streams.ingest.catalogue import Catalogue
+from streams.ingest.consumer import ClickIngest
+from streams.ingest.reference import reference_counts, reference_visits
 
 BAD = [
     b"{not json",
@@ -154,8 +154,8 @@ def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, sto
     below the restored checkpoints. Once the ingest seeked there and waited forever (silent
     loss, lag zero). Now ``fail`` pauses the partitions and says why (``/readyz`` not ready),
     ``rewind`` starts them over and counts the new log exactly, next to the old counts."""
-    from streams.embedded.broker import EmbeddedBroker
-    from streams.web import assignment_check
+    from streams.core.embedded_broker import EmbeddedBroker
+    from streams.serving.http import assignment_check
 
     items, clicks = generate(300, 40, 4000, seed=21)
     categories = {item.item_id: item.category for item in items}
@@ -295,7 +295,7 @@ def test_two_workers_split_partitions_and_stay_exact(settings, storage, broker):
 def test_compacting_the_intern_tables_mid_stream_keeps_counts_exact(settings, storage, broker, monkeypatch):
     """Checkpoints evict idle users and re-intern ids (here at every chance: minimum 1) while
     batches stream through: counts stay exact and sessions restore like before."""
-    from streams import pairing
+    from streams.ingest import sessions as pairing
 
     monkeypatch.setattr(pairing, "COMPACT_MIN_IDS", 1)
     rebuilt = []

@@ -8,10 +8,10 @@ import pytest
 from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
-from streams.config import Settings
-from streams.label_quality import cohen_kappa, gold_report, review_queue
-from streams.publish import publish
-from streams.storage.labels import LabelRow, write_labels
+from streams.core.config import Settings
+from streams.core.storage.labels import LabelRow, write_labels
+from streams.labelling.quality import cohen_kappa, gold_report, review_queue
+from streams.publishing.publisher import publish
 
 
 def test_cohen_kappa_matches_the_textbook_example():
@@ -90,8 +90,8 @@ def test_self_consistency_finds_the_dimension_a_backend_flips_on():
 
     from models.rubric import load_rubric
     from models.scorer import PairScorer
-    from streams.label_consistency import self_consistency
-    from streams.labelling import build_scorer
+    from streams.labelling.consistency import self_consistency
+    from streams.labelling.labeller import build_scorer
 
     pairs = [({"item_id": f"a{k}", "title": f"phone {k}", "category": "phones"},
               {"item_id": f"b{k}", "title": f"case {k}", "category": "cases"}) for k in range(6)]

@@ -13,11 +13,11 @@ from models.llm.heuristic import HeuristicBackend
 from models.llm.openai_backend import OpenAIBackend
 from models.rubric import load_rubric
 from models.scorer import PairScorer
-from streams.catalogue import Catalogue
-from streams.events import Item
-from streams.labelling import Labeller
-from streams.storage.labels import LabelRow, effective_labels, write_labels
-from streams.topics import ensure_topics
+from streams.core.events import Item
+from streams.core.storage.labels import LabelRow, effective_labels, write_labels
+from streams.core.topics import ensure_topics
+from streams.ingest.catalogue import Catalogue
+from streams.labelling.labeller import Labeller
 
 ITEMS = [
     Item("p1", "phone", "Apple iPhone 13 (black, good)", "Apple", "black", "good", "iPhone 13", 500.0),

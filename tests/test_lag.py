@@ -8,8 +8,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from streams.lag import LagSampler, Sample, evaluate, format_table
-from streams.topics import ensure_topics
+from streams.core.topics import ensure_topics
+from streams.ops.lag import LagSampler, Sample, evaluate, format_table
 
 
 def _window(points, start=100.0, step=3.0):

@@ -5,9 +5,9 @@ import sys
 
 
 def test_storage_config_and_pairing_do_not_import_faust():
-    code = ("import sys, streams.storage, streams.config, streams.pairing, streams.events, "
-            "streams.synthetic, streams.publish, streams.score_index, streams.lookup, "
-            "streams.trainer, streams.model_watch, training.snapshot, training.pipeline; "
+    code = ("import sys, streams.core.storage, streams.core.config, streams.ingest.sessions, streams.core.events, "
+            "streams.dev.synthetic, streams.publishing.publisher, streams.serving.index, streams.serving.lookup, "
+            "streams.retraining.launcher, streams.serving.watcher, streams.core.storage.snapshot, training.pipeline; "
             "print('faust' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

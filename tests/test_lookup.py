@@ -11,11 +11,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
-from streams.lookup import Serving, add_routes
-from streams.model_watch import ModelWatcher
-from streams.publish import publish
-from streams.topics import ensure_topics
-from streams.trainer import announce
+from streams.core.topics import ensure_topics
+from streams.publishing.promotion import announce
+from streams.publishing.publisher import publish
+from streams.serving.lookup import Serving, add_routes
+from streams.serving.watcher import ModelWatcher
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, se
     """Strict query integers (``k=²`` and a 5,000-digit k were 500s), a 1000-pair request of
     escaped 128-char ids (1.5 MB; once 413 from aiohttp's silent 1 MiB default) answered,
     and with ``api_token`` set the lookup API wants the bearer token while health stays open."""
-    from streams.web import build_app
+    from streams.serving.http import build_app
 
     settings = settings.replace(api_token="s3cret-test-token")
     item = storage.query_rows(f"SELECT item_a FROM {storage.table('pair_scores_latest')} LIMIT 1")[0][0]

@@ -6,9 +6,9 @@ import random
 
 import numpy as np
 
-from streams.benchmarks.reference import reference_counts
-from streams.catalogue import Catalogue
-from streams.pairing import EVICTION_QUORUM, PairIncrements, Sessionizer
+from streams.ingest.catalogue import Catalogue
+from streams.ingest.reference import reference_counts
+from streams.ingest.sessions import EVICTION_QUORUM, PairIncrements, Sessionizer
 
 
 def _run(sessionizer, events, batch_sizes=(1,)):
@@ -146,9 +146,9 @@ def test_merged_batches_equal_one_batch():
 def test_pair_hash_matches_the_column_clickhouse_materialises(tmp_path):
     import pyarrow as pa
 
-    from streams import pair_kernel
-    from streams.storage.chdb_client import ChdbStorage
-    from streams.storage.migrations import PAIR_HASH_SQL
+    from streams.core.storage.chdb_client import ChdbStorage
+    from streams.core.storage.migrations import PAIR_HASH_SQL
+    from streams.ingest import kernel as pair_kernel
 
     rng = random.Random(1)
     alphabet = "abcXYZ019_-é€😀"

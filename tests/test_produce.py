@@ -8,8 +8,8 @@ import random
 from kafka import KafkaConsumer
 from kafka.partitioner.default import murmur2
 
-from streams.produce import murmur2_many, partitions_for, send_batched
-from streams.topics import ensure_topics
+from streams.core.produce import murmur2_many, partitions_for, send_batched
+from streams.core.topics import ensure_topics
 
 
 def test_murmur2_many_matches_kafka_python():

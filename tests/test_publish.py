@@ -12,12 +12,12 @@ import pytest
 from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
-from streams import publish as publish_module
-from streams.publish import SCORERS, emit, publish
-from streams.score_index import ScoreIndex
-from streams.storage import scores
-from streams.topics import ensure_topics
-from training import registry
+from streams.core.storage import registry, scores
+from streams.core.storage.scores import SCORERS
+from streams.core.topics import ensure_topics
+from streams.publishing import publisher as publish_module
+from streams.publishing.publisher import emit, publish
+from streams.serving.index import ScoreIndex
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_publish_scores_every_candidate_once(storage, settings, seeded):
 
 
 def test_quantile_map_keeps_the_order_and_takes_the_reference_scale():
-    from streams.publish import quantile_map
+    from streams.publishing.publisher import quantile_map
 
     cross = np.array([0.9, 0.1, 0.5, 0.5, 0.7], np.float32)
     two_tower = np.array([3.0, 9.0, 5.0, 7.0, 6.0], np.float32)
@@ -71,7 +71,7 @@ def test_cross_scores_are_published_on_the_two_tower_scale(settings):
     here a cross-encoder whose scores sit far below the two-tower's (0.1-0.9 against 2-9)."""
     from types import SimpleNamespace
 
-    from streams.publish import _cross_rescore
+    from streams.publishing.publisher import _cross_rescore
 
     rng = np.random.default_rng(0)
     chosen = rng.choice(1600, 300, replace=False)  # distinct pairs of items 0-39 x 40-79
@@ -211,8 +211,8 @@ def test_published_rows_and_lookups_carry_their_evidence(storage, settings, seed
     import pyarrow as pa
 
     from models.blend import blend
-    from streams.lookup import Serving
-    from streams.storage import stats
+    from streams.core.storage import stats
+    from streams.serving.lookup import Serving
 
     data, first = seeded
     visits = [(f"u{k}-{n}", item) for k, (pair, c) in enumerate(zip(data["pairs"], data["counts"]))
@@ -253,7 +253,7 @@ def test_published_rows_and_lookups_carry_their_evidence(storage, settings, seed
 def test_large_lookups_answer_every_row_and_let_small_ones_through(storage, settings, seeded):
     """A 1000-pair request answers each pair as the table holds it (in chunks), and a 1-pair
     request sent while it runs is answered first: the large one yields between chunks."""
-    from streams.lookup import FAIR_CHUNK, Serving
+    from streams.serving.lookup import FAIR_CHUNK, Serving
 
     _, first = seeded
     publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)

@@ -8,8 +8,8 @@ import threading
 import orjson
 from kafka import KafkaConsumer
 
-from streams.replay import replay
-from streams.topics import ensure_topics
+from streams.core.topics import ensure_topics
+from streams.dev.replay import replay
 
 
 class StopAfterChecks(threading.Event):

@@ -18,17 +18,17 @@ import pytest
 from kafka import KafkaAdminClient
 from test_stats import assert_stats_equal
 
-from streams.benchmarks.reference import reference_counts, reference_stats, reference_visits
-from streams.storage.stats import StatsParams
-from streams.synthetic import write_dataset
-from streams.topics import ensure_topics
+from streams.core.storage.stats import StatsParams
+from streams.core.topics import ensure_topics
+from streams.dev.synthetic import write_dataset
+from streams.ingest.reference import reference_counts, reference_stats, reference_visits
 
 SEED_CATALOGUE = """
 import sys
-from streams.catalogue import Catalogue
-from streams.config import Settings
-from streams.events import parse_item
-from streams.storage import open_storage
+from streams.ingest.catalogue import Catalogue
+from streams.core.config import Settings
+from streams.core.events import parse_item
+from streams.core.storage import open_storage
 storage = open_storage(Settings.load(None))
 Catalogue().upsert(storage, [parse_item(line) for line in open(sys.argv[1], "rb") if line.strip()])
 storage.close()
@@ -36,8 +36,8 @@ storage.close()
 
 DUMP_COUNTS = """
 import json
-from streams.config import Settings
-from streams.storage import open_storage
+from streams.core.config import Settings
+from streams.core.storage import open_storage
 storage = open_storage(Settings.load(None))
 rows = storage.query_rows(
     f"SELECT item_a, item_b, toUInt32(day), sum(count) FROM {storage.table('pair_counts')} "
@@ -45,7 +45,7 @@ rows = storage.query_rows(
 visits = storage.query_rows(
     f"SELECT user_id, item_id, toUInt32(day), sum(clicks) FROM {storage.table('user_item_days')} "
     "GROUP BY user_id, item_id, day")
-from streams.storage import stats
+from streams.core.storage import stats
 stats.refresh(storage, stats.StatsParams())
 pair_stats = stats.latest(storage).to_pylist()
 print(json.dumps({"counts": [[a, b, int(d), int(n)] for a, b, d, n in rows],
@@ -107,7 +107,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(settings, broker, end_offsets,
     write_dataset(tmp_path / "data", n_items=400, n_users=80, n_events=12000, seed=21)
     _python(SEED_CATALOGUE, env, str(tmp_path / "data" / "items.jsonl"))
 
-    from streams.replay import replay
+    from streams.dev.replay import replay
 
     replay(broker.bootstrap, tmp_path / "data" / "clicks.jsonl", None,
            settings.topic_clicks, settings.topic_items, rate=0)
@@ -160,7 +160,7 @@ def test_sigterm_with_the_broker_gone_exits_within_the_shutdown_timeout(settings
     hanging until someone sends SIGKILL."""
     import urllib.request
 
-    from streams.embedded.broker import EmbeddedBroker, free_port
+    from streams.core.embedded_broker import EmbeddedBroker, free_port
 
     port = free_port()
     with EmbeddedBroker() as broker:

@@ -1,5 +1,5 @@
 """Behaviour statistics: ``user_item_days`` from the real ingest, ``pair_stats`` from ClickHouse,
-both against the plain-Python reference (``streams.benchmarks.reference``)."""
+both against the plain-Python reference (``streams.ingest.reference``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 from test_ingest import _catalogue, _dataset, _run_until
 
-from streams.benchmarks.reference import reference_counts, reference_stats, reference_visits
-from streams.ingest import ClickIngest
-from streams.storage import stats
-from streams.user_items import SCHEMA as VISITS_SCHEMA
+from streams.core.storage import stats
+from streams.ingest.consumer import ClickIngest
+from streams.ingest.reference import reference_counts, reference_stats, reference_visits
+from streams.ingest.user_items import SCHEMA as VISITS_SCHEMA
 
 
 def table_visits(storage) -> dict:
@@ -62,7 +62,7 @@ def _insert(storage, visits: dict, counts: dict) -> None:
                       swing_alpha=2.0, swing_max_user_items=12, swing_max_item_users=4),
 ], ids=["defaults", "caps-and-decay"])
 def test_pair_stats_match_the_reference(storage, params):
-    from streams.synthetic import generate
+    from streams.dev.synthetic import generate
 
     items, clicks = generate(150, 40, 3000, seed=3)
     categories = {i.item_id: i.category for i in items}
@@ -116,7 +116,7 @@ def test_bestseller_pairs_get_low_lift_and_fitting_pairs_high(storage):
 def test_half_evidence_matches_a_plain_reference(storage):
     """Each half (even / odd day numbers) counts its own co-clicks against its own marginals,
     with half the pseudo-count: what the blend weight is fitted on."""
-    from streams.synthetic import generate
+    from streams.dev.synthetic import generate
 
     items, clicks = generate(150, 40, 3000, seed=5)
     categories = {i.item_id: i.category for i in items}

@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from streams.storage.base import check_identifier, timestamp_array
-from streams.storage.migrations import latest_version, migrate
+from streams.core.storage.base import check_identifier, timestamp_array
+from streams.core.storage.migrations import latest_version, migrate
 
 TABLES = {"items", "pair_counts", "pair_labels", "pair_scores", "models", "score_versions"}
 

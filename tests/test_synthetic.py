@@ -1,7 +1,7 @@
 import orjson
 
-from streams.events import parse_click, parse_item
-from streams.synthetic import generate, true_compatibility, write_dataset
+from streams.core.events import parse_click, parse_item
+from streams.dev.synthetic import generate, true_compatibility, write_dataset
 
 
 def test_same_seed_same_files(tmp_path):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from bench.distill import seed_labels
 from models.local import build_tiny_causal_lm, minilm_path
 from models.losses import DistillationLoss
 from models.text import aligned_pair_text
-from streams.benchmarks.distill import seed_labels
-from training import registry
+from streams.core.storage import registry
 from training.batches import warmup_cosine
 from training.config import DistillConfig
 from training.dataset import PairExample, load_labelled, smoothed, split_of
@@ -136,9 +136,9 @@ def test_data_parallel_run_under_torchrun(tmp_path):
     import subprocess
     import sys
 
-    from streams.config import Settings
-    from streams.embedded.broker import free_port
-    from streams.storage import open_storage
+    from streams.core.config import Settings
+    from streams.core.embedded_broker import free_port
+    from streams.core.storage import open_storage
 
     settings = Settings(data_dir=str(tmp_path))
     storage = open_storage(settings)

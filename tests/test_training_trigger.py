@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from streams.storage import runs as run_table
-from streams.storage import scores
-from streams.storage.labels import LabelRow, write_labels
-from streams.topics import ensure_topics
-from streams.trainer import TrainingLauncher
-from training import registry
+from streams.core.storage import registry, scores
+from streams.core.storage import runs as run_table
+from streams.core.storage.labels import LabelRow, write_labels
+from streams.core.topics import ensure_topics
+from streams.retraining import trigger as trigger_policy
+from streams.retraining.launcher import TrainingLauncher
 
 
 def _labels(storage, n, start=0, at=None):
@@ -23,22 +23,22 @@ def test_trigger_rules(storage, settings):
     s = settings.replace(training_min_new_labels=5, training_interval_s=3600, training_retry_s=600,
                          training_timeout_s=7200)
     now = time.time()
-    assert run_table.due(storage, s, now) is None  # nothing to learn from
+    assert trigger_policy.due(storage, s, now) is None  # nothing to learn from
     _labels(storage, 4, at=now - 10)
-    assert run_table.due(storage, s, now) == "schedule"  # never trained, some labels
+    assert trigger_policy.due(storage, s, now) == "schedule"  # never trained, some labels
     run_table.record(storage, "r1", "schedule", "succeeded", now - 5, now - 1, "v1", True)
-    assert run_table.due(storage, s, now) is None  # labels are older than the last run
+    assert trigger_policy.due(storage, s, now) is None  # labels are older than the last run
     _labels(storage, 4, start=10)
-    assert run_table.due(storage, s, now) is None  # 4 new < 5, schedule not yet due
-    assert run_table.due(storage, s, now + 3600) == "schedule"
+    assert trigger_policy.due(storage, s, now) is None  # 4 new < 5, schedule not yet due
+    assert trigger_policy.due(storage, s, now + 3600) == "schedule"
     _labels(storage, 1, start=20)
-    assert run_table.due(storage, s, now) == "labels"
+    assert trigger_policy.due(storage, s, now) == "labels"
     run_table.record(storage, "r2", "labels", "running", now)
-    assert run_table.due(storage, s, now + 60) is None  # one at a time
-    assert run_table.due(storage, s, now + 7201) == "labels"  # a run that never ended is dead
+    assert trigger_policy.due(storage, s, now + 60) is None  # one at a time
+    assert trigger_policy.due(storage, s, now + 7201) == "labels"  # a run that never ended is dead
     run_table.record(storage, "r2", "labels", "failed", now, now + 30, error="boom")
-    assert run_table.due(storage, s, now + 60) is None  # the failure waits for the next window
-    assert run_table.due(storage, s, now + 631) == "labels"
+    assert trigger_policy.due(storage, s, now + 60) is None  # the failure waits for the next window
+    assert trigger_policy.due(storage, s, now + 631) == "labels"
 
 
 def _launch(storage, settings, broker, trigger="test"):
@@ -65,14 +65,14 @@ def test_failed_run_is_recorded_and_not_retried_at_once(storage, settings, broke
     assert outcome["status"] == "failed" and "too few labels" in outcome["error"]
     [row] = run_table.runs(storage)
     assert row["run_id"] == run_id and row["status"] == "failed" and "too few labels" in row["error"]
-    assert run_table.due(storage, s) is None
-    assert run_table.due(storage, s, time.time() + 601) == "labels"
+    assert trigger_policy.due(storage, s) is None
+    assert trigger_policy.due(storage, s, time.time() + 601) == "labels"
 
 
 def test_embedded_run_trains_promotes_publishes(storage, settings, broker):
     from kafka import KafkaConsumer
 
-    from streams.benchmarks.distill import seed_labels
+    from bench.distill import seed_labels
 
     seed_labels(storage, n_labelled=120)
     s = settings.replace(training_args="--backbone tiny --epochs 1 --teacher-epochs 1 --augment 1",
@@ -99,8 +99,8 @@ def test_embedded_run_trains_promotes_publishes(storage, settings, broker):
 def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, settings, broker, read_dead_letters):
     from kafka import KafkaProducer
 
-    from streams.cli import distill_config_from
-    from streams.trainer import run_trainer
+    from streams.cli.training import distill_config_from
+    from streams.retraining.trainer_service import run_trainer
 
     s = settings.replace(topic_training_jobs=f"jobs-{settings.app_id}",
                          topic_training_jobs_dlq=f"jobs-dlq-{settings.app_id}")
@@ -133,7 +133,7 @@ def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, setti
 def test_distill_options_default_to_the_config_and_parse_every_knob():
     """A triggered run with no options trains exactly the DistillConfig the README documents;
     each option lands on its field (a new option not wired through would fail here)."""
-    from streams.cli import distill_config_from
+    from streams.cli.training import distill_config_from
     from training.config import DistillConfig
 
     assert distill_config_from("") == DistillConfig()

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import metrics
-from streams.embedded.broker import free_port
-from streams.web import assignment_check, broker_check, build_app, serve, storage_check
+from streams.core import metrics
+from streams.core.embedded_broker import free_port
+from streams.serving.http import assignment_check, broker_check, build_app, serve, storage_check
 
 
 def _get_all(app, paths):

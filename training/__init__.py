@@ -1,9 +1,10 @@
 """Dataset assembly, teacher fine-tuning, distillation, evaluation, promotion, the job entry.
 
 Imports ``models`` and the Faust-free storage layer, never Faust (DESIGN.md). The job entry
-for ``streams``: ``run`` (one training round) and ``DistillConfig`` (its options), loaded on
-first use so that importing ``training`` (the CLI's defaults, the publisher's split rule)
-does not import torch."""
+for ``streams``, and all it may import of ``training``: ``run`` (one training round),
+``DistillConfig`` (its options), ``held_out`` (the split rule) and ``is_main_process``. The
+first two load on first use, so importing ``training`` (the CLI's defaults, the publisher's
+split rule) does not import torch."""
 
 
 def __getattr__(name: str):
@@ -16,6 +17,14 @@ def __getattr__(name: str):
 
         return DistillConfig
     raise AttributeError(f"module 'training' has no attribute {name!r}")
+
+
+def is_main_process() -> bool:
+    """False in the replica processes of a data-parallel run (``accelerate launch``, ``torchrun``):
+    only the main one reads and writes ClickHouse."""
+    from training.distributed import is_main
+
+    return is_main()
 
 
 def held_out(item_a: str, item_b: str) -> bool:

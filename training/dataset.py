@@ -81,8 +81,8 @@ def behaviour_rows(storage, min_count: int, evidence_count: float) -> list[dict]
 def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
                   rubric_path: str = "", behaviour_min_count: int = 0,
                   behaviour_evidence_count: float = 5.0) -> list[PairExample]:
-    from streams.storage.items import products
-    from streams.storage.labels import effective_labels
+    from streams.core.storage.items import products
+    from streams.core.storage.labels import effective_labels
 
     weights = load_rubric(rubric_path).weights()
     rows = effective_labels(storage)

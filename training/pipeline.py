@@ -19,8 +19,9 @@ import torch
 from models.losses import DistillationLoss
 from models.onnx_export import export_students, quantize_int8
 from models.scale import SCORE_BINS
-from streams.storage.items import products
-from training import distributed, registry
+from streams.core.storage import registry
+from streams.core.storage.items import products
+from training import distributed
 from training.config import DistillConfig
 from training.dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
 from training.evaluate import evaluate

@@ -1,0 +1,190 @@
+"""``pairstream bench ingest``: end-to-end ingest against raw aiokafka, in one run.
+
+1. Generate N clicks, produce them to a fresh topic on the embedded broker.
+2. Baseline: an aiokafka consumer group reads them with ``getmany`` and decodes each with
+   orjson (the 178k/s figure of DESIGN.md), timed from the first to the last message.
+3. The ingest (``ClickIngest``, the code the Faust worker runs) reads the same topic in its
+   own group: decode, validate, pair, aggregate, write ClickHouse, route tiers, checkpoint,
+   commit; timed the same way. ``ratio`` = ingest rate / baseline rate.
+4. ``exact``: ``pair_counts`` equals the reference computation over the same input.
+5. Freshness: clicks offered at a fixed rate (default 10k/s) with ``ts`` = send time; each
+   event's click-to-visible delay is taken when its batch's ``pair_counts`` write returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import tempfile
+import threading
+import time
+import uuid
+
+import numpy as np
+import orjson
+
+from streams.core.config import Settings
+from streams.core.embedded_broker import EmbeddedBroker
+from streams.core.produce import send_batched
+from streams.core.storage.chdb_client import ChdbStorage
+from streams.core.storage.migrations import migrate
+from streams.core.topics import ensure_topics
+from streams.dev.synthetic import generate
+from streams.ingest.catalogue import Catalogue
+from streams.ingest.consumer import ClickIngest
+from streams.ingest.reference import reference_counts
+
+
+async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=512 * 1024)
+    await producer.start()
+    try:  # keyed like the real producer: murmur2 of user_id decides the partition
+        await send_batched(producer, topic, ((k, v, None) for k, v in messages))
+    finally:
+        await producer.stop()
+
+
+async def _raw_consume(bootstrap: str, topic: str, total: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+        heartbeat_interval_ms=1000, fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+    await consumer.start()
+    seen, first = 0, None
+    loads = orjson.loads
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=250, max_records=20000)
+            for messages in batches.values():
+                if first is None:
+                    first = time.perf_counter()
+                for msg in messages:
+                    loads(msg.value)
+                seen += len(messages)
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+    return total / (time.perf_counter() - first)
+
+
+def run(args) -> dict:
+    n_events = args.events
+    with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp, EmbeddedBroker() as broker:
+        settings = Settings(data_dir=tmp, topic_partitions=4)
+        storage = ChdbStorage(f"{tmp}/chdb", "bench")
+        migrate(storage)
+        ensure_topics(broker.bootstrap, settings)
+        n_items, n_users = max(2000, n_events // 100), max(500, n_events // 50)
+        items, clicks = generate(n_items, n_users, n_events, seed=1)
+        catalogue = Catalogue()
+        catalogue.upsert(storage, items)
+        messages = [(c.user_id.encode(), c.to_json()) for c in clicks]
+        asyncio.run(_produce(broker.bootstrap, settings.topic_clicks, messages))
+        print(f"produced {n_events} clicks ({n_items} items, {n_users} users)")
+
+        raw_rate = asyncio.run(_raw_consume(broker.bootstrap, settings.topic_clicks, n_events))
+        print(f"raw aiokafka getmany + orjson: {raw_rate:,.0f} events/s")
+
+        marks: dict[str, float] = {}
+
+        def on_batch(report) -> None:
+            marks.setdefault("first", time.perf_counter())
+            marks["last"] = time.perf_counter()
+
+        ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, on_batch=on_batch)
+
+        async def go():
+            await ingest.start()
+            try:
+                await ingest.run(until=lambda: ingest.totals["events"] >= n_events)
+            finally:
+                await ingest.stop()
+
+        asyncio.run(go())
+        # like the baseline: from the first consumed message to the last batch written
+        seconds = marks["last"] - ingest.first_message_at
+        rate = n_events / seconds
+        print(f"ingest (Kafka -> pairs -> ClickHouse): {rate:,.0f} events/s "
+              f"= {rate / raw_rate:.2f}x raw")
+
+        rows = storage.query_rows(
+            f"SELECT item_a, item_b, toUInt32(day), sum(count) FROM {storage.table('pair_counts')} "
+            f"GROUP BY item_a, item_b, day")
+        got = {(a, b, d): n for a, b, d, n in rows}
+        expected = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks],
+                                    {i.item_id: i.category for i in items})
+        exact = got == dict(expected)
+        print(f"exact against the reference: {exact} ({len(got)} pair-day rows)")
+
+        freshness = _freshness(broker, storage, catalogue, items, tmp, args.fresh_events, args.fresh_rate)
+        print(f"freshness at {args.fresh_rate:,.0f} events/s offered: p50 "
+              f"{freshness['p50']:.3f}s, p99 {freshness['p99']:.3f}s")
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        storage.close()
+    return {
+        "events": n_events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(rate),
+        "raw_consume_per_s": round(raw_rate),
+        "ratio": round(rate / raw_rate, 3),
+        "freshness_p50_s": round(freshness["p50"], 4),
+        "freshness_p99_s": round(freshness["p99"], 4),
+        "freshness_offered_per_s": args.fresh_rate,
+        "pairs_written": int(sum(expected.values())) if exact else int(sum(got.values())),
+        "pair_day_rows": len(got),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "exact": exact,
+    }
+
+
+def _freshness(broker, storage, catalogue, items, tmp, n_events: int, rate: float) -> dict:
+    settings = Settings(data_dir=tmp, topic_clicks=f"fresh-{uuid.uuid4().hex[:6]}", topic_partitions=4)
+    ensure_topics(broker.bootstrap, settings)
+    delays: list[float] = []
+
+    def on_batch(report) -> None:
+        now = report.written_at
+        delays.extend(now - ts for ts in report.event_times)
+
+    def offer() -> None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2)
+        ids = [item.item_id for item in items]
+        rng = np.random.default_rng(5)
+        start = time.time()
+        for i in range(n_events):
+            target = start + i / rate
+            pause = target - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            user = f"f{rng.integers(0, 2000)}"
+            value = orjson.dumps({"event_id": f"f{i}", "user_id": user,
+                                  "item_id": ids[int(rng.integers(0, len(ids)))], "ts": time.time()})
+            producer.send(settings.topic_clicks, key=user.encode(), value=value)
+        producer.flush()
+        producer.close()
+
+    ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, on_batch=on_batch)
+
+    async def go():
+        await ingest.start()
+        # start offering once the group has assigned partitions, so joining is not counted
+        while not ingest.partitions:
+            await asyncio.sleep(0.05)
+            await ingest.poll_once(50)
+        producer = threading.Thread(target=offer, daemon=True)
+        producer.start()
+        try:
+            await ingest.run(until=lambda: ingest.totals["events"] >= n_events)
+        finally:
+            await ingest.stop()
+        producer.join()
+
+    asyncio.run(go())
+    values = np.array(delays)
+    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}

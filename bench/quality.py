@@ -1,0 +1,222 @@
+"""``pairstream bench quality``: does the published score separate pairs that go together?
+
+The whole default pipeline on data nobody tuned to (``streams.dev.marketplace``: bestsellers,
+opaque categories, fit only in free text), against its hidden truth:
+
+1. ``stream``: items and clicks through the embedded broker, the real ``ClickIngest``
+   (pair counts, user-item days, tier routing to ``pairs-to-score``);
+2. ``label``: the routed pairs through the real ``Labeller`` with the configured backend
+   (``heuristic`` by default: the figures say so);
+3. ``train``: one distillation round (behaviour-derived soft labels from a fresh
+   ``pair_stats``, teacher, students, ONNX, gate);
+4. ``publish``: the promoted students score the candidates, blended with behaviour;
+5. ``evaluate``: ROC AUC against the truth on the frequent pairs (published candidates) of
+   the published score, the model's score alone, the raw count, lift, Swing and the labels
+   (on the labelled pairs); on long-tail pairs (co-clicked fewer than ``tier_low`` times,
+   never published) through ``Serving.score_pairs``, the code behind ``POST /v1/pair-scores``.
+
+The truth is read in step 5 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def roc_auc(truth, score) -> float:
+    """Mann-Whitney AUC with ties counted half (no scikit-learn for one formula)."""
+    y = np.asarray(truth, bool)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if not positives or not negatives:
+        return float("nan")
+    ranks = rankdata(np.asarray(score, np.float64))
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def _stream(settings, broker, storage, items, clicks) -> dict:
+    from bench.ingest import _produce
+    from streams.ingest.catalogue import Catalogue
+    from streams.ingest.consumer import ClickIngest
+
+    catalogue = Catalogue()
+    catalogue.upsert(storage, items)
+    asyncio.run(_produce(broker.bootstrap, settings.topic_clicks,
+                         [(c.user_id.encode(), c.to_json()) for c in clicks]))
+    ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue)
+
+    async def go():
+        await ingest.start()
+        try:
+            await ingest.run(until=lambda: ingest.totals["events"] >= len(clicks))
+        finally:
+            await ingest.stop()
+
+    asyncio.run(go())
+    return {"events": ingest.totals["events"], "routed": ingest.router.routed_total}
+
+
+def _label(settings, broker, storage, routed: int) -> dict:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from streams.labelling.labeller import Labeller, build_scorer
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        consumer = AIOKafkaConsumer(settings.topic_pairs_to_score, bootstrap_servers=broker.bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await producer.start()
+        await consumer.start()
+        labeller = Labeller(settings, storage, build_scorer(settings), producer)
+        seen, labelled, idle = 0, {}, 0
+        try:
+            while seen < routed and idle < 20:
+                batches = await consumer.getmany(timeout_ms=500, max_records=200)
+                messages = [(m.key, m.value) for ms in batches.values() for m in ms]
+                idle = 0 if messages else idle + 1
+                if messages:
+                    report = await labeller.handle(messages)
+                    seen += len(messages)
+                    for source, n in report.labelled.items():
+                        labelled[source] = labelled.get(source, 0) + n
+        finally:
+            await consumer.stop()
+            await producer.stop()
+        return {"routed_consumed": seen, "labels": labelled, "backend": labeller.backend_name}
+
+    return asyncio.run(go())
+
+
+def _long_tail(settings, storage, published_pairs: set, sample: int, seed: int) -> list[tuple[str, str]]:
+    rows = storage.query_rows(
+        f"SELECT item_a, item_b FROM {storage.table('pair_counts')} GROUP BY item_a, item_b "
+        "HAVING sum(count) < {low:UInt64} ORDER BY item_a, item_b", {"low": settings.tier_low})
+    pairs = [p for p in rows if p not in published_pairs]
+    random.Random(seed).shuffle(pairs)
+    return pairs[:sample]
+
+
+def _dataset(args):
+    """(items, clicks, compatible(a, b), description) of the chosen dataset. The truth is a
+    closure the evaluation step alone calls."""
+    if args.dataset == "amazon-magazine":
+        from bench import amazon
+
+        items, clicks, truth = amazon.load()
+        return items, clicks, lambda a, b: (min(a, b), max(a, b)) in truth, (
+            f"amazon magazine reviews as sessions, truth also_buy ({len(truth)} pairs)")
+    from streams.dev import marketplace
+
+    items, clicks, truth = marketplace.generate(args.items, args.users, args.events, seed=args.seed)
+    return items, clicks, lambda a, b: marketplace.truth_compatible(truth[a], truth[b]), (
+        f"bestseller marketplace (seed {args.seed})")
+
+
+def run(args) -> dict:
+    from models.blend import blend
+    from streams.cli.training import distill_config
+    from streams.core.config import Settings
+    from streams.core.embedded_broker import EmbeddedBroker
+    from streams.core.storage.chdb_client import ChdbStorage
+    from streams.core.storage.labels import effective_labels
+    from streams.core.storage.migrations import migrate
+    from streams.core.storage.scores import SCORERS
+    from streams.core.topics import ensure_topics
+    from streams.publishing.publisher import publish
+    from streams.retraining.launcher import refresh_stats
+    from streams.serving.lookup import Serving
+    from training import run as run_distillation
+
+    started = time.time()
+    steps: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="pairstream-quality-") as tmp, EmbeddedBroker() as broker:
+        settings = Settings.load(None).replace(data_dir=tmp, topic_partitions=4,
+                                               kafka_bootstrap=broker.bootstrap)
+        storage = ChdbStorage(f"{tmp}/chdb", "quality")
+        migrate(storage)
+        ensure_topics(broker.bootstrap, settings)
+        items, clicks, compatible, source = _dataset(args)
+        print(f"{source}: {len(items)} items, {len(clicks)} clicks")
+
+        t = time.time()
+        streamed = _stream(settings, broker, storage, items, clicks)
+        steps["stream"] = time.time() - t
+        print(f"streamed {streamed['events']} clicks, {streamed['routed']} pairs routed")
+
+        t = time.time()
+        labelled = _label(settings, broker, storage, streamed["routed"])
+        steps["label"] = time.time() - t
+        print(f"labelled with {labelled['backend']}: {labelled['labels']}")
+
+        t = time.time()
+        refresh_stats(storage, settings)
+        result = run_distillation(storage, tmp, distill_config(args))
+        steps["train"] = time.time() - t
+        version = result["version"]
+        print(f"trained {version}: promoted={result['decision']['promoted']} "
+              f"({result['metrics']['n_train']} training pairs)")
+
+        t = time.time()
+        from models.runtime import Students
+        from streams.core.storage import registry
+
+        students = Students(version, registry.get(storage, version)["artifacts"], settings.onnx_threads)
+        published = publish(storage, settings.replace(publish_cross_budget_s=args.cross_budget), students,
+                            progress=not args.json)
+        steps["publish"] = time.time() - t
+
+        t = time.time()
+        ids, ev = published.ids, published.evidence
+        pairs = [(ids[x], ids[y]) for x, y in zip(published.a.tolist(), published.b.tolist())]
+        frequent = ev["count"] >= settings.tier_low
+        crossed = published.scorer == SCORERS.index("cross_encoder")
+        y_all = np.array([compatible(a, b) for a, b in pairs], bool)
+        y = y_all[frequent]
+        label_of = {(r["item_a"], r["item_b"]): (r["score"], r["source"]) for r in effective_labels(storage)}
+        with_label = [k for k, p in enumerate(pairs) if frequent[k] and p in label_of]
+        tail = _long_tail(settings, storage, set(pairs), args.long_tail, args.seed)
+        serving = Serving(storage, settings)
+        serving.current = serving.build()
+        answers = asyncio.run(serving.score_pairs(tail))["results"]
+        tail_scored = [(p, r["score"]) for p, r in zip(tail, answers) if r["score"] is not None]
+        y_tail = [compatible(a, b) for (a, b), _ in tail_scored]
+        steps["evaluate"] = time.time() - t
+        storage.close()
+
+    out = {
+        "dataset": args.dataset, "source": source, "items": len(items), "events": len(clicks),
+        "backend": labelled["backend"], "labels": labelled["labels"],
+        "frequent_pairs": int(frequent.sum()), "frequent_positive_rate": round(float(y.mean()), 4),
+        "auc_published": roc_auc(y, published.score[frequent]),
+        "auc_model": roc_auc(y, ev["model_score"][frequent]),
+        # the same blend with the configured k instead of the fitted one: what the fit changed
+        "auc_published_configured_k": roc_auc(y, blend(ev["model_score"], ev["lift"], ev["count"],
+                                                       settings.blend_evidence_count)[0][frequent]),
+        "blend": published.summary["blend"],
+        "auc_count": roc_auc(y, ev["count"][frequent]),
+        "auc_lift": roc_auc(y, ev["lift"][frequent]),
+        "auc_swing": roc_auc(y, ev["swing"][frequent]),
+        # the model score among the pairs the cross-encoder rescored (the rest: the two-tower)
+        "auc_model_cross_rescored": roc_auc(y_all[frequent & crossed], ev["model_score"][frequent & crossed]),
+        "cross_rescored_frequent": int((frequent & crossed).sum()),
+        "auc_labels": roc_auc(y_all[with_label], [label_of[pairs[k]][0] for k in with_label]),
+        "labelled_pairs": len(with_label),
+        "auc_long_tail": roc_auc(y_tail, [s for _, s in tail_scored]),
+        "long_tail_pairs": len(tail_scored),
+        "long_tail_positive_rate": round(float(np.mean(y_tail)), 4) if y_tail else None,
+        "behaviour_dominant": published.summary.get("behaviour_dominant"),
+        "model_version": version, "promoted": result["decision"]["promoted"],
+        "steps_min": {k: round(v / 60, 2) for k, v in steps.items()},
+        "minutes": round((time.time() - started) / 60, 2),
+    }
+    for key, value in list(out.items()):
+        if key.startswith("auc_"):
+            out[key] = round(value, 4)
+    print("quality (ROC AUC vs hidden truth): " + ", ".join(
+        f"{k[4:]} {v}" for k, v in out.items() if k.startswith("auc_")) + f"; {out['minutes']} min")
+    return out

@@ -1,0 +1,81 @@
+"""``pairstream bench``: the benchmarks under the checkout's ``bench/`` (not shipped in the wheel)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from streams.cli.common import command
+from streams.cli.training import distill_options
+
+
+def register(sub) -> None:
+    p = command(sub, "bench", cmd_bench, help="benchmarks (print figures; --json for one JSON object)",
+                description="""Benchmarks. ingest: Kafka -> pairs -> ClickHouse against raw aiokafka
+                    consumption in the same run. score: LLM labelling against a local
+                    OpenAI-compatible server with a fixed latency (prompt splitting, concurrency,
+                    cache). distill: one training round with the `distill` options below (main run
+                    at --augment, augmentation curve always at 0, 1 and 4). serve: ONNX vs torch,
+                    int8 vs fp32, two-tower vs cross-encoder, lookup API latency. quality: the whole
+                    pipeline (stream, label, train, publish) on the bestseller marketplace
+                    generator, ROC AUC of published score, count, lift, Swing, labels and long-tail
+                    lookups against its hidden truth (--events 200000 by default is a good size).
+                    memory: a real worker's RSS while --rounds waves of --users new users (--events
+                    clicks each) come and are evicted.""")
+    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory"],
+                   help="which benchmark")
+    p.add_argument("--events", type=int, default=300000, help="events to stream")
+    p.add_argument("--fresh-events", type=int, default=30000,
+                   help="events offered at --fresh-rate for the freshness measurement")
+    p.add_argument("--fresh-rate", type=float, default=10000, help="offered events/s for freshness")
+    p.add_argument("--pairs", type=int, default=500, help="score: pairs to label")
+    p.add_argument("--latency-ms", type=float, default=50.0, help="score: server latency per reply")
+    p.add_argument("--concurrency", type=int, default=64, help="score: most prompts in flight")
+    p.add_argument("--labelled", type=int, default=600, help="distill: labelled pairs")
+    p.add_argument("--out", help="distill: keep artifacts and the report here")
+    p.add_argument("--requests", type=int, default=2000, help="serve: lookup requests per size")
+    p.add_argument("--lookup-only", action="store_true",
+                   help="serve: only the lookup latency and mixed-load figures (tiny students: seconds)")
+    p.add_argument("--items", type=int, default=3000, help="quality: marketplace items")
+    p.add_argument("--seed", type=int, default=101, help="quality: marketplace seed")
+    p.add_argument("--long-tail", type=int, default=3000, help="quality: long-tail pairs asked of the lookup")
+    p.add_argument("--cross-budget", type=float, default=60.0, help="quality: cross-encoder seconds at publish")
+    p.add_argument("--dataset", choices=["marketplace", "amazon-magazine"], default="marketplace",
+                   help="quality: the bestseller marketplace generator, or Amazon Magazine reviews as "
+                        "sessions with also_buy as truth (read from ../shared/data; skipped if absent)")
+    p.add_argument("--rounds", type=int, default=3, help="memory: waves of new users")
+    p.add_argument("--users", type=int, default=8000,
+                   help="quality: marketplace users; memory: new users per wave")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
+
+
+def bench_module(name: str):
+    """``bench.<name>`` from the source checkout: benchmarks measure the system from outside
+    and are not shipped in the wheel. Found on ``sys.path`` (a run from the checkout's root),
+    else beside the installed ``streams`` package (an editable install)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if importlib.util.find_spec("bench") is None and (checkout / "bench" / "__init__.py").is_file():
+        sys.path.insert(0, str(checkout))
+    try:
+        return importlib.import_module(f"bench.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench", f"bench.{name}"):
+            raise
+        raise SystemExit("the benchmarks live in the source checkout's bench/ folder, which an installed "
+                         "wheel does not carry: run `pairstream bench` from a clone (`make setup`)") from None
+
+
+def cmd_bench(args) -> int:
+    if args.what == "quality" and args.dataset == "amazon-magazine":
+        amazon = bench_module("amazon")
+        if not amazon.available():
+            print(f"skipped: the Amazon Magazine files are not in {amazon.DEFAULT_DIR}", file=sys.stderr)
+            return 0
+    result = bench_module(args.what).run(args)
+    if args.json:
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,49 @@
+"""``pairstream worker`` and ``demo``: run the stream worker, or the whole pipeline end to end."""
+
+from __future__ import annotations
+
+from streams.cli.common import command, settings_from
+
+
+def register(sub) -> None:
+    p = command(sub, "worker", cmd_worker, help="run a stream worker (Faust app + click ingest)",
+                description="Run one worker of the consumer group. Embedded mode starts "
+                            "its own broker; set PAIRSTREAM_KAFKA_BOOTSTRAP to join a cluster.", data_dir=True)
+    p.add_argument("--no-web", action="store_true", help="do not start the web server")
+    p = command(sub, "demo", cmd_demo, help="the whole pipeline on this machine, end to end",
+                description="""Generate a catalogue and clicks, stream them through the embedded stack (ingest,
+                    tiers, labelling), run one CPU distillation round in a child process, publish
+                    scores, hot reload, query the lookup API, and print a summary: top partners with
+                    per-dimension reasons, consumer lag, model metrics and the HTML report's path.""",
+                data_dir="override PAIRSTREAM_DATA_DIR (default .pairstream)")
+    p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--events", type=int, default=200000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--llm", choices=["heuristic", "openai", "hf"],
+                   help="scoring backend (default: PAIRSTREAM_LLM_BACKEND, else heuristic)")
+    p.add_argument("--llm-url", help="openai: base URL of the endpoint (…/v1)")
+    p.add_argument("--llm-model", help="openai: model name; hf: local model directory")
+    p.add_argument("--backbone", default="minilm",
+                   help="student backbone of the distillation round: minilm (pretrained, "
+                        "default) | tiny (seconds, for smoke tests) | PATH")
+
+
+def cmd_worker(args) -> int:
+    from streams.worker import run_worker, stack
+
+    settings = settings_from(args)
+    with stack(settings) as (bootstrap, storage):
+        print(f"worker: Kafka {bootstrap}, ClickHouse "
+              f"{'chDB ' + str(settings.chdb_path) if settings.embedded_clickhouse else 'server'}",
+              flush=True)
+        run_worker(settings, bootstrap, storage, web=not args.no_web)
+    return 0
+
+def cmd_demo(args) -> int:
+    from streams.dev.demo import run_demo
+
+    settings = settings_from(args)
+    overrides = {k: v for k, v in (("llm_backend", args.llm), ("llm_url", args.llm_url),
+                                   ("llm_model", args.llm_model)) if v}
+    return run_demo(settings.replace(**overrides) if overrides else settings, args)

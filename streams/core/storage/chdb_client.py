@@ -1,0 +1,121 @@
+"""Embedded ClickHouse: chDB in-process on a persistent data directory.
+
+chDB allows one open session per process, so sessions are shared per path and reference
+counted. Calls are serialised with a lock: the engine is thread-safe for queries but the
+Python binding's session object is not documented as such.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from streams.core.storage.base import Storage, StorageError, check_dedup_token, check_identifier
+
+_sessions: dict[str, tuple[Any, int]] = {}
+_sessions_lock = threading.Lock()
+
+
+def _open_session(path: str):
+    from chdb import session as chs
+
+    with _sessions_lock:
+        sess, refs = _sessions.get(path, (None, 0))
+        if sess is None:
+            sess = chs.Session(path)
+        _sessions[path] = (sess, refs + 1)
+        return sess
+
+
+def _release_session(path: str) -> None:
+    with _sessions_lock:
+        sess, refs = _sessions.get(path, (None, 0))
+        if sess is None:
+            return
+        if refs <= 1:
+            _sessions.pop(path, None)
+            sess.close()
+        else:
+            _sessions[path] = (sess, refs - 1)
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"})
+
+
+def _param_text(value: Any) -> Any:
+    """chDB takes query parameters as text in ClickHouse's *escaped* format: a string's
+    backslashes, tabs and newlines must be escaped (else ``a\\nb`` arrives as a newline and a
+    real newline is an error), arrays need ClickHouse's literal syntax."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    return value
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return _param_text(value)
+    return repr(value)
+
+
+class ChdbStorage(Storage):
+    """chDB on ``path`` (created if missing); data survives process restarts."""
+
+    def __init__(self, path: str | Path, database: str = "pairstream"):
+        self.path = str(Path(path).resolve())
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        self.database = check_identifier(database)
+        self._session = _open_session(self.path)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _run(self, sql: str, fmt: str, params: Mapping[str, Any] | None):
+        if self._closed:
+            raise StorageError("storage is closed")
+        try:
+            with self._lock:
+                if params:
+                    return self._session.query(
+                        sql, fmt, params={k: _param_text(v) for k, v in params.items()})
+                return self._session.query(sql, fmt)
+        except Exception as exc:  # chdb raises its own error type (or RuntimeError)
+            raise StorageError(str(exc)) from exc
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._run(sql, "CSV", params)
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        result = self._run(sql, "ArrowStream", params)
+        data = result.bytes()
+        if not data:
+            return pa.table({})
+        return ipc.open_stream(io.BytesIO(data)).read_all()
+
+    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
+        if data.num_rows == 0:
+            return
+        target = self.table(table)
+        columns = ", ".join(check_identifier(name) for name in data.column_names)
+        settings = ""
+        if dedup_token is not None:
+            settings = f" SETTINGS insert_deduplication_token = '{check_dedup_token(dedup_token)}'"
+        # chDB's Python() table function reads the Arrow table in place (no serialisation).
+        arrow_input = data  # noqa: F841 - referenced by name from the SQL below
+        self._run(
+            f"INSERT INTO {target} ({columns}){settings} SELECT {columns} FROM Python(arrow_input)",
+            "CSV",
+            None,
+        )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release_session(self.path)

@@ -1,0 +1,296 @@
+"""Versioned, idempotent schema migrations; the same SQL runs on chDB and clickhouse-server.
+
+Each migration is a version number and a list of statements. Applied versions are recorded in
+``schema_migrations``; running ``migrate`` again applies nothing twice, and every statement is
+itself idempotent (``IF NOT EXISTS``) so a migration interrupted half way can be re-run.
+The columns of ``pair_scores_latest`` / ``item_partners_latest`` are the contract the re-ranker reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from streams.core.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+# Window of remembered insert tokens per table: a retried batch whose token is among the last
+# this many inserts is dropped by ClickHouse (exactly-once writes of pair counts).
+DEDUP_WINDOW = 10000
+
+PAIR_HASH_SQL = "murmurHash2_64(concat(item_a, '\\0', item_b))"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def _migrations(db: str) -> list[Migration]:
+    return [
+        Migration(1, "core tables", (
+            f"""CREATE TABLE IF NOT EXISTS {db}.items (
+                item_id String,
+                title String,
+                category LowCardinality(String),
+                brand String,
+                color String,
+                condition String,
+                model String,
+                price Nullable(Float64),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY item_id""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_counts (
+                item_a String,
+                item_b String,
+                day Date,
+                count UInt64
+            ) ENGINE = SummingMergeTree(count)
+            ORDER BY (item_a, item_b, day)
+            SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_labels (
+                item_a String,
+                item_b String,
+                score Float32,
+                tier LowCardinality(String),
+                source LowCardinality(String),
+                backend LowCardinality(String),
+                model_name String,
+                prompt_version String,
+                dim_scores Map(String, Float32),
+                dim_reasons Map(String, String),
+                dim_dists Map(String, Array(Float32)),
+                labelled_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(labelled_at)
+            ORDER BY (item_a, item_b, source)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_scores (
+                item_a String,
+                item_b String,
+                score Float32,
+                model_version String,
+                scorer LowCardinality(String),
+                scored_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            PARTITION BY model_version
+            ORDER BY (model_version, item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.score_versions (
+                model_version String,
+                status LowCardinality(String),
+                rows UInt64,
+                changed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at) ORDER BY model_version""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.models (
+                version String,
+                kind LowCardinality(String),
+                status LowCardinality(String),
+                metrics String,
+                artifacts Map(String, String),
+                created_at DateTime64(3, 'UTC'),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (version, kind)""",
+        )),
+        Migration(2, "stream state for exactly-once ingest and tier routing", (
+            f"""CREATE TABLE IF NOT EXISTS {db}.ingest_batches (
+                topic String,
+                partition UInt32,
+                start_offset UInt64,
+                end_offset UInt64,
+                created_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (topic, partition, start_offset)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.user_sessions (
+                topic String,
+                partition UInt32,
+                user_id String,
+                items Array(String),
+                times Array(Float64),
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version)
+            ORDER BY (topic, partition, user_id)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_tiers (
+                item_a String,
+                item_b String,
+                tier UInt8,
+                count UInt64,
+                routed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(tier)
+            ORDER BY (item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_touches (
+                batch String,
+                item_a String,
+                item_b String,
+                created_at DateTime DEFAULT now()
+            ) ENGINE = MergeTree ORDER BY batch
+            TTL created_at + INTERVAL 1 HOUR""",
+        )),
+        Migration(3, "versioned score tables, the live pointer, reader views, training runs", (
+            # pair_scores and score_versions of migration 1 never had a writer (publishing
+            # arrives with this migration): they are replaced by tables keyed by score version
+            # (one publish of one model), which is what rollback and atomic exposure need.
+            f"DROP TABLE IF EXISTS {db}.pair_scores",
+            f"DROP TABLE IF EXISTS {db}.score_versions",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_scores (
+                item_a String,
+                item_b String,
+                score Float32,
+                model_version String,
+                scorer LowCardinality(String),
+                score_version String,
+                scored_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            PARTITION BY score_version
+            ORDER BY (score_version, item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.item_partners (
+                item_id String,
+                rank UInt16,
+                partner_id String,
+                score Float32,
+                scorer LowCardinality(String),
+                model_version String,
+                score_version String
+            ) ENGINE = MergeTree
+            PARTITION BY score_version
+            ORDER BY (score_version, item_id, rank)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.item_embeddings (
+                item_id String,
+                embedding Array(Float32),
+                model_version String,
+                score_version String
+            ) ENGINE = MergeTree
+            PARTITION BY score_version
+            ORDER BY (score_version, item_id)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.score_versions (
+                score_version String,
+                model_version String,
+                status LowCardinality(String),
+                rows UInt64,
+                detail String,
+                changed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at) ORDER BY score_version""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.score_pointer (
+                name String,
+                score_version String,
+                model_version String,
+                changed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at) ORDER BY name""",
+            f"""CREATE VIEW IF NOT EXISTS {db}.pair_scores_latest AS
+                SELECT item_a, item_b, score, model_version, scorer, score_version, scored_at
+                FROM {db}.pair_scores
+                WHERE score_version = (SELECT argMax(score_version, changed_at)
+                                       FROM {db}.score_pointer WHERE name = 'live')""",
+            f"""CREATE VIEW IF NOT EXISTS {db}.item_partners_latest AS
+                SELECT item_id, rank, partner_id, score, scorer, model_version, score_version
+                FROM {db}.item_partners
+                WHERE score_version = (SELECT argMax(score_version, changed_at)
+                                       FROM {db}.score_pointer WHERE name = 'live')""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.training_runs (
+                run_id String,
+                trigger LowCardinality(String),
+                status LowCardinality(String),
+                model_version String,
+                promoted UInt8,
+                error String,
+                started_at DateTime64(3, 'UTC'),
+                finished_at Nullable(DateTime64(3, 'UTC')),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY run_id""",
+        )),
+        Migration(4, "pair hashes for the tier-crossing check", (
+            # murmurHash2_64 of "item_a NUL item_b": streams.ingest.kernel.pair_hashes computes
+            # the same value in the ingest, so the check passes touched pairs as 8-byte hashes
+            f"""ALTER TABLE {db}.pair_counts ADD COLUMN IF NOT EXISTS pair_hash UInt64
+                MATERIALIZED {PAIR_HASH_SQL}""",
+            f"""ALTER TABLE {db}.pair_tiers ADD COLUMN IF NOT EXISTS pair_hash UInt64
+                MATERIALIZED {PAIR_HASH_SQL}""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_touched_hashes (
+                batch UInt64,
+                pair_hash UInt64,
+                created_at DateTime DEFAULT now()
+            ) ENGINE = MergeTree ORDER BY (batch, pair_hash)
+            TTL created_at + INTERVAL 1 HOUR""",
+            f"DROP TABLE IF EXISTS {db}.pair_touches",
+        )),
+        Migration(5, "behaviour evidence: the user-item graph, pair statistics, evidence in scores", (
+            # written by the ingest with the batch's pair_counts token (exactly once)
+            f"""CREATE TABLE IF NOT EXISTS {db}.user_item_days (
+                user_id String,
+                item_id String,
+                day Date,
+                clicks UInt64
+            ) ENGINE = SummingMergeTree(clicks)
+            ORDER BY (item_id, user_id, day)
+            SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""",
+            # one refresh = one stats_version (streams.core.storage.stats); readers take the newest
+            f"""CREATE TABLE IF NOT EXISTS {db}.pair_stats (
+                stats_version UInt64,
+                item_a String,
+                item_b String,
+                count UInt64,
+                decayed_count Float64,
+                users UInt32,
+                users_a UInt32,
+                users_b UInt32,
+                lift Float32,
+                pmi Float32,
+                jaccard Float32,
+                swing Float64,
+                computed_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            PARTITION BY stats_version
+            ORDER BY (item_a, item_b)""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.stats_edges (
+                stats_version UInt64,
+                user_id String,
+                item_id String,
+                last_day Date
+            ) ENGINE = MergeTree
+            PARTITION BY stats_version
+            ORDER BY (item_id, user_id)""",
+            f"""CREATE VIEW IF NOT EXISTS {db}.pair_stats_latest AS
+                SELECT * EXCEPT stats_version, stats_version FROM {db}.pair_stats
+                WHERE stats_version = (SELECT max(stats_version) FROM {db}.pair_stats)""",
+            *(f"ALTER TABLE {db}.pair_scores ADD COLUMN IF NOT EXISTS {column}" for column in (
+                "model_score Float32", "behaviour_score Float32", "behaviour_weight Float32",
+                "dominant LowCardinality(String)", "count UInt64", "users UInt32", "lift Float32",
+                "swing Float32", "dim_scores Map(String, Float32)")),
+            f"""CREATE OR REPLACE VIEW {db}.pair_scores_latest AS
+                SELECT item_a, item_b, score, model_version, scorer, score_version, scored_at,
+                       dominant, model_score, behaviour_score, behaviour_weight,
+                       count, users, lift, swing, dim_scores
+                FROM {db}.pair_scores
+                WHERE score_version = (SELECT argMax(score_version, changed_at)
+                                       FROM {db}.score_pointer WHERE name = 'live')""",
+        )),
+    ]
+
+
+def migrate(storage: Storage) -> list[int]:
+    """Apply pending migrations in order; return the versions applied now."""
+    db = storage.database
+    storage.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    storage.command(
+        f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+            version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+        ) ENGINE = ReplacingMergeTree ORDER BY version"""
+    )
+    done = {row[0] for row in storage.query_rows(f"SELECT version FROM {db}.schema_migrations")}
+    applied = []
+    for migration in _migrations(db):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            storage.command(statement)
+        storage.command(
+            f"INSERT INTO {db}.schema_migrations (version, name) VALUES ({{v:UInt32}}, {{n:String}})",
+            {"v": migration.version, "n": migration.name},
+        )
+        log.info("applied migration %d: %s", migration.version, migration.name)
+        applied.append(migration.version)
+    return applied
+
+
+def latest_version() -> int:
+    return max(m.version for m in _migrations("db"))

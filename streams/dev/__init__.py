@@ -1,0 +1,1 @@
+"""Development and demo tools: the synthetic marketplaces, the replayer and the end-to-end demo."""

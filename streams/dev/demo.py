@@ -1,0 +1,294 @@
+"""``pairstream demo``: the whole system on the embedded defaults, with a live view.
+
+generator -> replay -> Kafka -> Faust worker (ingest, tiers, labelling) -> ClickHouse ->
+one distillation round in a child process (the worker's real training path) -> publish ->
+hot reload -> lookup API -> summary (top partners with per-dimension reasons, lag table, model
+metrics, the HTML report). Leaves no process behind: the broker, the worker and the training
+child are all stopped on exit and on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from streams.core.config import Settings
+from streams.core.embedded_broker import free_port
+from streams.core.storage import tiers
+from streams.worker import stack
+
+DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-length 64"
+
+
+def run_demo(settings: Settings, args) -> int:
+    import logging
+
+    from streams.dev.replay import replay
+    from streams.dev.synthetic import write_dataset
+
+    # the replay thread's kafka-python producer warns whenever the ingest holds the GIL for a
+    # moment; in the demo's live view that is noise, not news
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    data_dir = Path(settings.data_dir)
+    if settings.embedded_clickhouse and settings.chdb_path.exists():
+        shutil.rmtree(settings.chdb_path)  # the embedded broker starts empty: so do the tables
+    settings = settings.replace(
+        web_port=free_port(),
+        training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else
+                                                                  f" --backbone {args.backbone} --teacher-epochs 2")),
+        training_min_new_labels=10**9, training_interval_s=0,  # the demo starts its one run itself
+        publish_cross_budget_s=min(settings.publish_cross_budget_s, 30.0))  # 10 minutes in all
+    out = data_dir / "demo-data"
+    t0 = time.time()
+    counts = write_dataset(out, args.items, args.users, args.events, args.seed)
+    print(f"[1/6] generated {counts['items']} items, {counts['clicks']} clicks, "
+          f"{counts['truth_pairs']} truth pairs in {out} ({time.time() - t0:.1f}s)")
+    with stack(settings) as (bootstrap, storage):
+        print(f"[2/6] embedded stack up: Kafka {bootstrap}, chDB {settings.chdb_path}, "
+              f"web :{settings.web_port}")
+        replay_error: list[BaseException] = []
+        stop_replay = threading.Event()
+
+        def produce() -> None:
+            try:
+                replay(bootstrap, out / "clicks.jsonl", out / "items.jsonl",
+                       settings.topic_clicks, settings.topic_items, progress=False, stop=stop_replay)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                replay_error.append(exc)
+
+        producer = threading.Thread(target=produce, name="replay", daemon=True)
+        try:
+            summary = asyncio.run(_pipeline(settings, bootstrap, storage, counts["clicks"], producer.start))
+        except KeyboardInterrupt:
+            print("\ninterrupted: the worker, the training child and the replay are stopped; "
+                  "the broker and chDB follow", file=sys.stderr)
+            return 130
+        finally:
+            stop_replay.set()
+            if producer.is_alive():
+                producer.join(timeout=10)
+        if replay_error:
+            print(f"replay failed: {replay_error[0]}", file=sys.stderr)
+            return 1
+        _print_summary(storage, settings, summary)
+    return 0 if summary.get("training", {}).get("status") == "succeeded" else 1
+
+
+async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, start_replay) -> dict:
+    """Start the worker, then the replay (so the worker's start-up does not share the GIL with
+    it), run the steps, and stop the worker whatever happens: a Ctrl-C during ``app.start()``
+    would otherwise leave its non-daemon consumer thread, and the process, running."""
+    from streams.app import create_app
+
+    app = create_app(settings, bootstrap, storage, web=True)
+    started = time.time()
+    summary: dict = {}
+    try:
+        await app.start()
+        start_replay()
+        runtime = app.runtime
+        summary["stream"] = await _stream(runtime, expected)
+        summary["training"] = await _train(runtime, settings)
+        summary["lookup"] = await _lookup(runtime, settings)
+        summary["lag"] = await asyncio.to_thread(_lag_rows, runtime, settings)
+    finally:
+        await asyncio.wait_for(app.stop(), timeout=60)
+    summary["seconds"] = round(time.time() - started, 1)
+    return summary
+
+
+async def _stream(runtime, expected: int) -> dict:
+    """[3/6] clicks -> pairs -> tiers -> labels, with a live view."""
+    started = time.time()
+    with tqdm(total=expected, desc="[3/6] streaming", unit="ev") as bar:
+        while True:
+            await asyncio.sleep(0.5)
+            ingest = runtime.ingest
+            done = ingest.totals["events"] if ingest else 0
+            bar.n = done
+            bar.set_postfix(ev_s=f"{done / max(time.time() - started, 1e-9):,.0f}",
+                            lag=ingest.lag() if ingest else 0, pairs=ingest.totals["pairs"] if ingest else 0,
+                            labels=runtime.pairs_handled)
+            bar.refresh()
+            if done >= expected or time.time() - started > 600:
+                break
+    totals = dict(runtime.ingest.totals)
+    await runtime.ingest.checkpoint()  # route what the last batches touched
+    await runtime.ingest.drain()
+    routed = runtime.ingest.router.routed_total
+    with tqdm(total=routed, desc="      labelling", unit="pair") as bar:
+        deadline = time.time() + 300
+        while runtime.pairs_handled < routed and time.time() < deadline:
+            await asyncio.sleep(0.5)
+            bar.n = runtime.pairs_handled
+            bar.refresh()
+        bar.n = runtime.pairs_handled
+        bar.refresh()
+    return {"events": totals.get("events", 0), "invalid": totals.get("invalid", 0),
+            "pair_rows": totals.get("pairs", 0), "routed": routed,
+            "labelled": runtime.pairs_handled, "seconds": round(time.time() - started, 1)}
+
+
+async def _train(runtime, settings: Settings) -> dict:
+    """[4/6] one distillation round in a child process, then [5/6] publish and hot reload."""
+    launcher = runtime.launcher
+    run_id = await launcher.launch("demo")
+    log_path = Path(settings.data_dir) / "runs" / run_id / "train.log"
+    started = time.time()
+    with tqdm(desc="[4/6] distilling (child process)", bar_format="{desc}: {elapsed} {postfix}") as bar:
+        while launcher.busy:
+            await asyncio.sleep(1.0)
+            bar.set_postfix_str(_last_line(log_path)[:70])
+            bar.refresh()
+    outcome = launcher.last or {"status": "failed", "error": "no outcome"}
+    outcome["log"] = str(log_path)
+    if outcome["status"] != "succeeded":
+        print(f"training failed: {outcome.get('error')}", file=sys.stderr)
+        return outcome
+    if outcome.get("promoted"):
+        deadline = time.time() + 30  # the hot reload arrives through model-updates
+        while runtime.serving.current.model_version != outcome["model_version"] and time.time() < deadline:
+            await asyncio.sleep(0.2)
+        pub = outcome.get("publish", {})
+        print(f"[5/6] published {pub.get('score_version')}: {pub.get('pairs')} pairs of "
+              f"{pub.get('items')} items ({pub.get('cross_rescored')} rescored by the cross-encoder) "
+              f"in {pub.get('seconds')}s; workers now serve {runtime.serving.current.model_version}")
+    outcome["train_seconds"] = round(time.time() - started, 1)
+    return outcome
+
+
+def _last_line(path: Path) -> str:
+    try:
+        text = path.read_bytes()[-4000:].decode(errors="replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1] if parts else ""
+
+
+async def _lookup(runtime, settings: Settings) -> dict:
+    """[6/6] the lookup API, over real HTTP: a few items' best partners and their scores."""
+    import aiohttp
+
+    index = runtime.serving.current.index
+    if not len(index):
+        return {}
+    counts = np.diff(index.offsets)
+    anchors = [index.ids[i] for i in np.argsort(-counts)[:3]]
+    base = f"http://127.0.0.1:{settings.web_port}"
+    out = {"base": base, "items": {}}
+    async with aiohttp.ClientSession() as session:
+        for item in anchors:
+            async with session.get(f"{base}/v1/items/{item}/partners", params={"k": "5"}) as r:
+                out["items"][item] = (await r.json())["partners"]
+        pairs = [[item, p["item_id"]] for item in anchors for p in out["items"][item][:2]]
+        started = time.perf_counter()
+        async with session.post(f"{base}/v1/pair-scores", json={"pairs": pairs}) as r:
+            out["pair_scores"] = await r.json()
+        out["pair_scores_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return out
+
+
+def _lag_rows(runtime, settings: Settings) -> list[dict]:
+    from streams.ops.lag import LagSampler
+
+    sampler = LagSampler(runtime.bootstrap)
+    try:
+        groups = [settings.app_id, f"{settings.app_id}-ingest"]
+        for _ in range(2):
+            sampler.sample(groups)
+            time.sleep(1.0)
+        return sampler.table(10)
+    finally:
+        sampler.close()
+
+
+def _print_summary(storage, settings: Settings, summary: dict) -> None:
+    from streams.ops.lag import format_table
+
+    stream, training = summary["stream"], summary.get("training", {})
+    print("\n=== summary ===")
+    print("stream: " + ", ".join(f"{k}={v}" for k, v in stream.items()))
+    _print_top_pairs(storage)
+    _print_labels(storage)
+    lookup = summary.get("lookup") or {}
+    if lookup:
+        reasons = _reasons(storage, [(a, p["item_id"]) for a, ps in lookup["items"].items() for p in ps])
+        titles = _titles(storage, list(lookup["items"]) + [p["item_id"] for ps in lookup["items"].values() for p in ps])
+        print(f"\ntop partners from the lookup API ({lookup['base']}/v1/items/ID/partners?k=5):")
+        for item, partners in lookup["items"].items():
+            print(f"  {item} {titles.get(item, '')[:50]}")
+            for p in partners:
+                print(f"     {p['score']:5.2f} [{p['scorer']}] {p['item_id']} {titles.get(p['item_id'], '')[:45]}")
+                for dim, reason in reasons.get(tuple(sorted((item, p['item_id']))), {}).items():
+                    print(f"            {dim:9} {reason[:80]}")
+        ps = lookup["pair_scores"]
+        print(f"POST /v1/pair-scores for {len(ps['results'])} pairs: model {ps['model_version']}, "
+              f"{lookup['pair_scores_ms']} ms")
+    print("\nconsumer lag:")
+    print(format_table(summary.get("lag", [])))
+    metrics = training.get("metrics") or {}
+    if metrics:
+        print("\nmodel (held-out test split):")
+        for name in ("teacher", "cross", "two_tower"):
+            m = metrics.get(name, {})
+            print(f"  {name:9} Spearman vs labels {m.get('spearman_vs_labels', float('nan')):.3f}, "
+                  f"vs teacher {m.get('spearman_vs_teacher', float('nan')):.3f}, "
+                  f"NDCG@10 {m.get('ndcg10', float('nan')):.3f}")
+        print(f"  promoted: {training.get('promoted')}, version {training.get('model_version')}, "
+              f"training {training.get('seconds')}s")
+    report = (training.get("report") or {}).get("html")
+    print(f"\nreport: {report or 'none (training did not finish: ' + str(training.get('log')) + ')'}")
+    print(f"demo finished in {summary['seconds']}s")
+
+
+def _reasons(storage, pairs) -> dict:
+    from streams.core.storage.labels import effective_labels
+
+    wanted = sorted({tuple(sorted(p)) for p in pairs})
+    rows = effective_labels(storage, "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})",
+                            {"a": [a for a, _ in wanted], "b": [b for _, b in wanted]}) if wanted else []
+    return {(r["item_a"], r["item_b"]): r["dim_reasons"] for r in rows}
+
+
+def _titles(storage, ids) -> dict:
+    from streams.core.storage.items import products
+
+    return {k: v["title"] for k, v in products(storage, sorted(set(ids))).items()}
+
+
+def _print_top_pairs(storage) -> None:
+    rows = storage.query_rows(
+        f"""SELECT c.item_a, c.item_b, sum(c.count) AS n,
+                   any(ia.title) AS ta, any(ib.title) AS tb
+            FROM {storage.table('pair_counts')} AS c
+            LEFT JOIN {storage.table('items')} AS ia ON ia.item_id = c.item_a
+            LEFT JOIN {storage.table('items')} AS ib ON ib.item_id = c.item_b
+            GROUP BY c.item_a, c.item_b ORDER BY n DESC LIMIT 10""")
+    routed = tiers.routed_by_tier(storage)
+    print("\nmost frequent cross-category pairs:")
+    for _a, _b, n, ta, tb in rows:
+        print(f"  {n:6d}  {ta[:40]:40s} + {tb[:40]}")
+    print("pairs routed to scoring by tier: " + ", ".join(f"{t}={n}" for t, n in routed.items()))
+
+
+def _print_labels(storage) -> None:
+    from streams.core.storage.labels import effective_labels
+
+    rows = effective_labels(storage)
+    by_source: dict[str, int] = {}
+    for row in rows:
+        by_source[row["source"]] = by_source.get(row["source"], 0) + 1
+    print("labels by source: " + (", ".join(f"{k}={v}" for k, v in sorted(by_source.items())) or "none"))
+    scored = sorted((r for r in rows if r["dim_scores"]), key=lambda r: -r["score"])[:3]
+    for row in scored:
+        print(f"  {row['item_a']} + {row['item_b']}: {row['score']:.2f} "
+              f"(backend={row['backend']}, tier {row['tier']})")
+        for dim, value in row["dim_scores"].items():
+            print(f"      {dim:10} {value:4.1f}  {row['dim_reasons'].get(dim, '')}")

@@ -1,0 +1,639 @@
+"""The click ingest: Kafka -> sessions -> pair increments -> ClickHouse, exactly once.
+
+Why not a Faust agent: Faust's per-message dispatch caps near 10k events/s on this machine,
+while an aiokafka ``getmany`` loop consumes ~178k/s. So the high-rate click stream runs on an
+aiokafka consumer (its own consumer group) driven by a Faust service inside the worker; Faust
+keeps the app, the catalogue agent, the web server and the low-rate streams.
+
+Exactly-once counts. Every write covers, per partition, one contiguous batch ``[start, end)``
+of paired messages (several fetches when they piled up during the previous write) and writes,
+in this order:
+
+1. an *intent* row (topic, partition, start, end) in ``ingest_batches``;
+2. the batch's aggregated pair increments into ``pair_counts`` with the insert
+   deduplication token ``topic:partition:start:end`` (ClickHouse drops a repeat);
+3. the Kafka offset commit ``end`` (for lag monitoring; recovery does not rely on it).
+
+Every ``checkpoint_interval_s`` (and before a rebalance or a stop) a *checkpoint* follows:
+
+4. tier routing for the pairs touched since the last checkpoint (at-least-once: the ledger
+   ``pair_tiers`` is written after the messages are produced);
+5. the histories of the users touched since the last checkpoint into ``user_sessions`` with
+   ``version = end`` (one insert, so one part: all of a checkpoint lands or none of it).
+
+On assignment a partition restores its sessions at their newest version ``v`` and seeks to
+``v``. The intents ``[v, e1), [e1, e2), ...`` recorded since then are rebuilt exactly, one
+batch each: the same state and the same messages give the same increments and the same token,
+so writes that had landed before a crash are dropped and ones that had not land now, and the
+pairs those batches touched are routed again. Nothing lost, nothing doubled, whichever step a
+SIGKILL interrupts. Checkpointing every couple of seconds rather than every batch is what keeps
+the per-batch cost to two small inserts (see README, "How the ingest reaches its rate").
+
+Invalid clicks go to the dead-letter topic (original bytes as value; reason, detail, source
+partition and offset as headers) before the offset that covers them is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import datetime as dt
+import functools
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from streams.core import dead_letters, metrics
+from streams.core.config import Settings
+from streams.core.dead_letters import DeadLetter
+from streams.core.storage import Storage, StorageError
+from streams.core.storage.base import timestamp_array
+from streams.ingest import kernel as pair_kernel
+from streams.ingest.decode import decode_clicks
+from streams.ingest.sessions import PairIncrements, Sessionizer
+from streams.ingest.tiers import TierRouter
+from streams.ingest.user_items import merge_user_item_days, user_item_days
+
+log = logging.getLogger(__name__)
+
+FETCH_MAX_RECORDS = 20000  # one getmany; batches grow beyond it while a write is in flight
+OPEN_POLL_MS = 10  # fetch wait while paired events wait for the write in flight
+
+SESSIONS_SCHEMA = pa.schema([
+    ("topic", pa.string()),
+    ("partition", pa.uint32()),
+    ("user_id", pa.string()),
+    ("items", pa.list_(pa.string())),
+    ("times", pa.list_(pa.float64())),
+    ("version", pa.uint64()),
+])
+
+
+@dataclass
+class PartitionState:
+    sessionizer: Sessionizer
+    position: int  # next offset to process
+    replay_end: int | None = None  # an intent to rebuild exactly before anything else
+    pending: list = field(default_factory=list)  # messages held until replay_end is reached
+    intents: dict[int, int] = field(default_factory=dict)  # start -> end, found at restore
+
+
+@dataclass
+class OpenBatch:
+    """One partition's paired but unwritten offset range ``[start, end)``."""
+
+    tp: object
+    start: int
+    end: int
+    parts: list  # PairIncrements of each fetch that joined
+    exact: bool  # an intent rebuilt after a crash: its range is fixed, nothing joins it
+    user_items: list = field(default_factory=list)  # user_item_days tables of each fetch
+    first_stamp: int = 0  # Kafka timestamp of the batch's first message: part of its token
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint writes: session rows taken at batch boundaries, and unrouted pairs."""
+
+    users: list[str]
+    items: list[list[str]]
+    times: list[list[float]]
+    partitions: list[int]
+    versions: list[int]
+    touched: np.ndarray | None  # pair_hash of the pairs incremented since the last checkpoint
+    newest_day: int  # UTC day number: the end of the horizon for the crossing check
+    evicted: int
+
+
+@dataclass
+class BatchReport:
+    """What one flush did; handed to ``on_batch`` (benchmarks, the live demo view)."""
+
+    events: int
+    invalid: int
+    pairs: int
+    routed: int
+    event_times: list[float]
+    written_at: float  # when its pair_counts insert returned (visible to readers)
+
+
+class ClickIngest:
+    """One consumer-group member of the click ingest (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        storage: Storage,
+        catalogue: dict[str, str],
+        group_id: str | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.storage = storage
+        self.catalogue = catalogue
+        self.topic = settings.topic_clicks
+        self.group_id = group_id or f"{settings.app_id}-ingest"
+        self.on_batch = on_batch
+        self.clock = clock
+        self.partitions: dict[int, PartitionState] = {}
+        self.resets: dict[int, str] = {}  # paused partitions whose checkpoint is outside the log
+        self.router = TierRouter(settings, storage)
+        self._consumer = None
+        self._producer = None
+        self._stopping = asyncio.Event()
+        self._write_task: asyncio.Future | None = None
+        self._flush_lock = asyncio.Lock()
+        self.totals = defaultdict(int)
+        self._last_checkpoint = time.monotonic()
+        self._unrouted: dict[int, list] = {}  # partition -> increment keys not yet routed
+        self._open: dict[int, OpenBatch] = {}  # paired, not yet handed to a write
+        self._open_dlq: list = []
+        self._open_events = 0
+        self._open_times: list[float] = []
+        self.first_message_at: float | None = None  # perf_counter of the first consumed batch
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.abc import ConsumerRebalanceListener
+
+        ingest = self
+
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked):
+                async with ingest._flush_lock:  # let an in-progress flush finish
+                    await ingest._flush({}, force_checkpoint=True)
+                    await ingest.drain()
+                    for tp in revoked:
+                        ingest.partitions.pop(tp.partition, None)
+                        ingest.resets.pop(tp.partition, None)
+
+            async def on_partitions_assigned(self, assigned):
+                # together: each restore waits on ClickHouse and on broker offset requests
+                # (queued behind fetches), and a partition's records are re-fetched after it
+                await asyncio.gather(*(ingest._restore_partition(tp) for tp in assigned))
+
+        await asyncio.to_thread(pair_kernel.warm_up)
+        timeout_ms = int(self.settings.session_timeout_s * 1000)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=timeout_ms,
+            heartbeat_interval_ms=max(500, timeout_ms // 3),
+            rebalance_timeout_ms=timeout_ms,
+            max_poll_interval_ms=600_000,  # a ClickHouse outage must not evict us
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=1 << 20)
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=Listener())
+        self.router.producer = self._producer
+
+    async def stop(self) -> None:
+        try:
+            if self._consumer is not None and self.partitions:
+                await self.checkpoint()
+            await self.drain()
+        finally:
+            self._stopping.set()
+        await self._close()
+
+    async def abort(self) -> None:
+        """Close the connections and write nothing more: what a killed process leaves behind."""
+        self._stopping.set()
+        self._write_task = None
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def lag(self) -> int:
+        """Messages fetched by the broker's high watermark but not yet processed, summed over
+        the held partitions (a live figure for the demo's view; monitoring uses committed
+        offsets, ``streams.ops.lag``)."""
+        if self._consumer is None:
+            return 0
+        highs = ((self._consumer.highwater(tp), state.position) for tp, state in self._tps())
+        return sum(max(0, high - position) for high, position in highs if high is not None)
+
+    def caught_up(self, end_offsets: dict[int, int]) -> bool:
+        """True once every partition in ``end_offsets`` is processed and written up to its end."""
+        return not self._writing() and not self._open and all(
+            p in self.partitions and self.partitions[p].position >= end and not self.partitions[p].pending
+            for p, end in end_offsets.items())
+
+    async def poll_once(self, timeout_ms: int = 50) -> None:
+        """One fetch and flush outside ``run`` (a benchmark's warm-up while the group joins)."""
+        await self.flush(await self._consumer.getmany(timeout_ms=timeout_ms))
+
+    async def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Consume until ``stop()`` (or ``until()`` turns true)."""
+        flush_s = self.settings.ingest_flush_ms / 1000.0
+        max_events = self.settings.ingest_batch_events
+        while not self._stopping.is_set():
+            if until is not None and until():
+                break
+            if self._write_task is not None and self._write_task.done():
+                await self.drain()  # surface a failed write at once
+            # paired events wait for the write in flight: look again soon, so they are sealed
+            # into the next write as soon as it returns, not when the fetch times out
+            wait_ms = OPEN_POLL_MS if self._open else int(flush_s * 1000)
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=wait_ms, max_records=min(max_events, FETCH_MAX_RECORDS))
+            except Exception as exc:  # noqa: BLE001 - consumer errors during shutdown
+                if self._stopping.is_set():
+                    break
+                log.warning("getmany failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if batches and self.first_message_at is None:
+                self.first_message_at = time.perf_counter()
+            await self.flush(batches)  # also seals what is open once the writer is free
+            # getmany returns without suspending while the fetcher has records buffered, so
+            # yield once per fetch: otherwise a sealed write (and every hop of the one in
+            # flight) waits until the consumer runs dry
+            await asyncio.sleep(0)
+
+    # --- recovery ----------------------------------------------------------------------
+    async def _restore_partition(self, tp) -> None:
+        """Load this partition's sessions and position from ClickHouse (see docstring)."""
+        p = tp.partition
+        sessionizer = Sessionizer(
+            self.catalogue, self.settings.session_window_s, self.settings.history_size
+        )
+        params = {"topic": self.topic, "p": p}
+        rows = await self._with_retry(lambda: self.storage.query_arrow(
+            f"""SELECT user_id, argMax(items, version) AS items, argMax(times, version) AS times,
+                       max(version) AS v
+                FROM {self.storage.table('user_sessions')}
+                WHERE topic = {{topic:String}} AND partition = {{p:UInt32}}
+                GROUP BY user_id""", params))
+        version = 0
+        if rows.num_rows:
+            sessionizer.restore(
+                rows.column("user_id").to_pylist(),
+                rows.column("items").to_pylist(),
+                rows.column("times").to_pylist(),
+            )
+            version = max(rows.column("v").to_pylist())
+        # intents at or after the checkpoint: batches that may have been (partly) written
+        intents = await self._with_retry(lambda: self.storage.query_rows(
+            f"""SELECT start_offset, max(end_offset) FROM {self.storage.table('ingest_batches')}
+                WHERE topic = {{topic:String}} AND partition = {{p:UInt32}}
+                  AND start_offset >= {{v:UInt64}}
+                GROUP BY start_offset""", {**params, "v": version}))
+        position = version
+        state = PartitionState(sessionizer, position, intents={int(a): int(b) for a, b in intents})
+        state.replay_end = state.intents.get(position)
+        repositioned = await self._offset_reset(tp, state)  # before the state is visible:
+        self.partitions[p] = state  # no await from here to the seek, or a fetch could slip in
+        if repositioned:
+            return
+        self._consumer.seek(tp, position)  # within [log start, end]: ``_offset_reset`` checked
+        log.info("partition %d restored: %d users, position %d, replay to %s",
+                 p, sessionizer.num_users, position, state.replay_end)
+
+    async def _offset_reset(self, tp, state: PartitionState) -> bool:
+        """Whether the restored position lies outside the partition's log, handled by
+        ``on_offset_reset`` (True: the partition is paused or already repositioned).
+
+        Beyond the end: the topic was recreated or the broker lost its log (the embedded
+        broker keeps topics in memory, so every restart of it does this). Before the start:
+        retention deleted messages nobody processed. Either way seeking to the checkpoint
+        would wait forever, or silently skip, so it is said loudly (log, metric
+        ``pairstream_offset_resets_total``, ``/readyz`` not ready via ``resets``) and then:
+        ``fail`` pauses the partition until someone decides; ``rewind`` starts the
+        partition over from the log's first message: beyond the end the old log's sessions and
+        intents are dropped (they describe messages that no longer exist; batch tokens carry
+        the first message's timestamp, so the new log's batches never collide with the old
+        ones'); before the start, the lost range is skipped and counted."""
+        first = (await self._consumer.beginning_offsets([tp]))[tp]
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        if first <= state.position <= end:
+            return False
+        where = "beyond the end" if state.position > end else "before the start"
+        detail = (f"partition {tp.partition}: checkpoint at offset {state.position} is {where} "
+                  f"of the log [{first}, {end})")
+        policy = self.settings.offset_reset_policy
+        metrics.OFFSET_RESETS.labels(policy=policy).inc()
+        log.error("offset reset detected, %s; policy %s", detail, policy)
+        if policy == "fail":
+            self.resets[tp.partition] = detail + " (paused: PAIRSTREAM_ON_OFFSET_RESET=fail)"
+            self._consumer.pause(tp)
+            return True
+        return await self._rewind(tp, state, first, end)
+
+    async def _rewind(self, tp, state: PartitionState, first: int, end: int) -> bool:
+        if state.position > end:  # a new log: its history starts empty
+            params = {"topic": self.topic, "p": tp.partition}
+            for table in ("user_sessions", "ingest_batches"):
+                await self._with_retry(lambda table=table: self.storage.command(
+                    f"DELETE FROM {self.storage.table(table)} "
+                    "WHERE topic = {topic:String} AND partition = {p:UInt32}", params))
+            state.sessionizer = Sessionizer(
+                self.catalogue, self.settings.session_window_s, self.settings.history_size)
+            state.intents, state.replay_end = {}, None
+        else:
+            metrics.OFFSET_RESET_SKIPPED.inc(first - state.position)
+        state.intents, state.replay_end = {}, None  # their messages are gone
+        state.position = first
+        self._consumer.seek(tp, first)
+        log.warning("partition %d rewound to offset %d", tp.partition, first)
+        return True
+
+    # --- the batch -----------------------------------------------------------------------
+    def _tps(self):
+        from aiokafka.structs import TopicPartition
+
+        return [(TopicPartition(self.topic, p), st) for p, st in self.partitions.items()]
+
+    async def flush(self, batches: dict) -> None:
+        """Process a fetch now; write what is open as soon as the writer is free.
+
+        Pipelining with adaptive batches: ClickHouse calls run in a thread (chDB and the HTTP
+        client release the GIL) and one write is in flight at a time. While it runs, newly
+        paired fetches join each partition's *open* batch; when it returns, everything open
+        is sealed into the next write. So under load batches grow (fewer, larger inserts,
+        each with a fixed cost) and at a low rate they stay small (fresh). Past
+        ``ingest_batch_events`` open events the ingest waits for the write (back-pressure).
+        A sealed batch is still one contiguous offset range per partition with its own
+        intent and token, and a checkpoint is taken at sealing, so recovery is unchanged.
+        """
+        async with self._flush_lock:
+            await self._flush(batches)
+
+    async def checkpoint(self) -> None:
+        """Checkpoint now (before a stop or a rebalance, or when a test wants one)."""
+        async with self._flush_lock:
+            await self._flush({}, force_checkpoint=True)
+
+    async def drain(self) -> None:
+        """Wait for the write in flight (before a rebalance, a stop, or a test's check)."""
+        task, self._write_task = self._write_task, None
+        if task is not None:
+            await task
+
+    def _writing(self) -> bool:
+        return self._write_task is not None and not self._write_task.done()
+
+    async def _flush(self, batches: dict, force_checkpoint: bool = False) -> None:
+        now = self.clock()
+        for tp in set(batches) | {tp for tp, st in self._tps() if st.pending}:
+            state = self.partitions.get(tp.partition)
+            if state is None:  # revoked meanwhile
+                continue
+            messages = state.pending + [m for m in batches.get(tp, ()) if m.offset >= state.position]
+            state.pending = []
+            batch = self._open.get(tp.partition)
+            if batch is not None and batch.exact:
+                state.pending = messages  # nothing joins an intent being rebuilt
+                continue
+            exact = state.replay_end is not None
+            if exact:
+                if not messages or messages[-1].offset + 1 < state.replay_end:
+                    state.pending = messages  # keep reading until the intent's range is complete
+                    continue
+                state.pending = [m for m in messages if m.offset >= state.replay_end]
+                messages = [m for m in messages if m.offset < state.replay_end]
+            if messages:
+                self._pair(tp, state, messages, batch, exact, now)
+        if self._writing():
+            if not force_checkpoint and self._open_events < self.settings.ingest_batch_events:
+                return
+            await self.drain()  # back-pressure (or a checkpoint that must follow this write)
+        due = force_checkpoint or (
+            time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s)
+        if self._open or (due and self._checkpoint_needed()):
+            self._seal(due, now)
+
+    def _pair(self, tp, state: PartitionState, messages: list, batch, exact: bool, now: float) -> None:
+        """Decode, validate and pair one partition's messages into its open batch."""
+        s = self.settings
+        clicks = decode_clicks(messages, now, s.max_event_bytes, s.max_future_s)
+        self._open_dlq += clicks.dead
+        users, items, times = clicks.users, clicks.items, clicks.times
+        sessionizer = state.sessionizer
+        sessionizer.sync_catalogue()
+        increments = sessionizer.process_batch(users, items, times)
+        visits = user_item_days(users, items, times)
+        metrics.UNKNOWN_ITEMS.inc(sessionizer.unknown_items)
+        sessionizer.unknown_items = 0
+        self._open_times += times
+        self._open_events += len(messages)
+        start, end = state.position, messages[-1].offset + 1
+        state.position = end
+        if exact:
+            state.replay_end = None
+        if state.intents:  # the next batch of a chain that a crash interrupted
+            state.replay_end = state.intents.pop(end, None)
+        if batch is None:
+            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact, [visits],
+                                                 int(messages[0].timestamp or 0))
+        else:
+            batch.end = end
+            batch.parts.append(increments)
+            batch.user_items.append(visits)
+
+    def _seal(self, due: bool, now: float) -> None:
+        """Turn the open batches (and a checkpoint when due) into the next write."""
+        tables = []
+        for p, batch in sorted(self._open.items()):
+            state = self.partitions[p]
+            increments = PairIncrements.merge(batch.parts)
+            table = state.sessionizer.to_arrow(increments) if len(increments) else None
+            if table is not None:
+                self._unrouted.setdefault(p, []).append(increments.keys)
+            tables.append((batch.tp, batch.start, batch.end, table, merge_user_item_days(batch.user_items),
+                           batch.first_stamp))
+        checkpoint = self._take_checkpoint() if due else None
+        dlq, events, event_times = self._open_dlq, self._open_events, self._open_times
+        self._open, self._open_dlq, self._open_events, self._open_times = {}, [], 0, []
+        previous = self._write_task
+        self._write_task = asyncio.ensure_future(self._write_after(
+            previous, tables, checkpoint, dlq, now, events, event_times))
+
+    def _checkpoint_needed(self) -> bool:
+        return bool(self._unrouted) or any(st.sessionizer.has_dirty() for st in self.partitions.values())
+
+    def _take_checkpoint(self) -> Checkpoint:
+        """Session rows of every dirty user at its partition's position, idle users evicted.
+
+        Taken synchronously between batches, so each row is the state exactly at ``version``."""
+        self._last_checkpoint = time.monotonic()
+        idle_s = self.settings.session_window_s + self.settings.late_allowance_s
+        cp = Checkpoint([], [], [], [], [], None, 0, 0)
+        touched = []
+        for p, keys in self._unrouted.items():
+            hashes, newest_day = self.partitions[p].sessionizer.touched_hashes(keys)
+            touched.append(hashes)
+            cp.newest_day = max(cp.newest_day, newest_day)
+        if touched:
+            cp.touched = np.unique(np.concatenate(touched))
+        self._unrouted = {}
+        for p, state in self.partitions.items():
+            u, i, t, evicted = state.sessionizer.checkpoint_rows(idle_s)
+            if not u:
+                continue
+            cp.users += u
+            cp.items += i
+            cp.times += t
+            cp.partitions += [p] * len(u)
+            cp.versions += [state.position] * len(u)
+            cp.evicted += evicted
+        sessionizers = [state.sessionizer for state in self.partitions.values()]
+        if sum(s.compact() for s in sessionizers):  # every open batch is strings now: safe to re-intern
+            _return_freed_memory()
+        metrics.INGEST_INTERNED.labels(kind="users").set(sum(s.num_users for s in sessionizers))
+        metrics.INGEST_INTERNED.labels(kind="items").set(sum(len(s.ids) for s in sessionizers))
+        return cp
+
+    async def _write_after(self, previous, tables, checkpoint, dlq, now, events, event_times):
+        if previous is not None:
+            await previous
+        pairs, written_at = await self._write(tables, checkpoint, dlq, now)
+        self.totals["events"] += events
+        self.totals["invalid"] += len(dlq)
+        self.totals["pairs"] += pairs
+        metrics.EVENTS_IN.labels(stage="ingest").inc(events)
+        metrics.BATCH_SIZE.labels(stage="ingest").observe(events)
+        if self.on_batch is not None:
+            self.on_batch(BatchReport(
+                events, len(dlq), pairs, self.router.last_routed if checkpoint else 0,
+                event_times, written_at))
+
+    async def _write(self, tables, checkpoint: Checkpoint | None, dlq, now: float):
+        """The ordered writes of one flush; returns the pair-day rows written and when their
+        insert returned.
+
+        Each blocking step is one thread call (not one per insert): while the event loop is
+        busy pairing the next fetch, every hop back to it costs a wait."""
+        written = 0
+        if tables:
+            started = time.perf_counter()
+            written = await self._with_retry(lambda: self._write_counts(tables, now))
+            metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
+            metrics.PAIR_INCREMENTS.inc(written)
+        written_at = self.clock()
+        # dead letters before the commit that covers them
+        if dlq:
+            await self._send_dlq(dlq)
+        if checkpoint is not None:
+            await self._write_checkpoint(checkpoint)
+        # 3. commit
+        if tables:
+            from aiokafka.structs import OffsetAndMetadata
+
+            offsets = {t[0]: OffsetAndMetadata(t[2], "") for t in tables}
+            try:
+                await self._consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
+                log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
+        return written, written_at
+
+    def _write_counts(self, tables, now: float) -> int:
+        """1. intents, 2. one deduplicated pair_counts insert per partition batch (blocking).
+        Retrying the whole call is safe: intents are idempotent rows and the tokens drop
+        inserts that already landed."""
+        st, topic = self.storage, self.topic
+        st.insert_arrow("ingest_batches", pa.table({
+            "topic": pa.array([topic] * len(tables)),
+            "partition": pa.array([t[0].partition for t in tables], pa.uint32()),
+            "start_offset": pa.array([t[1] for t in tables], pa.uint64()),
+            "end_offset": pa.array([t[2] for t in tables], pa.uint64()),
+            "created_at": timestamp_array([now] * len(tables)),
+        }))
+        written = 0
+        for tp, start, end, table, visits, first_stamp in tables:
+            # the first message's Kafka timestamp tells a rewound or recreated log's batch from
+            # the old one at the same offsets; a replay reads the same message, so same token
+            token = f"{topic}:{tp.partition}:{start}:{end}:{first_stamp}"
+            if table is not None:
+                st.insert_arrow("pair_counts", table, dedup_token=token)
+                written += table.num_rows
+            if visits is not None:  # same token, other table: exactly once like the counts
+                st.insert_arrow("user_item_days", visits, dedup_token=token)
+        return written
+
+    async def _write_checkpoint(self, cp: Checkpoint) -> None:
+        # 4. routing of pairs that entered a tier since the last checkpoint: find and encode
+        # (thread), produce (event loop), then the ledger (with the sessions, one thread call)
+        routing = None
+        if cp.touched is not None:
+            newest_day = dt.date(1970, 1, 1) + dt.timedelta(days=cp.newest_day)
+            routing = await self._with_retry(lambda: self.router.plan(cp.touched, newest_day))
+            await self.router.send(routing)
+        sessions = None
+        if cp.users:
+            sessions = pa.table({
+                "topic": pa.array([self.topic] * len(cp.users)),
+                "partition": pa.array(cp.partitions, pa.uint32()),
+                "user_id": pa.array(cp.users, pa.string()),
+                "items": pa.array(cp.items, pa.list_(pa.string())),
+                "times": pa.array(cp.times, pa.list_(pa.float64())),
+                "version": pa.array(cp.versions, pa.uint64()),
+            }, schema=SESSIONS_SCHEMA)
+
+        def ledger_and_sessions() -> None:
+            if routing is not None:
+                self.router.record(routing)
+            # 5. session rows, one insert, after the routing they cover
+            if sessions is not None:
+                self.storage.insert_arrow("user_sessions", sessions)
+
+        started = time.perf_counter()
+        await self._with_retry(ledger_and_sessions)
+        metrics.CH_WRITE_SECONDS.labels(table="user_sessions").observe(time.perf_counter() - started)
+        metrics.SESSIONS_EVICTED.inc(cp.evicted)
+
+    async def _send_dlq(self, dlq: list) -> None:
+        await dead_letters.send(self._producer, self.settings.topic_clicks_dlq, [
+            DeadLetter(msg.key, msg.value, bad.reason, bad.detail, msg.topic, msg.partition, msg.offset)
+            for msg, bad in dlq])
+
+    async def _with_retry(self, call):
+        """Retry ClickHouse calls with capped exponential back-off; never give up silently."""
+        delay = 0.1
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except StorageError as exc:
+                metrics.CH_ERRORS.inc()
+                if self._stopping.is_set():
+                    raise
+                log.warning("ClickHouse unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.settings.storage_retry_max_s)
+
+
+def _return_freed_memory() -> None:
+    """Hand the pages a compaction freed back to the OS: glibc keeps freed heap memory for
+    reuse, so without this the worker's RSS stays at its peak. A no-op off glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None

@@ -1,0 +1,1 @@
+"""What on-call reads: consumer lag with Burrow statuses and the worker's /status page."""

@@ -1,0 +1,185 @@
+"""Training runs started by the stream, and what follows a promotion.
+
+``TrainingLauncher`` (the leader worker's timer calls ``check`` every ``training_check_s``):
+when ``streams.retraining.trigger.due`` says so it starts one run, the way ``training_mode`` says:
+
+- ``subprocess`` (embedded): the tables the run reads are exported to the run's directory
+  (``streams.core.storage.snapshot``: chDB serves one process), ``pairstream train-job`` trains in a child
+  process, and the worker imports the registry rows it wrote;
+- ``kafka`` (production): a job message on ``training-jobs``; ``pairstream trainer`` (the GPU
+  service in docker-compose) runs it against the ClickHouse server (``streams.retraining.trainer_service``).
+
+Either way a promotion is followed by ``streams.publishing.promotion.publish_and_announce``: the new students score the
+candidate pairs into a new score version, the Kafka outputs are produced, and a message on
+``model-updates`` makes every worker hot-reload (``ModelWatcher`` in ``streams.app``). Status,
+duration and failure go to ``training_runs`` and the metrics; a failed run is retried in a
+later window (``training_retry_s``), never in a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from streams.core import metrics
+from streams.core.config import Settings
+from streams.core.storage import Storage
+from streams.core.storage import runs as run_table
+from streams.publishing.promotion import publish_and_announce
+
+log = logging.getLogger(__name__)
+
+
+class TrainingLauncher:
+    """One run at a time from this worker (see the module docstring)."""
+
+    def __init__(self, settings: Settings, storage: Storage, producer, python: str = sys.executable):
+        self.settings = settings
+        self.storage = storage
+        self.producer = producer
+        self.python = python
+        self.task: asyncio.Task | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self.last: dict | None = None  # the last finished run's outcome
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def check(self, now: float | None = None) -> str | None:
+        """Start a run if one is due; returns its run id."""
+        if self.busy:
+            return None
+        trigger = await asyncio.to_thread(run_table.due, self.storage, self.settings, now)
+        return await self.launch(trigger) if trigger else None
+
+    async def launch(self, trigger: str) -> str | None:
+        if self.busy:
+            return None
+        run_id = run_table.new_run_id()
+        started = time.time()
+        if self.settings.training_mode == "kafka":
+            await asyncio.to_thread(run_table.record, self.storage, run_id, trigger, "queued", started)
+            await self.producer.send_and_wait(
+                self.settings.topic_training_jobs, key=run_id.encode(),
+                value=orjson.dumps({"run_id": run_id, "trigger": trigger, "at": started,
+                                    "args": self.settings.training_args}))
+            log.info("training run %s queued on %s (%s)", run_id, self.settings.topic_training_jobs, trigger)
+            return run_id
+        self.task = asyncio.ensure_future(self._embedded(run_id, trigger, started))
+        return run_id
+
+    async def wait(self) -> dict | None:
+        if self.task is not None:
+            await asyncio.shield(self.task)
+        return self.last
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            try:  # reap it while the loop still runs: a zombie, or asyncio's warning, otherwise
+                await asyncio.wait_for(self.process.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                log.warning("training child %s did not exit after SIGKILL", self.process.pid)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - recorded by the task
+                pass
+
+    async def _embedded(self, run_id: str, trigger: str, started: float) -> None:
+        from streams.core.storage.snapshot import export_tables, import_tables
+
+        st = self.storage
+        outcome = {"run_id": run_id, "trigger": trigger, "status": "failed"}
+        metrics.TRAINING_RUNNING.set(1)
+        await asyncio.to_thread(run_table.record, st, run_id, trigger, "running", started)
+        run_dir = Path(self.settings.data_dir) / "runs" / run_id
+        log_path = run_dir / "train.log"
+        try:
+            await asyncio.to_thread(refresh_stats, st, self.settings)  # behaviour labels read them
+            await asyncio.to_thread(export_tables, st, run_dir / "snapshot")
+            with open(log_path, "wb") as log_file:
+                self.process = await asyncio.create_subprocess_exec(
+                    self.python, "-m", "streams.cli", "train-job", "--run-dir", str(run_dir),
+                    "--data-dir", self.settings.data_dir, *shlex.split(self.settings.training_args),
+                    stdout=log_file, stderr=asyncio.subprocess.STDOUT)
+                code = await self.process.wait()
+            if code != 0:
+                tail = log_path.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"train-job exited with {code}: {tail}")
+            result = json.loads((run_dir / "result.json").read_text())
+            version = result["version"]
+            await asyncio.to_thread(
+                import_tables, st, run_dir / "registry", ("models",),
+                lambda _name, table: table.filter(_versions_mask(table, version, result)))
+            outcome.update(status="succeeded", model_version=version,
+                           promoted=bool(result["decision"]["promoted"]), report=result.get("report"),
+                           metrics=result.get("metrics"))
+            if outcome["promoted"]:
+                outcome["publish"] = await publish_and_announce(st, self.settings, self.producer, version)
+            await asyncio.to_thread(run_table.record, st, run_id, trigger, "succeeded", started,
+                                    time.time(), version, outcome["promoted"])
+        except asyncio.CancelledError:
+            await asyncio.to_thread(run_table.record, st, run_id, trigger, "failed", started,
+                                    time.time(), error="cancelled: the worker stopped")
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed run is recorded, not raised
+            log.error("training run %s failed: %s", run_id, exc)
+            outcome["error"] = str(exc)
+            await asyncio.to_thread(run_table.record, st, run_id, trigger, "failed", started,
+                                    time.time(), error=str(exc))
+        finally:
+            self.process = None
+            metrics.TRAINING_RUNNING.set(0)
+            metrics.TRAINING_RUNS.labels(status=outcome["status"]).inc()
+            metrics.TRAINING_SECONDS.observe(time.time() - started)
+            outcome["seconds"] = round(time.time() - started, 1)
+            self.last = outcome
+
+
+def _versions_mask(table, version: str, result: dict):
+    """Registry rows the run wrote: its own, and the incumbent it retired."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = [version]
+    if result["decision"].get("promoted") and result["decision"].get("incumbent_version"):
+        wanted.append(result["decision"]["incumbent_version"])
+    return pc.is_in(table.column("version"), value_set=pa.array(wanted))
+
+
+def train_job(run_dir: str | Path, data_dir: str, config) -> dict:
+    """The child process of an embedded run (``pairstream train-job``): import the snapshot
+    into a private chDB, train, export the registry rows and the result."""
+    from streams.core.storage.chdb_client import ChdbStorage
+    from streams.core.storage.migrations import migrate
+    from streams.core.storage.snapshot import export_tables, import_tables
+    from training import run
+
+    run_dir = Path(run_dir)
+    storage = ChdbStorage(run_dir / "chdb", "pairstream")
+    try:
+        migrate(storage)
+        import_tables(storage, run_dir / "snapshot")
+        result = run(storage, data_dir, config)
+        export_tables(storage, run_dir / "registry", ("models",))
+    finally:
+        storage.close()
+    (run_dir / "result.json").write_text(json.dumps(result, default=str))
+    return result
+
+
+def refresh_stats(storage: Storage, settings: Settings) -> int | None:
+    """A new ``pair_stats`` version before a run: its behaviour labels are read from it."""
+    from streams.core.storage import stats
+
+    return stats.refresh(storage, stats.StatsParams.from_settings(settings))

@@ -1,0 +1,85 @@
+"""The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``.
+
+``/healthz`` answers while the process's event loop runs (liveness). ``/readyz`` answers 200
+only when ClickHouse answers ``SELECT 1``, the broker answers a metadata request and the click
+ingest holds at least one partition; otherwise 503 with the failing checks (readiness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+Check = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+def build_app(checks: dict[str, Check], timeout_s: float = 2.0,
+              client_max_size: int = 4 << 20) -> web.Application:
+    async def healthz(_request):
+        return web.json_response({"alive": True})
+
+    async def readyz(_request):
+        results = {}
+        for name, check in checks.items():
+            try:
+                ok, detail = await asyncio.wait_for(check(), timeout_s)
+            except Exception as exc:  # noqa: BLE001 - a failing check is the answer
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            results[name] = {"ok": ok, "detail": detail}
+        ready = all(r["ok"] for r in results.values())
+        return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
+
+    async def metrics(_request):
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(client_max_size=client_max_size)  # request bodies: 413 past it
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def storage_check(storage) -> Check:
+    async def check():
+        value = await asyncio.to_thread(storage.query_value, "SELECT 1")
+        return value == 1, "SELECT 1"
+    return check
+
+
+def broker_check(bootstrap: str) -> Check:
+    async def check():
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        await admin.start()
+        try:
+            topics = await admin.list_topics()
+        finally:
+            await admin.close()
+        return True, f"{len(topics)} topics"
+    return check
+
+
+def assignment_check(runtime) -> Check:
+    async def check():
+        held = sorted(runtime.ingest.partitions) if runtime.ingest else []
+        resets = getattr(runtime.ingest, "resets", None) or {}
+        if resets:  # paused by on_offset_reset=fail: held, but not consuming
+            return False, "; ".join(resets[p] for p in sorted(resets))
+        return bool(held), f"click partitions {held}"
+    return check
+
+
+async def serve(app: web.Application, port: int, host: str = "127.0.0.1", max_connections: int = 512,
+                header_timeout_s: float = 10.0, keepalive_s: float = 15.0) -> web.AppRunner:
+    """Start ``app`` guarded against slow and greedy clients (``streams.serving.guard``)."""
+    from streams.serving.guard import GuardedAppRunner
+
+    runner = GuardedAppRunner(app, max_connections, header_timeout_s, access_log=None,
+                              keepalive_timeout=keepalive_s)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

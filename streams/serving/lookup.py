@@ -1,0 +1,298 @@
+"""The lookup API on the worker's web server, and the serving state it reads.
+
+- ``POST /v1/pair-scores``: ``{"pairs": [{"item_a": .., "item_b": ..}, ...]}`` (or ``[[a, b], ...]``),
+  at most ``lookup_max_pairs``. Each answer says where its score came from: ``table`` (the live
+  score version), ``computed`` (the two-tower student scored an unpublished pair), or ``null``
+  with ``unknown_item`` / ``no_model``.
+- ``GET /v1/items/{item_id}/partners?k=50``: the item's best partners in the live version.
+
+Bad ids (not a string, empty, over 128 characters), equal items, too many pairs, bad JSON:
+4xx with the reason. ``Serving`` holds the index and the students as one immutable snapshot;
+a hot reload builds the next snapshot off the event loop and swaps one reference, so a request
+in flight finishes on the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from models.text import item_text
+from streams.core import metrics
+from streams.core.config import Settings
+from streams.core.events import MAX_ID_CHARS
+from streams.core.storage import Storage
+from streams.core.storage.items import products
+from streams.serving.index import ScoreIndex
+
+log = logging.getLogger(__name__)
+MAX_PARTNERS = 1000
+FAIR_CHUNK = 16  # pairs answered between yields to the event loop (~0.1 ms of work; 64 gave a
+                 # 1-pair p99 of 12 ms under the mixed load of `bench serve`, 16 gave 5-7 ms)
+BULK_BODY_BYTES = 4096  # larger lookup bodies (~60+ pairs) take the bulk lane, one at a time
+
+
+class BadRequest(ValueError):
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    index: ScoreIndex
+    students: object | None  # models.runtime.Students
+
+    @property
+    def model_version(self) -> str | None:
+        return getattr(self.students, "version", None) or self.index.model_version
+
+
+class Serving:
+    """The live index and students of one worker (see the module docstring)."""
+
+    def __init__(self, storage: Storage, settings: Settings):
+        self.storage = storage
+        self.settings = settings
+        self.current = Snapshot(ScoreIndex.empty(), None)
+        self._computed: OrderedDict = OrderedDict()  # (model version, item) -> embedding
+        self._reload_lock = asyncio.Lock()
+        # large requests parse, score and serialise one at a time (add_routes)
+        self.bulk_lane = asyncio.Lock()
+
+    # --- reload ----------------------------------------------------------------------------
+    def build(self, score_version: str | None = None) -> Snapshot:
+        """The next snapshot: the live (or given) score version and its model's students."""
+        from models.runtime import Students
+        from streams.core.storage import registry
+
+        index = ScoreIndex.load(self.storage, score_version)
+        version = index.model_version
+        if version is None:
+            row = registry.promoted(self.storage)
+            version = row["version"] if row else None
+        students = self.current.students
+        if version is not None and getattr(students, "version", None) != version:
+            row = registry.get(self.storage, version)
+            students = Students(version, row["artifacts"], self.settings.onnx_threads) if row else None
+        return Snapshot(index, students)
+
+    async def reload(self, score_version: str | None = None) -> Snapshot:
+        async with self._reload_lock:
+            try:
+                snapshot = await asyncio.to_thread(self.build, score_version)
+            except Exception:
+                metrics.MODEL_RELOADS.labels(outcome="failed").inc()
+                raise
+            self.current = snapshot  # one reference: requests in flight keep the old one
+            metrics.MODEL_RELOADS.labels(outcome="ok").inc()
+            if snapshot.index.score_version:  # what this worker serves, also after a restart
+                metrics.set_live(snapshot.index.score_version, snapshot.index.model_version or "")
+            if snapshot.model_version:
+                metrics.set_promoted(snapshot.model_version)
+            log.info("serving score version %s, model %s (%d pairs, provider %s)",
+                     snapshot.index.score_version, snapshot.model_version, len(snapshot.index),
+                     getattr(snapshot.students, "provider", None))
+            return snapshot
+
+    # --- scoring -----------------------------------------------------------------------------
+    async def score_pairs(self, pairs: list[tuple[str, str]]) -> dict:
+        """Scores for ``pairs`` from one snapshot, in chunks of ``FAIR_CHUNK`` with a yield to
+        the event loop between them (see ``add_routes`` for the bulk lane around it)."""
+        snap = self.current
+        canonical = [(a, b) if a < b else (b, a) for a, b in pairs]
+        results: list = []
+        missing: list[int] = []
+        for start in range(0, len(pairs), FAIR_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # let waiting requests run between chunks
+            self._table_chunk(snap, pairs[start:start + FAIR_CHUNK],
+                              canonical[start:start + FAIR_CHUNK], start, results, missing)
+        if missing:
+            await self._compute(snap, pairs, canonical, missing, results)
+        for source, n in Counter(r["source"] for r in results).items():  # one update per source
+            metrics.LOOKUP_PAIRS.labels(source=source).inc(n)
+        return {"model_version": snap.model_version, "score_version": snap.index.score_version,
+                "results": results}
+
+    @staticmethod
+    def _table_chunk(snap: Snapshot, pairs, canonical, offset: int, results: list,
+                     missing: list[int]) -> None:
+        """Published answers of one chunk appended to ``results``; the rest marked missing."""
+        found = snap.index.lookup_rows(canonical)
+        hits = [row for hit, _, _, row in found if hit]
+        evidence = iter(snap.index.evidence_rows(hits))
+        version = snap.index.model_version
+        for k, ((a, b), (hit, score, scorer, _row)) in enumerate(zip(pairs, found)):
+            if not hit:
+                missing.append(offset + k)
+                results.append(None)
+            else:
+                results.append({"item_a": a, "item_b": b, "score": round(score, 4),
+                                "model_version": version, "source": "table",
+                                "scorer": scorer, "evidence": next(evidence)})
+
+    async def _compute(self, snap: Snapshot, pairs, canonical, missing, results) -> None:
+        """Two-tower scores for pairs the version does not hold (pair head on embeddings)."""
+        students = snap.students
+        if students is None:
+            for k in missing:
+                results[k] = {"item_a": pairs[k][0], "item_b": pairs[k][1], "score": None,
+                              "model_version": None, "source": "no_model", "scorer": None}
+            return
+        items = sorted({x for k in missing for x in canonical[k]})
+        vectors = await self._embeddings(snap, items)
+        todo = [k for k in missing if all(x in vectors for x in canonical[k])]
+        scores = []
+        if todo:
+            u = np.stack([vectors[canonical[k][0]] for k in todo])
+            v = np.stack([vectors[canonical[k][1]] for k in todo])
+            scores = students.two_tower.score_embeddings(u, v).tolist()
+        by_k = dict(zip(todo, scores))
+        for k in missing:
+            a, b = pairs[k]
+            if k in by_k:
+                results[k] = {"item_a": a, "item_b": b, "score": round(by_k[k], 4),
+                              "model_version": students.version, "source": "computed",
+                              "scorer": "two_tower",  # no behaviour evidence: the model alone
+                              "evidence": {"dominant": "model", "model_score": round(by_k[k], 4)}}
+            else:
+                results[k] = {"item_a": a, "item_b": b, "score": None, "model_version": None,
+                              "source": "unknown_item", "scorer": None}
+
+    async def _embeddings(self, snap: Snapshot, items: list[str]) -> dict[str, np.ndarray]:
+        out, unknown = {}, []
+        version = snap.students.version
+        for item in items:
+            vector = snap.index.embedding(item) if snap.index.model_version == version else None
+            if vector is None:
+                vector = self._computed.get((version, item))
+            if vector is None:
+                unknown.append(item)
+            else:
+                out[item] = vector
+        if unknown:
+            rows = await asyncio.to_thread(products, self.storage, unknown)
+            known = [i for i in unknown if i in rows]
+            if known:
+                encoded = await asyncio.to_thread(snap.students.two_tower.embed,
+                                                  [item_text(rows[i]) for i in known])
+                for item, vector in zip(known, encoded):
+                    out[item] = vector
+                    self._computed[(version, item)] = vector
+                while len(self._computed) > 50_000:
+                    self._computed.popitem(last=False)
+        return out
+
+
+# --- validation ----------------------------------------------------------------------------
+def check_id(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: item id must be a string, not {type(value).__name__}")
+    if not value:
+        raise BadRequest(f"{where}: item id is empty")
+    if len(value) > MAX_ID_CHARS:
+        raise BadRequest(f"{where}: item id longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def parse_pairs(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    pairs = data.get("pairs") if isinstance(data, dict) else data
+    if not isinstance(pairs, list):
+        raise BadRequest('expected {"pairs": [{"item_a": ..., "item_b": ...}, ...]}')
+    if len(pairs) > max_pairs:
+        raise BadRequest(f"{len(pairs)} pairs asked, at most {max_pairs} per request", 413)
+    out = []
+    for k, pair in enumerate(pairs):
+        if isinstance(pair, dict):
+            a, b = pair.get("item_a"), pair.get("item_b")
+        elif isinstance(pair, list) and len(pair) == 2:
+            a, b = pair
+        else:
+            raise BadRequest(f"pairs[{k}]: expected {{item_a, item_b}} or [item_a, item_b]")
+        a, b = check_id(a, f"pairs[{k}].item_a"), check_id(b, f"pairs[{k}].item_b")
+        if a == b:
+            raise BadRequest(f"pairs[{k}]: item_a and item_b are the same item")
+        out.append((a, b))
+    return out
+
+
+def _error(exc: BadRequest) -> web.Response:
+    return web.json_response({"error": str(exc)}, status=exc.status)
+
+
+def add_routes(app: web.Application, serving: Serving, settings: Settings) -> None:
+    async def pair_scores(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            body = await asyncio.wait_for(request.read(), settings.web_header_timeout_s)
+        except asyncio.TimeoutError:
+            return web.json_response({"error": f"request body not received within "
+                                               f"{settings.web_header_timeout_s:g}s"}, status=408)
+        # large bodies parse, score and serialise one at a time, in chunks: a small request
+        # then waits for one chunk of one bulk request, not for all of them
+        lane = serving.bulk_lane if len(body) > BULK_BODY_BYTES else contextlib.nullcontext()
+        try:
+            async with lane:
+                payload = orjson.dumps(await serving.score_pairs(parse_pairs(body, settings.lookup_max_pairs)))
+        except BadRequest as exc:
+            return _error(exc)
+        metrics.LOOKUP_SECONDS.labels(endpoint="pair_scores").observe(time.perf_counter() - started)
+        return web.Response(body=payload, content_type="application/json")
+
+    async def partners(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            item = check_id(request.match_info["item_id"], "item_id")
+            raw_k = request.query.get("k", "50")
+            # ASCII digits only: str.isdigit() passes "²", which int() rejects (once a 500)
+            if not (raw_k.isascii() and raw_k.isdigit() and len(raw_k) <= 6
+                    and 1 <= int(raw_k) <= MAX_PARTNERS):
+                raise BadRequest(f"k must be an integer from 1 to {MAX_PARTNERS}, not {raw_k[:20]!r}")
+        except BadRequest as exc:
+            return _error(exc)
+        snap = serving.current
+        found = snap.index.partners(item, int(raw_k))
+        if found is None:
+            return web.json_response({"error": f"no partners of {item!r} in the live score version",
+                                      "score_version": snap.index.score_version}, status=404)
+        metrics.LOOKUP_SECONDS.labels(endpoint="partners").observe(time.perf_counter() - started)
+        return web.Response(body=orjson.dumps({
+            "item_id": item, "model_version": snap.index.model_version,
+            "score_version": snap.index.score_version, "partners": found}),
+            content_type="application/json")
+
+    if settings.api_token:
+        app.middlewares.append(bearer_token(settings.api_token, "/v1/"))
+    app.router.add_post("/v1/pair-scores", pair_scores)
+    app.router.add_get("/v1/items/{item_id}/partners", partners)
+
+
+def bearer_token(token: str, prefix: str):
+    """Middleware: requests under ``prefix`` need ``Authorization: Bearer <token>`` (401
+    otherwise); compared in constant time."""
+    import hmac
+
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if request.path.startswith(prefix):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+    return check

@@ -1,0 +1,105 @@
+"""Hot reload: every worker follows ``model-updates`` and swaps its students and index.
+
+Not a Faust agent: an agent's topic is shared by the consumer group, so only one worker would
+see each message, and every worker must reload. Each worker reads the (single-partition) topic
+with its own group-less consumer from the end; at start it loads the live version from
+ClickHouse, so it needs no history of the topic.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from streams.core import metrics
+from streams.core.events import InvalidEvent
+from streams.core.storage import scores
+
+log = logging.getLogger(__name__)
+
+
+class ModelWatcher:
+    """``dead_letter(message, reason, detail)`` (async, optional) receives each rejected
+    message: every worker reads the whole topic, so each worker dead-letters what it rejects."""
+
+    def __init__(self, bootstrap: str, topic: str, serving, dead_letter=None):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.serving = serving
+        self.dead_letter = dead_letter
+        self.seen = 0
+        self._consumer = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                          enable_auto_commit=False)
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await self._consumer.topics()  # a metadata request for every topic
+            partitions = self._consumer.partitions_for_topic(self.topic) or {0}
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+
+    async def run(self) -> None:
+        """Follow the topic until :meth:`stop` (which ends a pending ``getmany``)."""
+        from aiokafka.errors import ConsumerStoppedError
+
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500)
+            except ConsumerStoppedError:
+                return
+            for messages in batches.values():
+                metrics.EVENTS_IN.labels(stage="model_updates").inc(len(messages))
+                for message in messages:
+                    await self.handle(message.value, message)
+
+    async def handle(self, value: bytes | None, message=None) -> bool:
+        """Reload to the announced score version; False (logged, counted as ``rejected``,
+        dead-lettered) for a tombstone, malformed JSON or a version that was never published,
+        so the current snapshot keeps serving instead of an empty index."""
+        try:
+            score_version = self.check(value)
+        except InvalidEvent as bad:
+            log.warning("ignored a model update (%s): %s", bad.reason, bad.detail)
+            metrics.MODEL_RELOADS.labels(outcome="rejected").inc()
+            if self.dead_letter is not None and message is not None:
+                await self.dead_letter(message, bad.reason, bad.detail)
+            return False
+        self.seen += 1
+        try:
+            await self.serving.reload(score_version)
+        except Exception:  # noqa: BLE001 - keep serving the old snapshot
+            log.exception("hot reload to %s failed; still serving %s", score_version,
+                          self.serving.current.index.score_version)
+            return False
+        return True
+
+    def check(self, value: bytes | None) -> str | None:
+        """The message's score version (None: "whatever is live"); ``InvalidEvent`` if unusable."""
+        if not value:
+            raise InvalidEvent("tombstone", "an empty model update names no version")
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent("bad_json", str(exc)[:200]) from None
+        if not isinstance(event, dict):
+            raise InvalidEvent("not_object", f"a model update must be a JSON object: {value[:200]!r}")
+        score_version = event.get("score_version")
+        if score_version is None:
+            return None
+        if not isinstance(score_version, str) or not scores.is_version(score_version):
+            raise InvalidEvent("bad_version", f"malformed score version {str(score_version)[:200]!r}")
+        if not scores.published(self.serving.storage, score_version):
+            raise InvalidEvent("unknown_version", f"score version {score_version!r} was never published")
+        return score_version
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
