@@ -35,7 +35,7 @@ APT := apt-get install -y -q --no-install-recommends
 # ruff over everything; mypy over models/ and the Faust-free core (streams/core) plus the lag sampler
 lint: setup
 	$(BIN)/ruff check streams models training tests bench
-	$(BIN)/mypy models streams/core streams/ops/lag.py
+	$(BIN)/mypy models streams/core streams/ops/lag.py training/result.py
 
 test: setup test-tools lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

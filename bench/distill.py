@@ -63,7 +63,7 @@ def run(args) -> dict:
         config = distill_config(args)
         result = run_distillation(storage, args.out or tmp, config, augmentation_curve=[0.0, 1.0, 4.0])
         storage.close()
-    m = result["metrics"]
+    m = result.metrics
     out = {
         **sizes,
         "augment_multiple": config.augment_multiple, "student_epochs": config.student_epochs,
@@ -79,9 +79,9 @@ def run(args) -> dict:
         "ndcg10_cross": round(m["cross"]["ndcg10"], 4),
         "onnx_parity_max_abs": m["onnx_parity_max_abs"],
         "int8": m.get("int8"),
-        "augmentation_curve": [{k: _rounded(v) for k, v in p.items()} for p in result["augmentation_curve"]],
+        "augmentation_curve": [{k: _rounded(v) for k, v in p.items()} for p in result.augmentation_curve],
         "minutes": round((time.time() - started) / 60, 2),
-        "report": result["report"].get("json") if args.out else None,
+        "report": result.report.get("json") if args.out else None,
     }
     print(f"cross vs teacher {out['spearman_cross_vs_teacher']:.3f} {out['spearman_cross_vs_teacher_ci95']}, "
           f"two-tower vs teacher {out['spearman_two_tower_vs_teacher']:.3f} "

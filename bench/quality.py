@@ -157,9 +157,9 @@ def run(args) -> dict:
         refresh_stats(storage, settings)
         result = run_distillation(storage, tmp, distill_config(args))
         steps["train"] = time.time() - t
-        version = result["version"]
-        print(f"trained {version}: promoted={result['decision']['promoted']} "
-              f"({result['metrics']['n_train']} training pairs)")
+        version = result.version
+        print(f"trained {version}: promoted={result.promoted} "
+              f"({result.metrics['n_train']} training pairs)")
 
         t = time.time()
         from models.runtime import Students
@@ -210,7 +210,7 @@ def run(args) -> dict:
         "long_tail_pairs": len(tail_scored),
         "long_tail_positive_rate": round(float(np.mean(y_tail)), 4) if y_tail else None,
         "behaviour_dominant": published.summary.get("behaviour_dominant"),
-        "model_version": version, "promoted": result["decision"]["promoted"],
+        "model_version": version, "promoted": result.promoted,
         "steps_min": {k: round(v / 60, 2) for k, v in steps.items()},
         "minutes": round((time.time() - started) / 60, 2),
     }

@@ -2,13 +2,12 @@
 
 import json
 import re
-from pathlib import Path
 
 import yaml
 
 from streams.core.config import ENV_PREFIX, Settings
+from tests.paths import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 KNOWN_ENV = {env for env, _, _ in Settings.documentation()}
 

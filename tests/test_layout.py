@@ -18,3 +18,16 @@ def test_cli_help_explains_commands():
                          capture_output=True, text=True, check=True).stdout
     for command in ("generate", "replay", "worker", "demo", "bench", "publish", "models", "trainer"):
         assert command in out
+
+
+def test_the_suite_mirrors_the_packages():
+    """A test folder for a package that no longer exists (or a test left at the top for one that
+    does) is how a suite drifts from the code; the folders must name real packages."""
+    from tests.paths import REPO_ROOT
+
+    tests = REPO_ROOT / "tests"
+    for folder in (path.parent for path in tests.rglob("test_*.py") if path.parent != tests):
+        package = REPO_ROOT / folder.relative_to(tests)
+        assert (package / "__init__.py").is_file(), f"{folder} mirrors no package"
+    top_level = {path.stem for path in tests.glob("test_*.py")}
+    assert top_level == {"test_import_contract", "test_layout", "test_compose"}, top_level

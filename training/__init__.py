@@ -2,9 +2,13 @@
 
 Imports ``models`` and the Faust-free storage layer, never Faust (DESIGN.md). The job entry
 for ``streams``, and all it may import of ``training``: ``run`` (one training round),
-``DistillConfig`` (its options), ``held_out`` (the split rule) and ``is_main_process``. The
-first two load on first use, so importing ``training`` (the CLI's defaults, the publisher's
-split rule) does not import torch."""
+``DistillConfig`` (its options), ``RunResult`` (what a run returns), ``held_out`` (the split
+rule) and ``is_main_process``. ``run`` and ``DistillConfig`` load on first use, so importing
+``training`` (the CLI's defaults, the publisher's split rule) does not import torch."""
+
+from training.result import RunResult
+
+__all__ = ["DistillConfig", "RunResult", "held_out", "is_main_process", "run"]
 
 
 def __getattr__(name: str):

@@ -26,6 +26,7 @@ from training.config import DistillConfig
 from training.dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
 from training.evaluate import evaluate
 from training.report import write_report
+from training.result import RunResult
 from training.students import predict_scores, train_student
 from training.teacher import Teacher
 
@@ -57,12 +58,12 @@ def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list,
 
 
 def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
-        augmentation_curve: list[float] | None = None, register: bool = True) -> dict:
-    """Run once; returns the report dict (metrics, artifacts, promotion decision).
+        augmentation_curve: list[float] | None = None, register: bool = True) -> RunResult:
+    """Run once; returns the runs ``RunResult`` (metrics, artifacts, promotion decision).
 
     Under ``accelerate launch`` every process calls this; only the main one reads ``storage``
     (the others may pass None) and writes models, registry rows and the report, and the others
-    return ``{"version": None, "process": i}`` once the students are trained."""
+    return ``RunResult(version=None, process=i)`` once the students are trained."""
     config = config or DistillConfig()
     started = time.time()
     version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{int(started * 1000) % 1000:03d}"
@@ -109,7 +110,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     main = students(config.augment_multiple)
     curve_points = sorted(curve_points + [_curve_point(main)], key=lambda p: p["multiple"])
     if not distributed.is_main():
-        return {"version": None, "process": distributed.accelerator().process_index}
+        return RunResult(version=None, process=distributed.accelerator().process_index)
     out.mkdir(parents=True, exist_ok=True)
 
     cross, tower = main["cross"], main["two_tower"]
@@ -128,19 +129,16 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         artifacts["cross_encoder_int8"] = metrics["int8"].pop("path")
     decision = _gate(storage, version, metrics, artifacts, test, cross["tokenizer"], config,
                      started) if register else {"promoted": None, "reason": "not registered"}
-    result = {
-        "version": version, "config": asdict(config), "processes": distributed.accelerator().num_processes,
-        "metrics": metrics, "artifacts": artifacts,
-        "augmentation_curve": curve_points, "decision": decision,
-        "minutes": round((time.time() - started) / 60, 2),
-    }
-    plots = write_report(out / "report", result,
+    result = RunResult(
+        version=version, config=asdict(config), processes=distributed.accelerator().num_processes,
+        metrics=metrics, artifacts=artifacts, augmentation_curve=curve_points, decision=decision,
+        minutes=round((time.time() - started) / 60, 2))
+    result.report = write_report(out / "report", result.to_dict(),
                          {"teacher": teacher_curve, "cross student": cross["curve"],
                           "two-tower student": tower["curve"]},
                          {"cross-encoder": (teacher_test, cross["scores"]),
                           "two-tower": (teacher_test, tower["scores"])},
                          curve_points if len(curve_points) > 1 else None)
-    result["report"] = plots
     return result
 
 

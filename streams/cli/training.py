@@ -88,16 +88,15 @@ def cmd_distill(args) -> int:
     finally:
         if storage is not None:
             storage.close()
-    if result["version"] is None:
+    if result.version is None:
         return 0  # a replica process: the main one reports
     if args.json:
-        print(json.dumps(result, default=str))
+        print(result.to_json())
     else:
-        d = result["decision"]
-        print(f"{result['version']}: cross-encoder Spearman vs labels "
-              f"{result['metrics']['cross']['spearman_vs_labels']:.3f}, "
-              f"{'promoted' if d['promoted'] else 'rejected'} (incumbent {d['incumbent']}); "
-              f"report {result['report']['json']}")
+        print(f"{result.version}: cross-encoder Spearman vs labels "
+              f"{result.metrics['cross']['spearman_vs_labels']:.3f}, "
+              f"{'promoted' if result.promoted else 'rejected'} (incumbent {result.decision['incumbent']}); "
+              f"report {result.report['json']}")
     return 0
 
 def cmd_train_job(args) -> int:
@@ -105,8 +104,8 @@ def cmd_train_job(args) -> int:
 
     settings = settings_from(args)
     result = train_job(args.run_dir, settings.data_dir, distill_config(args))
-    print(json.dumps({"version": result["version"], "decision": result["decision"],
-                      "minutes": result["minutes"]}, default=str))
+    print(json.dumps({"version": result.version, "decision": result.decision,
+                      "minutes": result.minutes}, default=str))
     return 0
 
 def cmd_trainer(args) -> int:

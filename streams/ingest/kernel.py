@@ -9,7 +9,7 @@ here know nothing of Kafka or strings: users and items are dense indexes, catego
 ties can be broken by id exactly as Python's ``str`` order does (UTF-8 byte order is code
 point order).
 
-A pair-day key is packed into one uint64: ``lo << 40 | hi << 16 | day`` with ``lo < hi``
+A pair-day key is packed into one uint64: ``lo << (ITEM_BITS + DAY_BITS) | hi << DAY_BITS | day`` with ``lo < hi``
 intern indexes (24 bits each) and the UTC day number (16 bits, until 2149).
 """
 
@@ -22,6 +22,10 @@ ITEM_BITS = 24
 DAY_BITS = 16
 MAX_ITEMS = 1 << ITEM_BITS
 DAY_S = 86400.0
+_LO_SHIFT = np.uint64(ITEM_BITS + DAY_BITS)  # the key's layout, from the two widths above
+_HI_SHIFT = np.uint64(DAY_BITS)
+_ITEM_MASK = np.uint64(MAX_ITEMS - 1)
+DAY_MASK = np.uint64((1 << DAY_BITS) - 1)
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)  # never a key: lo < hi keeps the top bits from all being set
 
 
@@ -70,7 +74,7 @@ def pair_batch(users, items, times, h_item, h_time, h_len, cats, id_bytes, id_of
                 if other < 0 or other == category:
                     continue
                 lo, hi = (i, j) if i < j else (j, i)
-                out[m] = (np.uint64(lo) << np.uint64(40)) | (np.uint64(hi) << np.uint64(16)) | day
+                out[m] = (np.uint64(lo) << _LO_SHIFT) | (np.uint64(hi) << _HI_SHIFT) | day
                 m += 1
         # i enters the history at max(t, its previous time); over N entries the oldest
         # (time, then id) leaves, which may be the new click itself if it is out of order
@@ -147,12 +151,11 @@ def unpack_ordered(keys, id_bytes, id_off):
     a = np.empty(n, dtype=np.int64)
     b = np.empty(n, dtype=np.int64)
     day = np.empty(n, dtype=np.int32)
-    item_mask = np.uint64(MAX_ITEMS - 1)
     for k in range(n):
         key = keys[k]
-        lo = np.int64((key >> np.uint64(40)) & item_mask)
-        hi = np.int64((key >> np.uint64(16)) & item_mask)
-        day[k] = np.int32(key & np.uint64(0xFFFF))
+        lo = np.int64((key >> _LO_SHIFT) & _ITEM_MASK)
+        hi = np.int64((key >> _HI_SHIFT) & _ITEM_MASK)
+        day[k] = np.int32(key & DAY_MASK)
         if _id_less(hi, lo, id_bytes, id_off):
             a[k], b[k] = hi, lo
         else:
@@ -206,12 +209,11 @@ def pair_hashes(pair_keys, id_bytes, id_off):
     same value ClickHouse materialises as ``pair_counts.pair_hash``."""
     n = pair_keys.shape[0]
     out = np.empty(n, dtype=np.uint64)
-    item_mask = np.uint64(MAX_ITEMS - 1)
     buf = np.empty(512, dtype=np.uint8)
     for k in range(n):
         key = pair_keys[k]
-        lo = np.int64((key >> np.uint64(40)) & item_mask)
-        hi = np.int64((key >> np.uint64(16)) & item_mask)
+        lo = np.int64((key >> _LO_SHIFT) & _ITEM_MASK)
+        hi = np.int64((key >> _HI_SHIFT) & _ITEM_MASK)
         a, b = (hi, lo) if _id_less(hi, lo, id_bytes, id_off) else (lo, hi)
         la = id_off[a + 1] - id_off[a]
         lb = id_off[b + 1] - id_off[b]

@@ -206,7 +206,7 @@ class Sessionizer:
         """``pair_hash`` of each distinct pair in packed increment keys, and their newest day
         number (what the tier-crossing check needs; no strings are built)."""
         keys = np.concatenate(keys)
-        newest_day = int((keys & np.uint64(0xFFFF)).max())
+        newest_day = int((keys & kernel.DAY_MASK).max())
         pairs = np.unique(keys >> np.uint64(kernel.DAY_BITS)) << np.uint64(kernel.DAY_BITS)
         return kernel.pair_hashes(pairs, self._id_bytes, self._id_off), newest_day
 

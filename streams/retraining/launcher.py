@@ -19,7 +19,6 @@ later window (``training_retry_s``), never in a loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shlex
 import sys
@@ -33,6 +32,7 @@ from streams.core.config import Settings
 from streams.core.storage import Storage
 from streams.core.storage import runs as run_table
 from streams.publishing.promotion import publish_and_announce
+from training import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +116,14 @@ class TrainingLauncher:
             if code != 0:
                 tail = log_path.read_text(errors="replace")[-1500:]
                 raise RuntimeError(f"train-job exited with {code}: {tail}")
-            result = json.loads((run_dir / "result.json").read_text())
-            version = result["version"]
+            result = RunResult.read(run_dir / "result.json")
+            version = result.version
             await asyncio.to_thread(
                 import_tables, st, run_dir / "registry", ("models",),
                 lambda _name, table: table.filter(_versions_mask(table, version, result)))
             outcome.update(status="succeeded", model_version=version,
-                           promoted=bool(result["decision"]["promoted"]), report=result.get("report"),
-                           metrics=result.get("metrics"))
+                           promoted=result.promoted, report=result.report,
+                           metrics=result.metrics)
             if outcome["promoted"]:
                 outcome["publish"] = await publish_and_announce(st, self.settings, self.producer, version)
             await asyncio.to_thread(run_table.record, st, run_id, trigger, "succeeded", started,
@@ -146,18 +146,18 @@ class TrainingLauncher:
             self.last = outcome
 
 
-def _versions_mask(table, version: str, result: dict):
+def _versions_mask(table, version: str, result: RunResult):
     """Registry rows the run wrote: its own, and the incumbent it retired."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     wanted = [version]
-    if result["decision"].get("promoted") and result["decision"].get("incumbent_version"):
-        wanted.append(result["decision"]["incumbent_version"])
+    if result.incumbent_version:
+        wanted.append(result.incumbent_version)
     return pc.is_in(table.column("version"), value_set=pa.array(wanted))
 
 
-def train_job(run_dir: str | Path, data_dir: str, config) -> dict:
+def train_job(run_dir: str | Path, data_dir: str, config) -> RunResult:
     """The child process of an embedded run (``pairstream train-job``): import the snapshot
     into a private chDB, train, export the registry rows and the result."""
     from streams.core.storage.chdb_client import ChdbStorage
@@ -174,7 +174,7 @@ def train_job(run_dir: str | Path, data_dir: str, config) -> dict:
         export_tables(storage, run_dir / "registry", ("models",))
     finally:
         storage.close()
-    (run_dir / "result.json").write_text(json.dumps(result, default=str))
+    (run_dir / "result.json").write_text(result.to_json())
     return result
 
 

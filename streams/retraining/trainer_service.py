@@ -57,11 +57,10 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
                     config = config_for(job.get("args", ""))  # validated before anything starts
                     refresh_stats(storage, settings)
                     result = run(storage, settings.data_dir, config)
-                    promoted = bool(result["decision"]["promoted"])
-                    if promoted:
-                        asyncio.run(publish_with_own_producer(storage, settings, bootstrap, result["version"]))
+                    if result.promoted:
+                        asyncio.run(publish_with_own_producer(storage, settings, bootstrap, result.version))
                     run_table.record(storage, run_id, trigger, "succeeded", started, time.time(),
-                                     result["version"], promoted)
+                                     result.version, result.promoted)
                 except Exception as exc:  # noqa: BLE001 - recorded; the next window retries
                     log.exception("training job %s failed", run_id)
                     run_table.record(storage, run_id, trigger, "failed", started, time.time(), error=str(exc))

@@ -8,7 +8,6 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
 from streams.core.topics import ensure_topics
@@ -16,6 +15,7 @@ from streams.publishing.promotion import announce
 from streams.publishing.publisher import publish
 from streams.serving.lookup import Serving, add_routes
 from streams.serving.watcher import ModelWatcher
+from tests.student_fixtures import seed_pairs, tiny_students
 
 
 @pytest.fixture

@@ -12,16 +12,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
-from test_sigkill import _env, _python, _wait
 
 from streams.core.embedded_broker import free_port
 from streams.core.topics import ensure_topics
 from streams.dev.synthetic import write_dataset
+from tests.paths import REPO_ROOT as ROOT
+from tests.streams.ingest.test_sigkill import _env, _python, _wait
 
-ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "pairstream.json"
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
@@ -29,7 +28,7 @@ SEED_AND_PUBLISH = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from student_fixtures import seed_pairs, tiny_students
+from tests.student_fixtures import seed_pairs, tiny_students
 from models.runtime import Students
 from streams.ingest.catalogue import Catalogue
 from streams.core.config import Settings
@@ -88,7 +87,7 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
                 "PAIRSTREAM_TIER_LOW": "2"})
     ensure_topics(broker.bootstrap, settings)
     write_dataset(tmp_path / "data", n_items=200, n_users=60, n_events=4000, seed=5)
-    _python(SEED_AND_PUBLISH, env, str(tmp_path / "data" / "items.jsonl"), str(Path(__file__).parent))
+    _python(SEED_AND_PUBLISH, env, str(tmp_path / "data" / "items.jsonl"), str(ROOT))
 
     from kafka import KafkaProducer
 

@@ -15,6 +15,7 @@ from models.local import build_tiny_causal_lm, minilm_path
 from models.losses import DistillationLoss
 from models.text import aligned_pair_text
 from streams.core.storage import registry
+from training import RunResult
 from training.batches import warmup_cosine
 from training.config import DistillConfig
 from training.dataset import PairExample, load_labelled, smoothed, split_of
@@ -52,34 +53,34 @@ def test_end_to_end_registry_and_gate(storage, tmp_path):
     labelled = load_labelled(storage)
     assert len(labelled) == 160 and {e.split for e in labelled} == {"train", "val", "test"}
     first = run(storage, tmp_path, TINY)
-    m = first["metrics"]
+    m = first.metrics
     assert m["n_augmented"] == m["n_train"]  # augment multiple 1: as many teacher-labelled pairs
     assert max(m["onnx_parity_max_abs"].values()) <= 1e-4
     for name in ("cross_encoder", "item_encoder", "pair_head", "cross_encoder_int8"):
-        assert Path(first["artifacts"][name]).stat().st_size > 0
+        assert Path(first.artifacts[name]).stat().st_size > 0
     assert "max_abs_score_delta" in m["int8"]
     for key in ("spearman_vs_teacher", "pearson_vs_labels", "mse_vs_labels", "ndcg10"):
         assert np.isfinite(m["cross"][key]) and np.isfinite(m["two_tower"][key])
     for plot in ("loss_curves", "scatter", "json"):
-        assert Path(first["report"][plot]).stat().st_size > 0
-    assert first["decision"]["promoted"] is True and first["decision"]["incumbent"] is None
-    assert registry.promoted(storage)["version"] == first["version"]
+        assert Path(first.report[plot]).stat().st_size > 0
+    assert first.decision["promoted"] is True and first.decision["incumbent"] is None
+    assert registry.promoted(storage)["version"] == first.version
     # the second candidate must beat the incumbent (re-scored from its ONNX file on the same
     # held-out pairs) by more than a Spearman can: refused, and the incumbent stays promoted
     second = run(storage, tmp_path, TINY.__class__(**{**TINY.__dict__, "tolerance": -1.01,
                                                       "quantize": False, "seed": 1}),
                  augmentation_curve=[0.0, 1.0])
-    assert [p["multiple"] for p in second["augmentation_curve"]] == [0.0, 1.0]
-    assert [p["train_augmented"] for p in second["augmentation_curve"]] == [0, m["n_train"]]
-    for point in second["augmentation_curve"]:
+    assert [p["multiple"] for p in second.augmentation_curve] == [0.0, 1.0]
+    assert [p["train_augmented"] for p in second.augmentation_curve] == [0, m["n_train"]]
+    for point in second.augmentation_curve:
         lo, hi = point["spearman_cross_vs_teacher_ci95"]
         assert -1 <= lo <= hi <= 1
-    assert Path(second["report"]["augmentation_curve"]).stat().st_size > 0
-    decision = second["decision"]
-    assert decision["promoted"] is False and decision["incumbent_version"] == first["version"]
+    assert Path(second.report["augmentation_curve"]).stat().st_size > 0
+    decision = second.decision
+    assert decision["promoted"] is False and decision["incumbent_version"] == first.version
     assert decision["incumbent"] == pytest.approx(m["cross"]["spearman_vs_labels"], abs=1e-3)
     statuses = {r["version"]: r["status"] for r in registry.models(storage)}
-    assert statuses == {first["version"]: "promoted", second["version"]: "rejected"}
+    assert statuses == {first.version: "promoted", second.version: "rejected"}
 
 
 def test_gate_rule():
@@ -154,15 +155,15 @@ def test_data_parallel_run_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"version"')]
     assert len(reports) == 1  # the replica trains, the main process reports
-    result = reports[0]
-    assert result["processes"] == 2
-    assert result["decision"]["promoted"] is True
-    assert max(result["metrics"]["onnx_parity_max_abs"].values()) <= 1e-4
+    result = RunResult(**reports[0])  # the CLI's --json is the run's result, field for field
+    assert result.processes == 2
+    assert result.decision["promoted"] is True
+    assert max(result.metrics["onnx_parity_max_abs"].values()) <= 1e-4
     storage = open_storage(settings)
     try:
-        assert [r["version"] for r in registry.models(storage)] == [result["version"]]
+        assert [r["version"] for r in registry.models(storage)] == [result.version]
     finally:
         storage.close()
-    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("v")] == [result["version"]]
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("v")] == [result.version]
     # the teacher saw 131 training pairs in 9 batches of 16: 4 steps per process per epoch
     assert "teacher epoch 1/2: 100%|██████████| 4/4" in proc.stderr

@@ -8,12 +8,12 @@ import math
 
 import pyarrow as pa
 import pytest
-from test_ingest import _catalogue, _dataset, _run_until
 
 from streams.core.storage import stats
 from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts, reference_stats, reference_visits
 from streams.ingest.user_items import SCHEMA as VISITS_SCHEMA
+from tests.streams.ingest.test_ingest import _catalogue, _dataset, _run_until
 
 
 def table_visits(storage) -> dict:

@@ -9,7 +9,6 @@ import threading
 import numpy as np
 import orjson
 import pytest
-from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
 from streams.core.storage import registry, scores
@@ -18,6 +17,7 @@ from streams.core.topics import ensure_topics
 from streams.publishing import publisher as publish_module
 from streams.publishing.publisher import emit, publish
 from streams.serving.index import ScoreIndex
+from tests.student_fixtures import seed_pairs, tiny_students
 
 
 @pytest.fixture

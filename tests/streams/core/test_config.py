@@ -1,8 +1,8 @@
-from pathlib import Path
 
 import pytest
 
 from streams.core.config import Settings
+from tests.paths import REPO_ROOT
 
 
 def test_defaults_are_embedded():
@@ -33,6 +33,6 @@ def test_bad_values_are_clear_errors(tmp_path):
 
 
 def test_readme_documents_every_setting():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
     missing = [env for env, _, _ in Settings.documentation() if f"`{env}`" not in readme]
     assert not missing, f"README lacks {missing}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,8 +12,9 @@ from prometheus_client import REGISTRY
 
 import models.telemetry  # noqa: F401 - registers the LLM metrics
 import streams.core.metrics  # noqa: F401 - registers the stream metrics
+from tests.paths import REPO_ROOT
 
-RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
+RULES = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
 def test_promtool_accepts_the_rules():

@@ -16,12 +16,12 @@ import time
 
 import pytest
 from kafka import KafkaAdminClient
-from test_stats import assert_stats_equal
 
 from streams.core.storage.stats import StatsParams
 from streams.core.topics import ensure_topics
 from streams.dev.synthetic import write_dataset
 from streams.ingest.reference import reference_counts, reference_stats, reference_visits
+from tests.streams.ingest.test_stats import assert_stats_equal
 
 SEED_CATALOGUE = """
 import sys

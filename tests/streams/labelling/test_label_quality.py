@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from student_fixtures import seed_pairs, tiny_students
 
 from models.runtime import Students
 from streams.core.config import Settings
 from streams.core.storage.labels import LabelRow, write_labels
 from streams.labelling.quality import cohen_kappa, gold_report, review_queue
 from streams.publishing.publisher import publish
+from tests.student_fixtures import seed_pairs, tiny_students
 
 
 def test_cohen_kappa_matches_the_textbook_example():

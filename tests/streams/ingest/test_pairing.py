@@ -156,7 +156,7 @@ def test_pair_hash_matches_the_column_clickhouse_materialises(tmp_path):
     sessionizer = Sessionizer({i: f"c{k % 5}" for k, i in enumerate(ids)}, 1e9, 20)
     events = [(f"u{k % 3}", rng.choice(ids), float(k)) for k in range(600)]
     keys = sessionizer.process_batch(*zip(*events)).keys
-    pairs = np.unique(keys >> np.uint64(16)) << np.uint64(16)
+    pairs = np.unique(keys >> np.uint64(pair_kernel.DAY_BITS)) << np.uint64(pair_kernel.DAY_BITS)
     ours = pair_kernel.pair_hashes(pairs, sessionizer._id_bytes, sessionizer._id_off)
     a, b, _ = pair_kernel.unpack_ordered(pairs, sessionizer._id_bytes, sessionizer._id_off)
     storage = ChdbStorage(tmp_path / "ch", "hashes")

@@ -1,0 +1,1 @@
+"""The suite mirrors the packages: tests/streams/<stage>/ tests streams/<stage>/."""
