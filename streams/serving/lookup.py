@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import itertools
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_PARTNERS = 1000
 FAIR_CHUNK = 16  # pairs answered between yields to the event loop (~0.1 ms of work; 64 gave a
                  # 1-pair p99 of 12 ms under the mixed load of `bench serve`, 16 gave 5-7 ms)
+PARSE_CHUNK = 128  # pairs checked between yields when a request body is parsed
 BULK_BODY_BYTES = 4096  # larger lookup bodies (~60+ pairs) take the bulk lane, one at a time
 
 
@@ -93,6 +96,10 @@ class Serving:
                 metrics.MODEL_RELOADS.labels(outcome="failed").inc()
                 raise
             self.current = snapshot  # one reference: requests in flight keep the old one
+            # the index, students and catalogue are long-lived: out of the cyclic GC's sight,
+            # whose full collections over them paused the worker's loop for ~0.3 s (what stays
+            # unreachable in a cycle among them is kept: snapshots hold no cycles)
+            gc.freeze()
             metrics.MODEL_RELOADS.labels(outcome="ok").inc()
             if snapshot.index.score_version:  # what this worker serves, also after a restart
                 metrics.set_live(snapshot.index.score_version, snapshot.index.model_version or "")
@@ -105,27 +112,57 @@ class Serving:
 
     # --- scoring -----------------------------------------------------------------------------
     async def score_pairs(self, pairs: list[tuple[str, str]]) -> dict:
-        """Scores for ``pairs`` from one snapshot, in chunks of ``FAIR_CHUNK`` with a yield to
-        the event loop between them (see ``add_routes`` for the bulk lane around it)."""
+        """Scores for ``pairs`` from one snapshot (``answer_json`` is the same answer, serialised)."""
         snap = self.current
-        canonical = [(a, b) if a < b else (b, a) for a, b in pairs]
-        results: list = []
-        missing: list[int] = []
+        chunks = dict([chunk async for chunk in self._answer_chunks(snap, pairs)])
+        return {"model_version": snap.model_version, "score_version": snap.index.score_version,
+                "results": [r for start in sorted(chunks) for r in chunks[start]]}
+
+    async def answer_json(self, pairs: list[tuple[str, str]]) -> bytes:
+        """``score_pairs`` as JSON bytes, each chunk serialised as soon as it is final: its
+        dicts then die young (freed by reference counting, never seen by the cyclic GC)
+        instead of living for the whole request to be scanned and promoted by the GC, whose
+        pauses held every other request on the loop under large lookups."""
+        snap = self.current
+        parts = {start: orjson.dumps(results)[1:-1] async for start, results in self._answer_chunks(snap, pairs)}
+        head = orjson.dumps({"model_version": snap.model_version, "score_version": snap.index.score_version})
+        body = b",".join(parts[start] for start in sorted(parts) if parts[start])
+        return b"".join((head[:-1], b',"results":[', body, b"]}"))
+
+    async def _answer_chunks(self, snap: Snapshot, pairs: list[tuple[str, str]]):
+        """(first index, answers) of each chunk of ``FAIR_CHUNK`` pairs, with a yield to the
+        event loop between chunks (see ``add_routes`` for the bulk lane around it). A chunk
+        the version answers wholly comes at once; the others wait for one batch that computes
+        every unpublished pair of the request."""
+        sources: Counter = Counter()
+        pending = []  # (start, pairs, canonical, missing, results) of chunks with unpublished pairs
         for start in range(0, len(pairs), FAIR_CHUNK):
             if start:
                 await asyncio.sleep(0)  # let waiting requests run between chunks
-            self._table_chunk(snap, pairs[start:start + FAIR_CHUNK],
-                              canonical[start:start + FAIR_CHUNK], start, results, missing)
-        if missing:
-            await self._compute(snap, pairs, canonical, missing, results)
-        for source, n in Counter(r["source"] for r in results).items():  # one update per source
+            chunk = pairs[start:start + FAIR_CHUNK]
+            canonical = [(a, b) if a < b else (b, a) for a, b in chunk]
+            results: list = []
+            missing: list[int] = []
+            self._table_chunk(snap, chunk, canonical, results, missing)
+            if missing:
+                pending.append((start, chunk, canonical, missing, results))
+                continue
+            sources.update(r["source"] for r in results)
+            yield start, results
+        if pending:
+            offsets = list(itertools.accumulate((len(part[1]) for part in pending[:-1]), initial=0))
+            flat = [sum((part[i] for part in pending), []) for i in (1, 2, 4)]
+            missing = [offset + k for offset, (_, chunk, _, miss, _) in zip(offsets, pending) for k in miss]
+            await self._compute(snap, flat[0], flat[1], missing, flat[2])
+            for offset, (start, chunk, *_rest) in zip(offsets, pending):
+                results = flat[2][offset:offset + len(chunk)]
+                sources.update(r["source"] for r in results)
+                yield start, results
+        for source, n in sources.items():  # one update per source
             metrics.LOOKUP_PAIRS.labels(source=source).inc(n)
-        return {"model_version": snap.model_version, "score_version": snap.index.score_version,
-                "results": results}
 
     @staticmethod
-    def _table_chunk(snap: Snapshot, pairs, canonical, offset: int, results: list,
-                     missing: list[int]) -> None:
+    def _table_chunk(snap: Snapshot, pairs, canonical, results: list, missing: list[int]) -> None:
         """Published answers of one chunk appended to ``results``; the rest marked missing."""
         found = snap.index.lookup_rows(canonical)
         hits = [row for hit, _, _, row in found if hit]
@@ -133,7 +170,7 @@ class Serving:
         version = snap.index.model_version
         for k, ((a, b), (hit, score, scorer, _row)) in enumerate(zip(pairs, found)):
             if not hit:
-                missing.append(offset + k)
+                missing.append(k)
                 results.append(None)
             else:
                 results.append({"item_a": a, "item_b": b, "score": round(score, 4),
@@ -205,6 +242,23 @@ def check_id(value, where: str) -> str:
 
 
 def parse_pairs(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
+    pairs = _pairs_of(body, max_pairs)
+    return _checked(pairs, 0, len(pairs))
+
+
+async def parse_pairs_fairly(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
+    """``parse_pairs`` with a yield to the event loop every ``PARSE_CHUNK`` pairs (checking
+    1000 pairs at once held the loop for most of a millisecond)."""
+    pairs = _pairs_of(body, max_pairs)
+    out: list[tuple[str, str]] = []
+    for start in range(0, len(pairs), PARSE_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        out += _checked(pairs, start, min(start + PARSE_CHUNK, len(pairs)))
+    return out
+
+
+def _pairs_of(body: bytes, max_pairs: int) -> list:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -214,8 +268,13 @@ def parse_pairs(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
         raise BadRequest('expected {"pairs": [{"item_a": ..., "item_b": ...}, ...]}')
     if len(pairs) > max_pairs:
         raise BadRequest(f"{len(pairs)} pairs asked, at most {max_pairs} per request", 413)
+    return pairs
+
+
+def _checked(pairs: list, start: int, stop: int) -> list[tuple[str, str]]:
     out = []
-    for k, pair in enumerate(pairs):
+    for k in range(start, stop):
+        pair = pairs[k]
         if isinstance(pair, dict):
             a, b = pair.get("item_a"), pair.get("item_b")
         elif isinstance(pair, list) and len(pair) == 2:
@@ -246,7 +305,7 @@ def add_routes(app: web.Application, serving: Serving, settings: Settings) -> No
         lane = serving.bulk_lane if len(body) > BULK_BODY_BYTES else contextlib.nullcontext()
         try:
             async with lane:
-                payload = orjson.dumps(await serving.score_pairs(parse_pairs(body, settings.lookup_max_pairs)))
+                payload = await serving.answer_json(await parse_pairs_fairly(body, settings.lookup_max_pairs))
         except BadRequest as exc:
             return _error(exc)
         metrics.LOOKUP_SECONDS.labels(endpoint="pair_scores").observe(time.perf_counter() - started)

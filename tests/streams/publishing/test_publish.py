@@ -279,12 +279,20 @@ def test_large_lookups_answer_every_row_and_let_small_ones_through(storage, sett
     _, small = asyncio.run(go())
     assert finished == ["small", "big"]
     asked[500] = ("nope-a", "nope-b")  # an unknown pair among them: the two-tower path
+    items = sorted({x for pair in published for x in pair})
+    unpublished = next((a, b) for a in items for b in items if a < b and (a, b) not in rows)
+    asked[700] = unpublished  # known items, pair not in the version: computed by the two-tower
     big = asyncio.run(serving.score_pairs(asked))
+    # the route's answer, serialised chunk by chunk, is the same answer
+    assert orjson.loads(asyncio.run(serving.answer_json(asked))) == big
     assert small["results"][0]["score"] == round(rows[published[0]][0], 4)
     for (a, b), result in zip(asked, big["results"]):
         assert (result["item_a"], result["item_b"]) == (a, b)
         if (a, b) == ("nope-a", "nope-b"):
             assert result["score"] is None and result["source"] == "unknown_item"
+            continue
+        if (a, b) == unpublished:
+            assert result["source"] == "computed" and 1 <= result["score"] <= 10
             continue
         score, scorer = rows[min(a, b), max(a, b)]
         assert result["source"] == "table" and result["scorer"] == scorer
