@@ -43,7 +43,8 @@ class Hosted(Service):
     ``run`` (if any) as a task for the worker's lifetime, ``stop`` when the worker stops. Mode
     starts a service's futures only after ``on_start``, so ``run`` never sees an unstarted part."""
 
-    def __init__(self, name: str, start: Step, run: Step | None = None, stop: Step | None = None):
+    def __init__(self, name: str, start: Step | None = None, run: Step | None = None,
+                 stop: Step | None = None):
         super().__init__()
         self.part_name = name
         self._start, self._run, self._stop = start, run, stop
@@ -53,7 +54,8 @@ class Hosted(Service):
         return f"Hosted({self.part_name})"
 
     async def on_start(self) -> None:
-        await self._start()
+        if self._start is not None:
+            await self._start()
 
     async def on_started(self) -> None:
         if self._run is not None:
@@ -235,8 +237,6 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
         if runtime.watcher is not None:
             await runtime.watcher.stop()
 
-    training_producer = []
-
     async def start_training() -> None:
         """The launcher of training runs and its producer (jobs, outputs, announcements)."""
         from aiokafka import AIOKafkaProducer
@@ -245,20 +245,15 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
         await producer.start()
-        training_producer.append(producer)
         runtime.launcher = TrainingLauncher(settings, storage, producer)
 
     async def stop_training() -> None:
         if runtime.launcher is not None:
             await runtime.launcher.stop()
-        for producer in training_producer:
-            await producer.stop()
+            await runtime.launcher.producer.stop()
 
     async def stop_sampling() -> None:
         await asyncio.to_thread(runtime.lag.close)  # the lag sampler's admin connection
-
-    async def nothing() -> None:
-        return None
 
     parts = [
         Hosted("dead-letters", start_dead_letters, stop=stop_dead_letters),
@@ -269,16 +264,17 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
     ]
     if web:
         parts.append(_web_part(runtime))
-    parts.append(Hosted("on-call-sampling", nothing, stop=stop_sampling))
+    parts.append(Hosted("on-call-sampling", stop=stop_sampling))
     return parts
 
 
 def _web_part(runtime: Runtime) -> Hosted:
     """``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
     settings, storage, bootstrap = runtime.settings, runtime.storage, runtime.bootstrap
-    runners = []
+    runner = None
 
     async def start() -> None:
+        nonlocal runner
         from streams.ops.status_page import add_status_route
         from streams.serving.http import assignment_check, broker_check, build_app, serve, storage_check
         from streams.serving.lookup import add_routes
@@ -288,12 +284,12 @@ def _web_part(runtime: Runtime) -> Hosted:
         web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes)
         add_routes(web_app, runtime.serving, settings)
         add_status_route(web_app, runtime)
-        runners.append(await serve(web_app, settings.web_port, settings.web_host, settings.web_max_connections,
-                                   settings.web_header_timeout_s, settings.web_keepalive_s))
+        runner = await serve(web_app, settings.web_port, settings.web_host, settings.web_max_connections,
+                             settings.web_header_timeout_s, settings.web_keepalive_s)
         log.info("web endpoints on :%d", settings.web_port)
 
     async def stop() -> None:
-        for runner in runners:
+        if runner is not None:
             await runner.cleanup()
 
     return Hosted("web", start, stop=stop)

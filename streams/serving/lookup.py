@@ -149,13 +149,15 @@ class Serving:
                 continue
             sources.update(r["source"] for r in results)
             yield start, results
-        if pending:
-            offsets = list(itertools.accumulate((len(part[1]) for part in pending[:-1]), initial=0))
-            flat = [sum((part[i] for part in pending), []) for i in (1, 2, 4)]
-            missing = [offset + k for offset, (_, chunk, _, miss, _) in zip(offsets, pending) for k in miss]
-            await self._compute(snap, flat[0], flat[1], missing, flat[2])
-            for offset, (start, chunk, *_rest) in zip(offsets, pending):
-                results = flat[2][offset:offset + len(chunk)]
+        if pending:  # the pending chunks side by side: one list each of pairs, keys, answers
+            offsets = list(itertools.accumulate((len(chunk) for _, chunk, *_ in pending[:-1]), initial=0))
+            all_pairs = [pair for _, chunk, *_ in pending for pair in chunk]
+            all_canonical = [key for _, _, canonical, *_ in pending for key in canonical]
+            all_results = [result for *_, results in pending for result in results]
+            all_missing = [offset + k for offset, (*_, missing, _) in zip(offsets, pending) for k in missing]
+            await self._compute(snap, all_pairs, all_canonical, all_missing, all_results)
+            for offset, (start, chunk, *_) in zip(offsets, pending):
+                results = all_results[offset:offset + len(chunk)]
                 sources.update(r["source"] for r in results)
                 yield start, results
         for source, n in sources.items():  # one update per source
