@@ -85,7 +85,7 @@ class Runtime:
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
         self.lag = LagExport(bootstrap, [settings.app_id, f"{settings.app_id}-ingest"], settings.lag_warn_s)
         self._dead_letter_producer: asyncio.Future | None = None
-        self._labeller_ready: asyncio.Event | None = None
+        self.labeller_ready = asyncio.Event()  # set once the labeller's part has started
         metrics.initialise(settings.llm_backend)
 
     @property
@@ -99,12 +99,6 @@ class Runtime:
         if self._dead_letter_producer is None:
             self._dead_letter_producer = asyncio.get_running_loop().create_future()
         return self._dead_letter_producer
-
-    @property
-    def labeller_ready(self) -> asyncio.Event:
-        if self._labeller_ready is None:
-            self._labeller_ready = asyncio.Event()
-        return self._labeller_ready
 
     async def send_dead_letters(self, topic: str, letters: list[DeadLetter]) -> None:
         producer = await asyncio.shield(self.dead_letter_producer)  # a cancelled waiter must not cancel it

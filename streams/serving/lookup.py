@@ -243,14 +243,9 @@ def check_id(value, where: str) -> str:
     return value
 
 
-def parse_pairs(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
-    pairs = _pairs_of(body, max_pairs)
-    return _checked(pairs, 0, len(pairs))
-
-
-async def parse_pairs_fairly(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
-    """``parse_pairs`` with a yield to the event loop every ``PARSE_CHUNK`` pairs (checking
-    1000 pairs at once held the loop for most of a millisecond)."""
+async def parse_pairs(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
+    """The checked pairs of a lookup body, with a yield to the event loop every ``PARSE_CHUNK``
+    pairs (checking 1000 pairs at once held the loop for most of a millisecond)."""
     pairs = _pairs_of(body, max_pairs)
     out: list[tuple[str, str]] = []
     for start in range(0, len(pairs), PARSE_CHUNK):
@@ -307,7 +302,7 @@ def add_routes(app: web.Application, serving: Serving, settings: Settings) -> No
         lane = serving.bulk_lane if len(body) > BULK_BODY_BYTES else contextlib.nullcontext()
         try:
             async with lane:
-                payload = await serving.answer_json(await parse_pairs_fairly(body, settings.lookup_max_pairs))
+                payload = await serving.answer_json(await parse_pairs(body, settings.lookup_max_pairs))
         except BadRequest as exc:
             return _error(exc)
         metrics.LOOKUP_SECONDS.labels(endpoint="pair_scores").observe(time.perf_counter() - started)
