@@ -7,7 +7,11 @@
    own group: decode, validate, pair, aggregate, write ClickHouse, route tiers, checkpoint,
    commit; timed the same way. ``ratio`` = ingest rate / baseline rate.
 4. ``exact``: ``pair_counts`` equals the reference computation over the same input.
-5. Freshness: clicks offered at a fixed rate (default 10k/s) with ``ts`` = send time; each
+5. Memory: the resident memory the ingest added to this process (sampled at each batch,
+   against the process before the ingest started: the harness's own clicks are not counted).
+   ``peak_rss_mb`` is the whole bench process's peak. A worker's RSS over time:
+   ``pairstream bench memory``.
+6. Freshness: clicks offered at a fixed rate (default 10k/s) with ``ts`` = send time; each
    event's click-to-visible delay is taken when its batch's ``pair_counts`` write returns.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import resource
 import tempfile
 import threading
@@ -94,10 +99,13 @@ def run(args) -> dict:
         print(f"raw aiokafka getmany + orjson: {raw_rate:,.0f} events/s")
 
         marks: dict[str, float] = {}
+        rss_before = _rss_mb()
+        marks["rss"] = rss_before
 
         def on_batch(report) -> None:
             marks.setdefault("first", time.perf_counter())
             marks["last"] = time.perf_counter()
+            marks["rss"] = max(marks["rss"], _rss_mb())
 
         ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, on_batch=on_batch)
 
@@ -106,14 +114,17 @@ def run(args) -> dict:
             try:
                 await ingest.run(until=lambda: ingest.totals["events"] >= n_events)
             finally:
-                await ingest.stop()
+                stopping = time.perf_counter()
+                await ingest.stop()  # the last checkpoint: routing and sessions of the tail
+                marks["stop"] = time.perf_counter() - stopping
 
         asyncio.run(go())
         # like the baseline: from the first consumed message to the last batch written
         seconds = marks["last"] - ingest.first_message_at
         rate = n_events / seconds
         print(f"ingest (Kafka -> pairs -> ClickHouse): {rate:,.0f} events/s "
-              f"= {rate / raw_rate:.2f}x raw")
+              f"= {rate / raw_rate:.2f}x raw; then the final checkpoint {marks['stop']:.2f}s; "
+              f"memory the ingest added {marks['rss'] - rss_before:,.0f} MB")
 
         rows = storage.query_rows(
             f"SELECT item_a, item_b, toUInt32(day), sum(count) FROM {storage.table('pair_counts')} "
@@ -135,6 +146,8 @@ def run(args) -> dict:
         "events_per_s": round(rate),
         "raw_consume_per_s": round(raw_rate),
         "ratio": round(rate / raw_rate, 3),
+        "final_checkpoint_s": round(marks["stop"], 3),
+        "ingest_added_rss_mb": round(marks["rss"] - rss_before, 1),
         "freshness_p50_s": round(freshness["p50"], 4),
         "freshness_p99_s": round(freshness["p99"], 4),
         "freshness_offered_per_s": args.fresh_rate,
@@ -143,6 +156,12 @@ def run(args) -> dict:
         "peak_rss_mb": round(peak_rss_mb, 1),
         "exact": exact,
     }
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux ``/proc``), in MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 def _freshness(broker, storage, catalogue, items, tmp, n_events: int, rate: float) -> dict:

@@ -14,12 +14,18 @@ in this order:
    deduplication token ``topic:partition:start:end`` (ClickHouse drops a repeat);
 3. the Kafka offset commit ``end`` (for lag monitoring; recovery does not rely on it).
 
-Every ``checkpoint_interval_s`` (and before a rebalance or a stop) a *checkpoint* follows:
+Every ``checkpoint_interval_s`` (and before a rebalance or a stop) a *checkpoint* follows,
+in its own lane: it waits for the count writes sealed before it (so the crossing check sees
+them) and for the previous checkpoint, but count writes sealed after it do not wait for it:
 
 4. tier routing for the pairs touched since the last checkpoint (at-least-once: the ledger
    ``pair_tiers`` is written after the messages are produced);
 5. the histories of the users touched since the last checkpoint into ``user_sessions`` with
    ``version = end`` (one insert, so one part: all of a checkpoint lands or none of it).
+
+Offset commits (3) run in a third lane, in order, since recovery does not read them. The
+lanes keep recovery unchanged: a checkpoint lands only after every batch below its version,
+and the batches above it are intents that a restore rebuilds whether or not they landed.
 
 On assignment a partition restores its sessions at their newest version ``v`` and seeks to
 ``v``. The intents ``[v, e1), [e1, e2), ...`` recorded since then are rebuilt exactly, one
@@ -44,6 +50,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -57,9 +64,9 @@ from streams.core.storage import Storage, StorageError
 from streams.core.storage.base import timestamp_array
 from streams.ingest import kernel as pair_kernel
 from streams.ingest.decode import decode_clicks
-from streams.ingest.sessions import PairIncrements, Sessionizer
+from streams.ingest.sessions import IdTable, PairIncrements, Sessionizer
 from streams.ingest.tiers import TierRouter
-from streams.ingest.user_items import merge_user_item_days, user_item_days
+from streams.ingest.user_items import user_item_days
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +101,29 @@ class OpenBatch:
     end: int
     parts: list  # PairIncrements of each fetch that joined
     exact: bool  # an intent rebuilt after a crash: its range is fixed, nothing joins it
-    user_items: list = field(default_factory=list)  # user_item_days tables of each fetch
+    clicks: tuple = ((), (), ())  # users, items, times of its valid clicks (user_item_days)
     first_stamp: int = 0  # Kafka timestamp of the batch's first message: part of its token
+
+
+@dataclass
+class SealedBatch:
+    """An open batch handed to the count lane: everything its writes need, so the strings,
+    the aggregation and the inserts are all made on the writer's thread."""
+
+    tp: object
+    start: int
+    end: int
+    parts: list  # PairIncrements, interned: decoded through ``ids``
+    ids: IdTable
+    clicks: tuple
+    first_stamp: int
+
+    @property
+    def token(self) -> str:
+        """The insert-deduplication token of its writes. The first message's Kafka timestamp
+        tells a rewound or recreated log's batch from the old one at the same offsets; a
+        replay reads the same message, so gets the same token."""
+        return f"{self.tp.topic}:{self.tp.partition}:{self.start}:{self.end}:{self.first_stamp}"
 
 
 @dataclass
@@ -107,8 +135,7 @@ class Checkpoint:
     times: list[list[float]]
     partitions: list[int]
     versions: list[int]
-    touched: np.ndarray | None  # pair_hash of the pairs incremented since the last checkpoint
-    newest_day: int  # UTC day number: the end of the horizon for the crossing check
+    touched: list  # (IdTable, increment keys) per partition: the pairs incremented since the last one
     evicted: int
 
 
@@ -119,7 +146,6 @@ class BatchReport:
     events: int
     invalid: int
     pairs: int
-    routed: int
     event_times: list[float]
     written_at: float  # when its pair_counts insert returned (visible to readers)
 
@@ -147,14 +173,18 @@ class ClickIngest:
         self.clock = clock
         self.partitions: dict[int, PartitionState] = {}
         self.resets: dict[int, str] = {}  # paused partitions whose checkpoint is outside the log
+        self._restoring: dict[int, list] = {}  # partition -> records fetched while it restores
         self.router = TierRouter(settings, storage)
         self._consumer = None
         self._producer = None
         self._stopping = asyncio.Event()
-        self._write_task: asyncio.Future | None = None
+        self._write_task: asyncio.Future | None = None  # count writes, one at a time
+        self._checkpoint_task: asyncio.Future | None = None  # routing and sessions, in order
+        self._commit_task: asyncio.Future | None = None  # offset commits, in order
         self._flush_lock = asyncio.Lock()
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="ingest-tables")
         self.totals = defaultdict(int)
-        self._last_checkpoint = time.monotonic()
+        self._changed_at: float | None = None  # first pairing since the last checkpoint
         self._unrouted: dict[int, list] = {}  # partition -> increment keys not yet routed
         self._open: dict[int, OpenBatch] = {}  # paired, not yet handed to a write
         self._open_dlq: list = []
@@ -180,6 +210,7 @@ class ClickIngest:
                     await ingest.drain()
                     for tp in revoked:
                         ingest.partitions.pop(tp.partition, None)
+                        ingest._restoring.pop(tp.partition, None)
                         ingest.resets.pop(tp.partition, None)
 
             async def on_partitions_assigned(self, assigned):
@@ -187,7 +218,7 @@ class ClickIngest:
                 # (queued behind fetches), and a partition's records are re-fetched after it
                 await asyncio.gather(*(ingest._restore_partition(tp) for tp in assigned))
 
-        await asyncio.to_thread(pair_kernel.warm_up)
+        await asyncio.to_thread(_warm_up)
         timeout_ms = int(self.settings.session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -220,7 +251,9 @@ class ClickIngest:
     async def abort(self) -> None:
         """Close the connections and write nothing more: what a killed process leaves behind."""
         self._stopping.set()
-        self._write_task = None
+        for task in self._lanes():
+            task.cancel()  # a step already in a thread still finishes, as it could in a crash
+        self._write_task = self._checkpoint_task = self._commit_task = None
         await self._close()
 
     async def _close(self) -> None:
@@ -228,6 +261,7 @@ class ClickIngest:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        self._builder.shutdown(wait=False, cancel_futures=True)
 
     def lag(self) -> int:
         """Messages fetched by the broker's high watermark but not yet processed, summed over
@@ -240,7 +274,7 @@ class ClickIngest:
 
     def caught_up(self, end_offsets: dict[int, int]) -> bool:
         """True once every partition in ``end_offsets`` is processed and written up to its end."""
-        return not self._writing() and not self._open and all(
+        return not self._busy() and not self._open and all(
             p in self.partitions and self.partitions[p].position >= end and not self.partitions[p].pending
             for p, end in end_offsets.items())
 
@@ -255,7 +289,7 @@ class ClickIngest:
         while not self._stopping.is_set():
             if until is not None and until():
                 break
-            if self._write_task is not None and self._write_task.done():
+            if self._failed():
                 await self.drain()  # surface a failed write at once
             # paired events wait for the write in flight: look again soon, so they are sealed
             # into the next write as soon as it returns, not when the fetch times out
@@ -281,6 +315,7 @@ class ClickIngest:
     async def _restore_partition(self, tp) -> None:
         """Load this partition's sessions and position from ClickHouse (see docstring)."""
         p = tp.partition
+        self._restoring[p] = []  # the fetcher runs on meanwhile: keep what it returns
         sessionizer = Sessionizer(
             self.catalogue, self.settings.session_window_s, self.settings.history_size
         )
@@ -309,10 +344,19 @@ class ClickIngest:
         state = PartitionState(sessionizer, position, intents={int(a): int(b) for a, b in intents})
         state.replay_end = state.intents.get(position)
         repositioned = await self._offset_reset(tp, state)  # before the state is visible:
-        self.partitions[p] = state  # no await from here to the seek, or a fetch could slip in
+        fetched = self._restoring.pop(p, [])  # no await from here on, or a fetch could slip in
+        if tp in self._consumer.paused():
+            self._consumer.resume(tp)
+        self.partitions[p] = state
         if repositioned:
             return
-        self._consumer.seek(tp, position)  # within [log start, end]: ``_offset_reset`` checked
+        if fetched and fetched[0].offset <= position <= fetched[-1].offset + 1:
+            # the consumer already reads on from the checkpoint: use what it fetched, since a
+            # seek would discard its buffer and fetch it all again (a cold start's first
+            # fetches, ~0.3 s of 100k events)
+            state.pending = [m for m in fetched if m.offset >= position]
+        else:
+            self._consumer.seek(tp, position)  # within [log start, end]: ``_offset_reset`` checked
         log.info("partition %d restored: %d users, position %d, replay to %s",
                  p, sessionizer.num_users, position, state.replay_end)
 
@@ -364,6 +408,14 @@ class ClickIngest:
         log.warning("partition %d rewound to offset %d", tp.partition, first)
         return True
 
+    def _hold_while_restoring(self, tp, messages) -> None:
+        """Keep a restoring partition's records; past one fetch's worth, pause it (a restore
+        waiting out a ClickHouse outage must not pull the whole partition into memory)."""
+        held = self._restoring[tp.partition]
+        held += messages
+        if len(held) >= min(self.settings.ingest_batch_events, FETCH_MAX_RECORDS):
+            self._consumer.pause(tp)
+
     # --- the batch -----------------------------------------------------------------------
     def _tps(self):
         from aiokafka.structs import TopicPartition
@@ -391,20 +443,42 @@ class ClickIngest:
             await self._flush({}, force_checkpoint=True)
 
     async def drain(self) -> None:
-        """Wait for the write in flight (before a rebalance, a stop, or a test's check)."""
-        task, self._write_task = self._write_task, None
-        if task is not None:
-            await task
+        """Wait for every write in flight: counts, checkpoint and commit (before a
+        rebalance, a stop, or a test's check); raises what a failed one raised."""
+        for lane in ("_write_task", "_checkpoint_task", "_commit_task"):
+            task = getattr(self, lane)
+            setattr(self, lane, None)
+            if task is not None:
+                await task
+
+    def _lanes(self):
+        return [t for t in (self._write_task, self._checkpoint_task, self._commit_task) if t is not None]
 
     def _writing(self) -> bool:
+        """A count write is in flight (what sealing and back-pressure wait for)."""
         return self._write_task is not None and not self._write_task.done()
+
+    def _busy(self) -> bool:
+        return any(not t.done() for t in self._lanes())
+
+    def _failed(self) -> bool:
+        return any(t.done() and (t.cancelled() or t.exception() is not None) for t in self._lanes())
+
+    def _stop_if_a_lane_failed(self) -> None:
+        """Write nothing more once any lane failed (as a crashed process would not): raise
+        its error here too, so the run loop sees it whichever lane it drains first."""
+        for task in self._lanes():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
 
     async def _flush(self, batches: dict, force_checkpoint: bool = False) -> None:
         now = self.clock()
         for tp in set(batches) | {tp for tp, st in self._tps() if st.pending}:
             state = self.partitions.get(tp.partition)
-            if state is None:  # revoked meanwhile
-                continue
+            if state is None:
+                if tp.partition in self._restoring:
+                    self._hold_while_restoring(tp, batches.get(tp, ()))
+                continue  # or revoked meanwhile
             messages = state.pending + [m for m in batches.get(tp, ()) if m.offset >= state.position]
             state.pending = []
             batch = self._open.get(tp.partition)
@@ -424,8 +498,12 @@ class ClickIngest:
             if not force_checkpoint and self._open_events < self.settings.ingest_batch_events:
                 return
             await self.drain()  # back-pressure (or a checkpoint that must follow this write)
+        # a checkpoint that comes due while the previous one is still being written waits for
+        # the next seal after it (one checkpoint covers both), unless one is needed now
         due = force_checkpoint or (
-            time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s)
+            self._changed_at is not None
+            and time.monotonic() - self._changed_at >= self.settings.checkpoint_interval_s
+            and (self._checkpoint_task is None or self._checkpoint_task.done()))
         if self._open or (due and self._checkpoint_needed()):
             self._seal(due, now)
 
@@ -435,10 +513,11 @@ class ClickIngest:
         clicks = decode_clicks(messages, now, s.max_event_bytes, s.max_future_s)
         self._open_dlq += clicks.dead
         users, items, times = clicks.users, clicks.items, clicks.times
+        if self._changed_at is None:  # a checkpoint is due an interval after this
+            self._changed_at = time.monotonic()
         sessionizer = state.sessionizer
         sessionizer.sync_catalogue()
         increments = sessionizer.process_batch(users, items, times)
-        visits = user_item_days(users, items, times)
         metrics.UNKNOWN_ITEMS.inc(sessionizer.unknown_items)
         sessionizer.unknown_items = 0
         self._open_times += times
@@ -450,30 +529,33 @@ class ClickIngest:
         if state.intents:  # the next batch of a chain that a crash interrupted
             state.replay_end = state.intents.pop(end, None)
         if batch is None:
-            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact, [visits],
+            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact, (users, items, times),
                                                  int(messages[0].timestamp or 0))
         else:
             batch.end = end
             batch.parts.append(increments)
-            batch.user_items.append(visits)
+            for column, more in zip(batch.clicks, (users, items, times)):
+                column += more  # the lists of this batch's first fetch, owned by it
 
     def _seal(self, due: bool, now: float) -> None:
         """Turn the open batches (and a checkpoint when due) into the next write."""
         tables = []
         for p, batch in sorted(self._open.items()):
-            state = self.partitions[p]
-            increments = PairIncrements.merge(batch.parts)
-            table = state.sessionizer.to_arrow(increments) if len(increments) else None
-            if table is not None:
-                self._unrouted.setdefault(p, []).append(increments.keys)
-            tables.append((batch.tp, batch.start, batch.end, table, merge_user_item_days(batch.user_items),
-                           batch.first_stamp))
+            parts = [part for part in batch.parts if len(part)]
+            if parts:
+                self._unrouted.setdefault(p, []).extend(part.keys for part in parts)
+            tables.append(SealedBatch(batch.tp, batch.start, batch.end, parts,
+                                      self.partitions[p].sessionizer.id_table(), batch.clicks,
+                                      batch.first_stamp))
         checkpoint = self._take_checkpoint() if due else None
         dlq, events, event_times = self._open_dlq, self._open_events, self._open_times
         self._open, self._open_dlq, self._open_events, self._open_times = {}, [], 0, []
-        previous = self._write_task
-        self._write_task = asyncio.ensure_future(self._write_after(
-            previous, tables, checkpoint, dlq, now, events, event_times))
+        if tables or dlq:
+            self._write_task = asyncio.ensure_future(self._write_after(
+                self._write_task, tables, dlq, now, events, event_times))
+        if checkpoint is not None:
+            self._checkpoint_task = asyncio.ensure_future(self._checkpoint_after(
+                self._checkpoint_task, self._write_task, checkpoint))
 
     def _checkpoint_needed(self) -> bool:
         return bool(self._unrouted) or any(st.sessionizer.has_dirty() for st in self.partitions.values())
@@ -482,16 +564,11 @@ class ClickIngest:
         """Session rows of every dirty user at its partition's position, idle users evicted.
 
         Taken synchronously between batches, so each row is the state exactly at ``version``."""
-        self._last_checkpoint = time.monotonic()
+        self._changed_at = None
         idle_s = self.settings.session_window_s + self.settings.late_allowance_s
-        cp = Checkpoint([], [], [], [], [], None, 0, 0)
-        touched = []
-        for p, keys in self._unrouted.items():
-            hashes, newest_day = self.partitions[p].sessionizer.touched_hashes(keys)
-            touched.append(hashes)
-            cp.newest_day = max(cp.newest_day, newest_day)
-        if touched:
-            cp.touched = np.unique(np.concatenate(touched))
+        cp = Checkpoint([], [], [], [], [], [], 0)
+        # hashed on the checkpoint's thread: an ``IdTable`` outlives the compaction below
+        cp.touched = [(self.partitions[p].sessionizer.id_table(), keys) for p, keys in self._unrouted.items()]
         self._unrouted = {}
         for p, state in self.partitions.items():
             u, i, t, evicted = state.sessionizer.checkpoint_rows(idle_s)
@@ -510,26 +587,13 @@ class ClickIngest:
         metrics.INGEST_INTERNED.labels(kind="items").set(sum(len(s.ids) for s in sessionizers))
         return cp
 
-    async def _write_after(self, previous, tables, checkpoint, dlq, now, events, event_times):
+    async def _write_after(self, previous, tables, dlq, now, events, event_times):
+        """One sealed batch: counts (one thread call: while the event loop is busy pairing
+        the next fetch, every hop back to it costs a wait), then its dead letters, then the
+        commit is handed to the commit lane."""
         if previous is not None:
             await previous
-        pairs, written_at = await self._write(tables, checkpoint, dlq, now)
-        self.totals["events"] += events
-        self.totals["invalid"] += len(dlq)
-        self.totals["pairs"] += pairs
-        metrics.EVENTS_IN.labels(stage="ingest").inc(events)
-        metrics.BATCH_SIZE.labels(stage="ingest").observe(events)
-        if self.on_batch is not None:
-            self.on_batch(BatchReport(
-                events, len(dlq), pairs, self.router.last_routed if checkpoint else 0,
-                event_times, written_at))
-
-    async def _write(self, tables, checkpoint: Checkpoint | None, dlq, now: float):
-        """The ordered writes of one flush; returns the pair-day rows written and when their
-        insert returned.
-
-        Each blocking step is one thread call (not one per insert): while the event loop is
-        busy pairing the next fetch, every hop back to it costs a wait."""
+        self._stop_if_a_lane_failed()
         written = 0
         if tables:
             started = time.perf_counter()
@@ -537,53 +601,69 @@ class ClickIngest:
             metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
             metrics.PAIR_INCREMENTS.inc(written)
         written_at = self.clock()
-        # dead letters before the commit that covers them
+        # dead letters here, not in the commit lane: before the checkpoint that covers them
         if dlq:
             await self._send_dlq(dlq)
-        if checkpoint is not None:
-            await self._write_checkpoint(checkpoint)
-        # 3. commit
         if tables:
-            from aiokafka.structs import OffsetAndMetadata
+            self._commit_task = asyncio.ensure_future(self._commit_after(self._commit_task, tables))
+        self.totals["events"] += events
+        self.totals["invalid"] += len(dlq)
+        self.totals["pairs"] += written
+        metrics.EVENTS_IN.labels(stage="ingest").inc(events)
+        metrics.BATCH_SIZE.labels(stage="ingest").observe(events)
+        if self.on_batch is not None:
+            self.on_batch(BatchReport(events, len(dlq), written, event_times, written_at))
 
-            offsets = {t[0]: OffsetAndMetadata(t[2], "") for t in tables}
-            try:
-                await self._consumer.commit(offsets)
-            except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
-                log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
-        return written, written_at
+    async def _checkpoint_after(self, previous, counts, checkpoint: Checkpoint) -> None:
+        """A checkpoint, after the previous one and the count write sealed with it."""
+        for task in (previous, counts):
+            if task is not None:
+                await task
+        self._stop_if_a_lane_failed()
+        await self._write_checkpoint(checkpoint)
 
-    def _write_counts(self, tables, now: float) -> int:
-        """1. intents, 2. one deduplicated pair_counts insert per partition batch (blocking).
-        Retrying the whole call is safe: intents are idempotent rows and the tokens drop
-        inserts that already landed."""
-        st, topic = self.storage, self.topic
+    async def _commit_after(self, previous, tables) -> None:
+        """3. The Kafka commit of a written batch (lag monitoring; recovery does not use it)."""
+        from aiokafka.structs import OffsetAndMetadata
+
+        if previous is not None:
+            await previous
+        offsets = {t.tp: OffsetAndMetadata(t.end, "") for t in tables}
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
+            log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
+
+    def _write_counts(self, tables: list[SealedBatch], now: float) -> int:
+        """1. intents, 2. one deduplicated pair_counts insert per partition batch (blocking,
+        on the writer's thread, like the aggregation and string building before it).
+        Retrying the whole call is safe: intents are idempotent rows, a sealed batch gives
+        the same rows every time, and the tokens drop inserts that already landed."""
+        st = self.storage
         st.insert_arrow("ingest_batches", pa.table({
-            "topic": pa.array([topic] * len(tables)),
-            "partition": pa.array([t[0].partition for t in tables], pa.uint32()),
-            "start_offset": pa.array([t[1] for t in tables], pa.uint64()),
-            "end_offset": pa.array([t[2] for t in tables], pa.uint64()),
+            "topic": pa.array([self.topic] * len(tables)),
+            "partition": pa.array([t.tp.partition for t in tables], pa.uint32()),
+            "start_offset": pa.array([t.start for t in tables], pa.uint64()),
+            "end_offset": pa.array([t.end for t in tables], pa.uint64()),
             "created_at": timestamp_array([now] * len(tables)),
         }))
         written = 0
-        for tp, start, end, table, visits, first_stamp in tables:
-            # the first message's Kafka timestamp tells a rewound or recreated log's batch from
-            # the old one at the same offsets; a replay reads the same message, so same token
-            token = f"{topic}:{tp.partition}:{start}:{end}:{first_stamp}"
-            if table is not None:
-                st.insert_arrow("pair_counts", table, dedup_token=token)
-                written += table.num_rows
+        # the builder thread makes the next batch's tables while this one inserts (chDB and
+        # most of Arrow release the GIL, so the two overlap on two cores)
+        for batch, (counts, visits) in zip(tables, self._builder.map(_batch_tables, tables)):
+            if counts is not None:
+                st.insert_arrow("pair_counts", counts, dedup_token=batch.token, unique_keys=True)
+                written += counts.num_rows
             if visits is not None:  # same token, other table: exactly once like the counts
-                st.insert_arrow("user_item_days", visits, dedup_token=token)
+                st.insert_arrow("user_item_days", visits, dedup_token=batch.token, unique_keys=True)
         return written
 
     async def _write_checkpoint(self, cp: Checkpoint) -> None:
         # 4. routing of pairs that entered a tier since the last checkpoint: find and encode
         # (thread), produce (event loop), then the ledger (with the sessions, one thread call)
         routing = None
-        if cp.touched is not None:
-            newest_day = dt.date(1970, 1, 1) + dt.timedelta(days=cp.newest_day)
-            routing = await self._with_retry(lambda: self.router.plan(cp.touched, newest_day))
+        if cp.touched:
+            routing = await self._with_retry(lambda: self._plan_routing(cp.touched))
             await self.router.send(routing)
         sessions = None
         if cp.users:
@@ -608,6 +688,15 @@ class ClickIngest:
         metrics.CH_WRITE_SECONDS.labels(table="user_sessions").observe(time.perf_counter() - started)
         metrics.SESSIONS_EVICTED.inc(cp.evicted)
 
+    def _plan_routing(self, touched: list):
+        """The touched pairs' hashes (over every partition) and their crossings (blocking)."""
+        hashes, newest_day = [], 0
+        for ids, keys in touched:
+            partition_hashes, partition_day = ids.touched_hashes(keys)
+            hashes.append(partition_hashes)
+            newest_day = max(newest_day, partition_day)
+        return self.router.plan(_distinct(hashes), dt.date(1970, 1, 1) + dt.timedelta(days=newest_day))
+
     async def _send_dlq(self, dlq: list) -> None:
         await dead_letters.send(self._producer, self.settings.topic_clicks_dlq, [
             DeadLetter(msg.key, msg.value, bad.reason, bad.detail, msg.topic, msg.partition, msg.offset)
@@ -626,6 +715,29 @@ class ClickIngest:
                 log.warning("ClickHouse unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.settings.storage_retry_max_s)
+
+
+def _batch_tables(batch: SealedBatch) -> tuple[pa.Table | None, pa.Table | None]:
+    """A sealed batch's ``pair_counts`` and ``user_item_days`` rows (blocking)."""
+    counts = batch.ids.to_arrow(PairIncrements.merge(batch.parts)) if batch.parts else None
+    return counts, user_item_days(*batch.clicks)
+
+
+def _warm_up() -> None:
+    """Pay the first-call costs before the first fetch rather than in the first write: the
+    compiled kernels load (1-2 s), Arrow's group-by machinery initialises (~0.4 s)."""
+    pair_kernel.warm_up()
+    user_item_days(["user"], ["item"], [0.0])
+
+
+def _distinct(parts: list[np.ndarray]) -> np.ndarray:
+    """The distinct values of several uint64 arrays, by sort (numpy's sort releases the GIL,
+    so on the checkpoint's thread this does not hold up the event loop)."""
+    values = np.sort(np.concatenate(parts))
+    keep = np.empty(len(values), np.bool_)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def _return_freed_memory() -> None:

@@ -190,31 +190,18 @@ class Sessionizer:
         self.watermark = max(self.watermark, float(times.max()))
         return PairIncrements(*kernel.aggregate(self._out[:m], _NO_WEIGHTS))
 
+    def id_table(self) -> "IdTable":
+        """The intern table as it stands: what turns this sessionizer's increments into
+        strings or hashes, safe to use on another thread while batches go on (see ``IdTable``)."""
+        n = len(self.ids)
+        return IdTable(self._id_bytes, self._id_off, n)
+
     def to_arrow(self, increments: PairIncrements) -> pa.Table:
         """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
-        if not len(increments):
-            return PAIR_COUNTS_SCHEMA.empty_table()
-        a, b, day = kernel.unpack_ordered(increments.keys, self._id_bytes, self._id_off)
-        ids = self._ids_arrow()
-        return pa.table(
-            [ids.take(pa.array(a)).cast(pa.string()), ids.take(pa.array(b)).cast(pa.string()),
-             pa.array(day, pa.int32()).cast(pa.date32()), pa.array(increments.counts)],
-            schema=PAIR_COUNTS_SCHEMA,
-        )
+        return self.id_table().to_arrow(increments)
 
     def touched_hashes(self, keys: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
-        """``pair_hash`` of each distinct pair in packed increment keys, and their newest day
-        number (what the tier-crossing check needs; no strings are built)."""
-        keys = np.concatenate(keys)
-        newest_day = int((keys & kernel.DAY_MASK).max())
-        pairs = np.unique(keys >> np.uint64(kernel.DAY_BITS)) << np.uint64(kernel.DAY_BITS)
-        return kernel.pair_hashes(pairs, self._id_bytes, self._id_off), newest_day
-
-    def _ids_arrow(self) -> pa.LargeStringArray:
-        """The intern table as an Arrow array over the id buffers (no copy)."""
-        n = len(self.ids)
-        return pa.LargeStringArray.from_buffers(
-            n, pa.py_buffer(self._id_off[:n + 1]), pa.py_buffer(self._id_bytes[:self._id_off[n]]))
+        return self.id_table().touched_hashes(keys)
 
     def decode(self, increments: PairIncrements) -> dict[tuple[str, str, int], int]:
         """``{(item_a, item_b, day): count}`` (tests and debugging)."""
@@ -352,6 +339,46 @@ class Sessionizer:
             self._h_len[slot] = len(entries)
             self.watermark = max(self.watermark, max(user_times))
         self._commit_new_items()
+
+
+@dataclass(frozen=True)
+class IdTable:
+    """A view of a sessionizer's intern table (ids as UTF-8 bytes + offsets, ``size`` ids).
+
+    Why a view is enough to hand to a writer thread: the sessionizer never writes below the
+    end of its tables (new ids are appended past ``size``; a full buffer is copied into a
+    new, larger one) and ``compact`` builds new arrays instead of rewriting these. So a view
+    taken now keeps decoding every key interned before it, however long the write takes,
+    and the event loop only pays for taking it."""
+
+    id_bytes: np.ndarray
+    id_off: np.ndarray
+    size: int
+
+    def to_arrow(self, increments: PairIncrements) -> pa.Table:
+        """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
+        if not len(increments):
+            return PAIR_COUNTS_SCHEMA.empty_table()
+        a, b, day = kernel.unpack_ordered(increments.keys, self.id_bytes, self.id_off)
+        ids = pa.LargeStringArray.from_buffers(
+            self.size, pa.py_buffer(self.id_off[:self.size + 1]),
+            pa.py_buffer(self.id_bytes[:self.id_off[self.size]]))
+        return pa.table(
+            [ids.take(pa.array(a)).cast(pa.string()), ids.take(pa.array(b)).cast(pa.string()),
+             pa.array(day, pa.int32()).cast(pa.date32()), pa.array(increments.counts)],
+            schema=PAIR_COUNTS_SCHEMA,
+        )
+
+    def touched_hashes(self, keys: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+        """``pair_hash`` of each distinct pair in packed increment keys, and their newest day
+        number (what the tier-crossing check needs; no strings are built)."""
+        keys = np.concatenate(keys)
+        newest_day = int((keys & kernel.DAY_MASK).max())
+        # distinct pairs by the compiled hash aggregate (a pair key is never the empty
+        # marker: lo < hi), not np.unique's sort
+        pairs, _ = kernel.aggregate(keys >> np.uint64(kernel.DAY_BITS), _NO_WEIGHTS)
+        pairs = pairs << np.uint64(kernel.DAY_BITS)
+        return kernel.pair_hashes(pairs, self.id_bytes, self.id_off), newest_day
 
 
 def _grown(array: np.ndarray, size: int, fill) -> np.ndarray:

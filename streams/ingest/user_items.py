@@ -42,16 +42,6 @@ def user_item_days(users: Sequence[str], items: Sequence[str], times) -> pa.Tabl
     return _aggregate(table)
 
 
-def merge_user_item_days(parts: list[pa.Table | None]) -> pa.Table | None:
-    """One table for a sealed batch (several fetches of one partition)."""
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0]
-    return _aggregate(pa.concat_tables(parts))
-
-
 def _aggregate(table: pa.Table) -> pa.Table:
     summed = table.group_by(KEYS, use_threads=False).aggregate([("clicks", "sum")])
     # a deterministic order: a rebuilt batch must produce the same block (same token)

@@ -99,14 +99,18 @@ class ChdbStorage(Storage):
             return pa.table({})
         return ipc.open_stream(io.BytesIO(data)).read_all()
 
-    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
+    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None,
+                     unique_keys: bool = False) -> None:
         if data.num_rows == 0:
             return
         target = self.table(table)
         columns = ", ".join(check_identifier(name) for name in data.column_names)
-        settings = ""
+        options = []
         if dedup_token is not None:
-            settings = f" SETTINGS insert_deduplication_token = '{check_dedup_token(dedup_token)}'"
+            options.append(f"insert_deduplication_token = '{check_dedup_token(dedup_token)}'")
+        if unique_keys:
+            options.append("optimize_on_insert = 0")
+        settings = f" SETTINGS {', '.join(options)}" if options else ""
         # chDB's Python() table function reads the Arrow table in place (no serialisation).
         arrow_input = data  # noqa: F841 - referenced by name from the SQL below
         self._run(

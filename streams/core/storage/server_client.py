@@ -42,12 +42,15 @@ class ServerStorage(Storage):
         except Exception as exc:
             raise StorageError(str(exc)) from exc
 
-    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
+    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None,
+                     unique_keys: bool = False) -> None:
         if data.num_rows == 0:
             return
-        settings = {}
+        settings: dict = {}
         if dedup_token is not None:
             settings["insert_deduplication_token"] = check_dedup_token(dedup_token)
+        if unique_keys:
+            settings["optimize_on_insert"] = 0
         try:
             self._client.insert_arrow(
                 check_identifier(table), data, database=self.database, settings=settings
