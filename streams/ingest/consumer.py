@@ -343,14 +343,16 @@ class ClickIngest:
         position = version
         state = PartitionState(sessionizer, position, intents={int(a): int(b) for a, b in intents})
         state.replay_end = state.intents.get(position)
-        repositioned = await self._offset_reset(tp, state)  # before the state is visible:
+        # records fetched meanwhile that cover the checkpoint prove it lies inside the log:
+        # then the broker need not be asked (its offset requests queue behind the fetches)
+        repositioned = not self._fetched_cover(p, position) and await self._offset_reset(tp, state)
         fetched = self._restoring.pop(p, [])  # no await from here on, or a fetch could slip in
         if tp in self._consumer.paused():
             self._consumer.resume(tp)
         self.partitions[p] = state
         if repositioned:
             return
-        if fetched and fetched[0].offset <= position <= fetched[-1].offset + 1:
+        if self._covers(fetched, position):
             # the consumer already reads on from the checkpoint: use what it fetched, since a
             # seek would discard its buffer and fetch it all again (a cold start's first
             # fetches, ~0.3 s of 100k events)
@@ -407,6 +409,15 @@ class ClickIngest:
         self._consumer.seek(tp, first)
         log.warning("partition %d rewound to offset %d", tp.partition, first)
         return True
+
+    def _fetched_cover(self, partition: int, position: int) -> bool:
+        return self._covers(self._restoring.get(partition, ()), position)
+
+    @staticmethod
+    def _covers(fetched, position: int) -> bool:
+        """Whether contiguous fetched records reach from at or before ``position`` to at or
+        after it (so ``position`` is inside the log, and reading on from it needs no seek)."""
+        return bool(fetched) and fetched[0].offset <= position <= fetched[-1].offset + 1
 
     def _hold_while_restoring(self, tp, messages) -> None:
         """Keep a restoring partition's records; past one fetch's worth, pause it (a restore
