@@ -132,6 +132,29 @@ def test_to_arrow_matches_decode():
     assert rows == sessionizer.decode(increments) and all(a < b for a, b, _ in rows)
 
 
+def test_an_id_table_view_outlives_new_ids_and_compaction():
+    """The count and checkpoint lanes decode a sealed batch on another thread while the event
+    loop interns new ids (buffers grow) and checkpoints compact the tables (new arrays): a
+    view taken at sealing must still give the rows and hashes it gave then."""
+    categories = {f"item-{k}": f"c{k % 3}" for k in range(6000)}
+    rng = np.random.default_rng(2)
+    sessionizer = Sessionizer(categories, 1800, 20)
+    first = [(f"u{rng.integers(5)}", f"item-{rng.integers(40)}", float(t)) for t in range(0, 4000, 7)]
+    increments = sessionizer.process_batch(*zip(*first))
+    view = sessionizer.id_table()
+    rows_then = view.to_arrow(increments).to_pydict()
+    hashes_then = view.touched_hashes([increments.keys])
+    # thousands of new ids (the id buffers are copied into larger ones), then a compaction
+    later = [(f"v{k}", f"item-{k}", 90_000.0 + k) for k in range(40, 6000)]
+    sessionizer.process_batch(*zip(*later))
+    assert sessionizer.compact(force=True)
+    assert sessionizer.id_table().id_bytes is not view.id_bytes
+    assert view.to_arrow(increments).to_pydict() == rows_then
+    again = view.touched_hashes([increments.keys])
+    assert np.array_equal(again[0], hashes_then[0]) and again[1] == hashes_then[1]
+    assert sorted(rows_then["item_a"]) and all(a.startswith("item-") for a in rows_then["item_a"])
+
+
 def test_merged_batches_equal_one_batch():
     categories = {f"i{k}": f"c{k % 3}" for k in range(30)}
     rng = np.random.default_rng(1)
