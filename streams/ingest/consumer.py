@@ -174,6 +174,7 @@ class ClickIngest:
         self.partitions: dict[int, PartitionState] = {}
         self.resets: dict[int, str] = {}  # paused partitions whose checkpoint is outside the log
         self._restoring: dict[int, list] = {}  # partition -> records fetched while it restores
+        self._held_paused: set[int] = set()  # restoring partitions paused for holding enough
         self.router = TierRouter(settings, storage)
         self._consumer = None
         self._producer = None
@@ -211,6 +212,7 @@ class ClickIngest:
                     for tp in revoked:
                         ingest.partitions.pop(tp.partition, None)
                         ingest._restoring.pop(tp.partition, None)
+                        ingest._held_paused.discard(tp.partition)
                         ingest.resets.pop(tp.partition, None)
 
             async def on_partitions_assigned(self, assigned):
@@ -347,8 +349,10 @@ class ClickIngest:
         # then the broker need not be asked (its offset requests queue behind the fetches)
         repositioned = not self._fetched_cover(p, position) and await self._offset_reset(tp, state)
         fetched = self._restoring.pop(p, [])  # no await from here on, or a fetch could slip in
-        if tp in self._consumer.paused():
-            self._consumer.resume(tp)
+        if p in self._held_paused:  # paused while holding; not if ``_offset_reset`` paused it
+            self._held_paused.discard(p)
+            if p not in self.resets:
+                self._consumer.resume(tp)
         self.partitions[p] = state
         if repositioned:
             return
@@ -426,6 +430,7 @@ class ClickIngest:
         held += messages
         if len(held) >= min(self.settings.ingest_batch_events, FETCH_MAX_RECORDS):
             self._consumer.pause(tp)
+            self._held_paused.add(tp.partition)
 
     # --- the batch -----------------------------------------------------------------------
     def _tps(self):
@@ -508,7 +513,10 @@ class ClickIngest:
         if self._writing():
             if not force_checkpoint and self._open_events < self.settings.ingest_batch_events:
                 return
-            await self.drain()  # back-pressure (or a checkpoint that must follow this write)
+            # back-pressure (or a forced checkpoint, which must follow this write): the count
+            # lane only, a checkpoint in flight holds up neither
+            task, self._write_task = self._write_task, None
+            await task
         # a checkpoint that comes due while the previous one is still being written waits for
         # the next seal after it (one checkpoint covers both), unless one is needed now
         due = force_checkpoint or (

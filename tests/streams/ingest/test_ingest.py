@@ -171,15 +171,28 @@ def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, sto
         ensure_topics(restarted.bootstrap, settings)
         _produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
 
-        paused = ClickIngest(settings.replace(on_offset_reset="fail"), restarted.bootstrap, storage, catalogue)
+        # small fetches: each partition's records pass the hold limit while it restores, so
+        # the partition is paused for holding too; ``fail`` must keep it paused, ``rewind``
+        # must resume it
+        small = settings.replace(ingest_batch_events=20)
+        paused = ClickIngest(small.replace(on_offset_reset="fail"), restarted.bootstrap, storage, catalogue)
+        still_paused = []
+        original_stop = paused.stop
+
+        async def stop_noting_paused():
+            still_paused.extend(tp.partition for tp in paused._consumer.paused())
+            await original_stop()
+
+        paused.stop = stop_noting_paused
         asyncio.run(_run_until([paused], timeout=8, total=1))
         assert paused.totals["events"] == 0 and len(paused.resets) == settings.topic_partitions
+        assert sorted(still_paused) == list(range(settings.topic_partitions))
         assert "beyond the end" in next(iter(paused.resets.values()))
         ready, detail = asyncio.run(assignment_check(type("R", (), {"ingest": paused})())())
         assert not ready and "PAIRSTREAM_ON_OFFSET_RESET=fail" in detail
         assert _table_counts(storage) == dict(old)  # nothing written while paused
 
-        rewound = ClickIngest(settings.replace(on_offset_reset="rewind"), restarted.bootstrap, storage, catalogue)
+        rewound = ClickIngest(small.replace(on_offset_reset="rewind"), restarted.bootstrap, storage, catalogue)
         assert asyncio.run(_run_until([rewound], len(later))) == len(later)
     new = reference_counts([(c.user_id, c.item_id, c.ts) for c in later], categories)
     assert _table_counts(storage) == dict(old + new)
