@@ -64,9 +64,9 @@ from streams.core.storage import Storage, StorageError
 from streams.core.storage.base import timestamp_array
 from streams.ingest import kernel as pair_kernel
 from streams.ingest.decode import decode_clicks
-from streams.ingest.sessions import IdTable, PairIncrements, Sessionizer
+from streams.ingest.sessions import IdTable, PairIncrements, Sessionizer, Visits
 from streams.ingest.tiers import TierRouter
-from streams.ingest.user_items import user_item_days
+from streams.ingest.user_items import aggregate_user_item_days, user_item_days
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class OpenBatch:
     end: int
     parts: list  # PairIncrements of each fetch that joined
     exact: bool  # an intent rebuilt after a crash: its range is fixed, nothing joins it
-    clicks: tuple = ((), (), ())  # users, items, times of its valid clicks (user_item_days)
+    visits: list = field(default_factory=list)  # each fetch's Visits, or its (users, items, times)
     first_stamp: int = 0  # Kafka timestamp of the batch's first message: part of its token
 
 
@@ -115,7 +115,7 @@ class SealedBatch:
     end: int
     parts: list  # PairIncrements, interned: decoded through ``ids``
     ids: IdTable
-    clicks: tuple
+    visits: list
     first_stamp: int
 
     @property
@@ -551,7 +551,7 @@ class ClickIngest:
             self._changed_at = time.monotonic()
         sessionizer = state.sessionizer
         sessionizer.sync_catalogue()
-        increments = sessionizer.process_batch(users, items, times)
+        increments, visits = sessionizer.process(users, items, times)
         metrics.UNKNOWN_ITEMS.inc(sessionizer.unknown_items)
         sessionizer.unknown_items = 0
         self._open_times += times
@@ -563,13 +563,11 @@ class ClickIngest:
         if state.intents:  # the next batch of a chain that a crash interrupted
             state.replay_end = state.intents.pop(end, None)
         if batch is None:
-            self._open[tp.partition] = OpenBatch(tp, start, end, [increments], exact, (users, items, times),
-                                                 int(messages[0].timestamp or 0))
-        else:
-            batch.end = end
-            batch.parts.append(increments)
-            for column, more in zip(batch.clicks, (users, items, times)):
-                column += more  # the lists of this batch's first fetch, owned by it
+            batch = self._open[tp.partition] = OpenBatch(tp, start, end, [], exact,
+                                                         first_stamp=int(messages[0].timestamp or 0))
+        batch.end = end
+        batch.parts.append(increments)
+        batch.visits.append(visits if visits is not None else (users, items, times))
 
     def _seal(self, due: bool, now: float) -> None:
         """Turn the open batches (and a checkpoint when due) into the next write."""
@@ -579,7 +577,7 @@ class ClickIngest:
             if parts:
                 self._unrouted.setdefault(p, []).extend(part.keys for part in parts)
             tables.append(SealedBatch(batch.tp, batch.start, batch.end, parts,
-                                      self.partitions[p].sessionizer.id_table(), batch.clicks,
+                                      self.partitions[p].sessionizer.id_table(), batch.visits,
                                       batch.first_stamp))
         checkpoint = self._take_checkpoint() if due else None
         dlq, events, event_times = self._open_dlq, self._open_events, self._open_times
@@ -755,7 +753,13 @@ class ClickIngest:
 def _batch_tables(batch: SealedBatch) -> tuple[pa.Table | None, pa.Table | None]:
     """A sealed batch's ``pair_counts`` and ``user_item_days`` rows (blocking)."""
     counts = batch.ids.to_arrow(PairIncrements.merge(batch.parts)) if batch.parts else None
-    return counts, user_item_days(*batch.clicks)
+    interned = [part for part in batch.visits if isinstance(part, Visits)]
+    strings = [part for part in batch.visits if not isinstance(part, Visits)]
+    tables = [Visits.table(interned, batch.ids)] + [user_item_days(*part) for part in strings]
+    tables = [table for table in tables if table is not None]
+    if len(tables) > 1:
+        return counts, aggregate_user_item_days(pa.concat_tables(tables))
+    return counts, tables[0] if tables else None
 
 
 def _warm_up() -> None:

@@ -144,6 +144,22 @@ def aggregate(keys, weights):
     return out_keys, out_counts
 
 
+SLOT_BITS = 64 - ITEM_BITS - DAY_BITS  # user slots in a packed visit key
+MAX_VISIT_SLOTS = (1 << SLOT_BITS) - 1  # the all-ones key (``_EMPTY``) stays impossible
+
+
+@njit(cache=True, nogil=True)
+def visit_keys(slots, items, times):
+    """One packed key per click: ``slot << (ITEM_BITS + DAY_BITS) | item << DAY_BITS | day``
+    (user slot, item intern index, UTC day), for ``user_item_days`` by ``aggregate``."""
+    n = slots.shape[0]
+    out = np.empty(n, dtype=np.uint64)
+    for k in range(n):
+        day = np.uint64(int(np.floor(times[k] / DAY_S)))
+        out[k] = (np.uint64(slots[k]) << _LO_SHIFT) | (np.uint64(items[k]) << _HI_SHIFT) | day
+    return out
+
+
 @njit(cache=True, nogil=True)
 def unpack_ordered(keys, id_bytes, id_off):
     """(item_a, item_b, day) index arrays with item_a < item_b in id (string) order."""
@@ -238,6 +254,7 @@ def warm_up() -> None:
     pair_batch(one, one, np.zeros(1), *hist, np.zeros(1, np.int32), ids, offsets, 1.0, out)
     keys, counts = aggregate(out[:0], np.empty(0, np.uint64))
     unpack_ordered(keys, ids, offsets)
+    visit_keys(one, one, np.zeros(1))
     newest_times(hist[1], hist[2])
     pair_hashes(keys, ids, offsets)
 

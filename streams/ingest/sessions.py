@@ -14,13 +14,14 @@ category code, and the Python side only maps strings to indexes (one dict lookup
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from streams.ingest import kernel
+from streams.ingest.user_items import aggregate_user_item_days
 
 _NO_WEIGHTS = np.empty(0, np.uint64)
 COMPACT_MIN_IDS = 4096  # intern tables smaller than this are never worth rebuilding
@@ -51,6 +52,41 @@ class PairIncrements:
             return parts[0]
         return PairIncrements(*kernel.aggregate(
             np.concatenate([p.keys for p in parts]), np.concatenate([p.counts for p in parts])))
+
+
+@dataclass
+class Visits:
+    """A batch's clicks per (user slot, item, day): packed keys (``kernel.visit_keys``) and
+    counts, with the user id of each slot the keys name (``slots`` sorted, ``users`` alike)."""
+
+    keys: np.ndarray
+    counts: np.ndarray
+    users: list
+    slots: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    @staticmethod
+    def table(parts: Sequence["Visits"], ids: "IdTable") -> pa.Table | None:
+        """The ``user_item_days`` rows of several batches of one partition (blocking: run it
+        off the event loop). Each part names its own slots' users, so a slot reused between
+        two parts still maps to the right user."""
+        parts = [part for part in parts if len(part.keys)]
+        if not parts:
+            return None
+        users, items, days, counts = [], [], [], []
+        item_ids = ids.arrow()
+        for part in parts:
+            slot = (part.keys >> np.uint64(kernel.ITEM_BITS + kernel.DAY_BITS)).astype(np.int64)
+            item = ((part.keys >> np.uint64(kernel.DAY_BITS)) & np.uint64(kernel.MAX_ITEMS - 1)).astype(np.int64)
+            users.append(pa.array(part.users, pa.string()).take(pa.array(np.searchsorted(part.slots, slot))))
+            items.append(item_ids.take(pa.array(item)).cast(pa.string()))
+            days.append((part.keys & kernel.DAY_MASK).astype(np.int32))
+            counts.append(part.counts)
+        table = pa.table({
+            "user_id": pa.chunked_array(users), "item_id": pa.chunked_array(items),
+            "day": pa.array(np.concatenate(days)).cast(pa.date32()),
+            "clicks": pa.array(np.concatenate(counts), pa.uint64()),
+        })
+        return aggregate_user_item_days(table)
 
 
 class _Index(dict):
@@ -172,10 +208,17 @@ class Sessionizer:
     # --- the batch -----------------------------------------------------------------------
     def process_batch(self, users: Sequence[str], items: Sequence[str], times) -> PairIncrements:
         """Apply clicks in order; return their aggregated pair-day increments."""
+        return self.process(users, items, times)[0]
+
+    def process(self, users: Sequence[str], items: Sequence[str], times) -> tuple[PairIncrements, "Visits | None"]:
+        """Apply clicks in order; return their pair-day increments and their (user, item,
+        day) visits in interned form (None past ``kernel.MAX_VISIT_SLOTS`` user slots: then
+        the caller aggregates the strings)."""
         n = len(users)
         times = np.asarray(times, np.float64)
         if n == 0:
-            return PairIncrements(np.empty(0, np.uint64), np.empty(0, np.uint64))
+            empty = np.empty(0, np.uint64)
+            return PairIncrements(empty, empty), Visits(empty, empty, [])
         slots = np.fromiter(map(self.users.__getitem__, users), np.int64, n)
         idx = np.fromiter(map(self.index.__getitem__, items), np.int64, n)
         self._commit_new_items()
@@ -188,7 +231,15 @@ class Sessionizer:
         self.unknown_items += int(unknown)
         self._dirty[slots] = True
         self.watermark = max(self.watermark, float(times.max()))
-        return PairIncrements(*kernel.aggregate(self._out[:m], _NO_WEIGHTS))
+        increments = PairIncrements(*kernel.aggregate(self._out[:m], _NO_WEIGHTS))
+        if len(self.slot_users) > kernel.MAX_VISIT_SLOTS:
+            return increments, None
+        # the users by slot now: a slot is reused once its user is evicted, so the strings
+        # are taken here, for the distinct users of this batch only
+        keys, counts = kernel.aggregate(kernel.visit_keys(slots, idx, times), _NO_WEIGHTS)
+        distinct = np.unique(slots)
+        users_now = [self.slot_users[s] for s in distinct.tolist()]
+        return increments, Visits(keys, counts, users_now, distinct)
 
     def id_table(self) -> "IdTable":
         """The intern table as it stands: what turns this sessionizer's increments into
@@ -355,14 +406,18 @@ class IdTable:
     id_off: np.ndarray
     size: int
 
+    def arrow(self) -> pa.LargeStringArray:
+        """The ids as an Arrow array over the same buffers (no copy)."""
+        return pa.LargeStringArray.from_buffers(
+            self.size, pa.py_buffer(self.id_off[:self.size + 1]),
+            pa.py_buffer(self.id_bytes[:self.id_off[self.size]]))
+
     def to_arrow(self, increments: PairIncrements) -> pa.Table:
         """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
         if not len(increments):
             return PAIR_COUNTS_SCHEMA.empty_table()
         a, b, day = kernel.unpack_ordered(increments.keys, self.id_bytes, self.id_off)
-        ids = pa.LargeStringArray.from_buffers(
-            self.size, pa.py_buffer(self.id_off[:self.size + 1]),
-            pa.py_buffer(self.id_bytes[:self.id_off[self.size]]))
+        ids = self.arrow()
         return pa.table(
             [ids.take(pa.array(a)).cast(pa.string()), ids.take(pa.array(b)).cast(pa.string()),
              pa.array(day, pa.int32()).cast(pa.date32()), pa.array(increments.counts)],

@@ -39,10 +39,12 @@ def user_item_days(users: Sequence[str], items: Sequence[str], times) -> pa.Tabl
         "day": pa.array(days).cast(pa.date32()),
         "clicks": pa.array(np.ones(len(users), np.uint64)),
     })
-    return _aggregate(table)
+    return aggregate_user_item_days(table)
 
 
-def _aggregate(table: pa.Table) -> pa.Table:
+def aggregate_user_item_days(table: pa.Table) -> pa.Table:
+    """Rows summed per (user, item, day), in a deterministic order (a rebuilt batch must
+    produce the same block)."""
     summed = table.group_by(KEYS, use_threads=False).aggregate([("clicks", "sum")])
     # a deterministic order: a rebuilt batch must produce the same block (same token)
     return pa.table({

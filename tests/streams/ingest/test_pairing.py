@@ -8,7 +8,8 @@ import numpy as np
 
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.reference import reference_counts
-from streams.ingest.sessions import EVICTION_QUORUM, PairIncrements, Sessionizer
+from streams.ingest.sessions import EVICTION_QUORUM, PairIncrements, Sessionizer, Visits
+from streams.ingest.user_items import user_item_days
 
 
 def _run(sessionizer, events, batch_sizes=(1,)):
@@ -153,6 +154,27 @@ def test_an_id_table_view_outlives_new_ids_and_compaction():
     again = view.touched_hashes([increments.keys])
     assert np.array_equal(again[0], hashes_then[0]) and again[1] == hashes_then[1]
     assert sorted(rows_then["item_a"]) and all(a.startswith("item-") for a in rows_then["item_a"])
+
+
+def test_interned_visits_equal_the_string_aggregate_across_slot_reuse():
+    """``user_item_days`` rows built from slots and intern indexes (``Visits.table``) equal
+    the plain aggregate of the strings, also when a user is evicted between two batches of
+    one write and a new user takes its slot."""
+    categories = {f"i{k}": f"c{k % 3}" for k in range(50)}
+    rng = np.random.default_rng(4)
+    sessionizer = Sessionizer(categories, 1800, 20)
+    early = [(f"u{rng.integers(6)}", f"i{rng.integers(50)}", float(t)) for t in range(0, 3000, 5)]
+    early += [("stale", "i1", 10.0), ("stale", "i1", 86_400.0 * 3)]  # two days for one pair
+    late = [(f"w{rng.integers(8)}", f"i{rng.integers(50)}", 400_000.0 + t) for t in range(0, 3000, 5)]
+    later = [(f"x{rng.integers(8)}", f"i{rng.integers(50)}", 500_000.0 + t) for t in range(0, 3000, 5)]
+    parts = [sessionizer.process(*zip(*early))[1], sessionizer.process(*zip(*late))[1]]
+    early_slots = {sessionizer.users[user] for user, _, _ in early}
+    assert sessionizer.checkpoint_rows(idle_s=1800)[3] > 0  # the early users leave
+    parts.append(sessionizer.process(*zip(*later))[1])
+    assert {sessionizer.users[user] for user, _, _ in later} & early_slots  # slots reused
+    got = Visits.table(parts, sessionizer.id_table()).to_pylist()
+    expected = user_item_days(*zip(*(early + late + later))).to_pylist()
+    assert got == expected
 
 
 def test_merged_batches_equal_one_batch():
