@@ -130,11 +130,7 @@ class SealedBatch:
 class Checkpoint:
     """What a checkpoint writes: session rows taken at batch boundaries, and unrouted pairs."""
 
-    users: list[str]
-    items: list[list[str]]
-    times: list[list[float]]
-    partitions: list[int]
-    versions: list[int]
+    sessions: list[pa.Table]  # rows of ``user_sessions``, one table per partition
     touched: list  # (IdTable, increment keys) per partition: the pairs incremented since the last one
     evicted: int
 
@@ -599,19 +595,20 @@ class ClickIngest:
         Taken synchronously between batches, so each row is the state exactly at ``version``."""
         self._changed_at = None
         idle_s = self.settings.session_window_s + self.settings.late_allowance_s
-        cp = Checkpoint([], [], [], [], [], [], 0)
+        cp = Checkpoint([], [], 0)
         # hashed on the checkpoint's thread: an ``IdTable`` outlives the compaction below
         cp.touched = [(self.partitions[p].sessionizer.id_table(), keys) for p, keys in self._unrouted.items()]
         self._unrouted = {}
         for p, state in self.partitions.items():
-            u, i, t, evicted = state.sessionizer.checkpoint_rows(idle_s)
-            if not u:
+            users, items, times, evicted = state.sessionizer.checkpoint_columns(idle_s)
+            if not users:
                 continue
-            cp.users += u
-            cp.items += i
-            cp.times += t
-            cp.partitions += [p] * len(u)
-            cp.versions += [state.position] * len(u)
+            n = len(users)
+            cp.sessions.append(pa.table([
+                pa.array([self.topic] * n, pa.string()), pa.array(np.full(n, p, np.uint32)),
+                pa.array(users, pa.string()), items, times,
+                pa.array(np.full(n, state.position, np.uint64)),
+            ], schema=SESSIONS_SCHEMA))
             cp.evicted += evicted
         sessionizers = [state.sessionizer for state in self.partitions.values()]
         if sum(s.compact() for s in sessionizers):  # every open batch is strings now: safe to re-intern
@@ -698,16 +695,7 @@ class ClickIngest:
         if cp.touched:
             routing = await self._with_retry(lambda: self._plan_routing(cp.touched))
             await self.router.send(routing)
-        sessions = None
-        if cp.users:
-            sessions = pa.table({
-                "topic": pa.array([self.topic] * len(cp.users)),
-                "partition": pa.array(cp.partitions, pa.uint32()),
-                "user_id": pa.array(cp.users, pa.string()),
-                "items": pa.array(cp.items, pa.list_(pa.string())),
-                "times": pa.array(cp.times, pa.list_(pa.float64())),
-                "version": pa.array(cp.versions, pa.uint64()),
-            }, schema=SESSIONS_SCHEMA)
+        sessions = pa.concat_tables(cp.sessions) if cp.sessions else None
 
         def ledger_and_sessions() -> None:
             if routing is not None:
