@@ -247,13 +247,6 @@ class Sessionizer:
         n = len(self.ids)
         return IdTable(self._id_bytes, self._id_off, n)
 
-    def to_arrow(self, increments: PairIncrements) -> pa.Table:
-        """Aggregated increments as an Arrow table shaped like ``pair_counts``."""
-        return self.id_table().to_arrow(increments)
-
-    def touched_hashes(self, keys: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
-        return self.id_table().touched_hashes(keys)
-
     def decode(self, increments: PairIncrements) -> dict[tuple[str, str, int], int]:
         """``{(item_a, item_b, day): count}`` (tests and debugging)."""
         a, b, day = kernel.unpack_ordered(increments.keys, self._id_bytes, self._id_off)

@@ -59,7 +59,7 @@ class TierRouter:
         (JSON escaping in C++, not a Python loop on a thread that competes for the GIL).
 
         ``touched_hashes`` are the ``pair_hash`` values of the pairs incremented since the last
-        check (``Sessionizer.touched_hashes``); the horizon ends on ``newest_day``.
+        check (``IdTable.touched_hashes``); the horizon ends on ``newest_day``.
 
         Two phases keep it exact and cheap: sums grouped by the 8-byte hash give candidates
         (a hash collision can only add a false candidate, never hide a pair), then the

@@ -128,7 +128,7 @@ def test_to_arrow_matches_decode():
     sessionizer = Sessionizer(categories, 1800, 20)
     users, items, times = zip(*events)
     increments = sessionizer.process_batch(users, items, times)
-    table = sessionizer.to_arrow(increments)
+    table = sessionizer.id_table().to_arrow(increments)
     rows = {(a, b, d.toordinal() - 719163): c for a, b, d, c in zip(*table.to_pydict().values())}
     assert rows == sessionizer.decode(increments) and all(a < b for a, b, _ in rows)
 
