@@ -109,7 +109,6 @@ def run(args) -> dict:
         marks["rss"] = rss_before
 
         def on_batch(report) -> None:
-            marks.setdefault("first", time.perf_counter())
             marks["last"] = time.perf_counter()
             marks["rss"] = max(marks["rss"], _rss_mb())
 

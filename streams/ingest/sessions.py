@@ -373,8 +373,9 @@ class Sessionizer:
         evicted = self.evict_idle(idle_s)
         dirty = np.flatnonzero(self._dirty[:len(self.slot_users)])
         self._dirty[dirty] = False
-        lengths = np.concatenate([self._h_len[dirty], np.zeros(len(evicted), np.int32)])
-        held = np.arange(self.history_size) < self._h_len[dirty][:, None]
+        dirty_lengths = self._h_len[dirty]
+        lengths = np.concatenate([dirty_lengths, np.zeros(len(evicted), np.int32)])
+        held = np.arange(self.history_size) < dirty_lengths[:, None]
         offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
         item_ids = self.id_table().arrow().take(pa.array(self._h_item[dirty][held])).cast(pa.string())
         items = pa.ListArray.from_arrays(offsets, item_ids)
