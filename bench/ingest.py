@@ -3,7 +3,10 @@
 1. Generate N clicks, produce them to a fresh topic on the embedded broker.
 2. Baseline: an aiokafka consumer group reads them with ``getmany`` and decodes each with
    orjson (the 178k/s figure of DESIGN.md), timed from the first to the last message; the
-   median of three such reads, each in a new group.
+   median of three such reads, each in a new group. A second baseline reads the same way
+   with the ingest's reader settings (``streams.ingest.kafka_reader``: parsed records without
+   ``ConsumerRecord``, no prefetch back-off, short fetch waits): ``ratio_vs_tuned_raw`` is what
+   the ingest's own work costs, apart from how it reads.
 3. The ingest (``ClickIngest``, the code the Faust worker runs) reads the same topic in its
    own group: decode, validate, pair, aggregate, write ClickHouse, route tiers, checkpoint,
    commit; timed the same way. ``ratio`` = ingest rate / baseline rate.
@@ -37,6 +40,7 @@ from streams.core.storage.chdb_client import ChdbStorage
 from streams.core.storage.migrations import migrate
 from streams.core.topics import ensure_topics
 from streams.dev.synthetic import generate
+from streams.ingest import kafka_reader
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts
@@ -53,16 +57,23 @@ async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes
         await producer.stop()
 
 
-async def _raw_consume(bootstrap: str, topic: str, total: int) -> float:
+async def _raw_consume(bootstrap: str, topic: str, total: int, tuned: bool = False) -> float:
+    """Events/s of a plain aiokafka read (``tuned``: read the way the ingest reads, see
+    ``streams.ingest.kafka_reader``)."""
     from aiokafka import AIOKafkaConsumer
 
+    options = (kafka_reader.consumer_options() if tuned
+               else {"fetch_max_bytes": 64 << 20, "max_partition_fetch_bytes": 16 << 20})
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
-        heartbeat_interval_ms=1000, fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+        heartbeat_interval_ms=1000, **options)
     await consumer.start()
+    if tuned:
+        kafka_reader.tune(consumer)
     seen, first = 0, None
     loads = orjson.loads
+    turns = kafka_reader.LOOP_TURNS_PER_FETCH if tuned else 0
     try:
         while seen < total:
             batches = await consumer.getmany(timeout_ms=250, max_records=20000)
@@ -72,6 +83,8 @@ async def _raw_consume(bootstrap: str, topic: str, total: int) -> float:
                 for msg in messages:
                     loads(msg.value)
                 seen += len(messages)
+            for _ in range(turns):
+                await asyncio.sleep(0)
         await consumer.commit()
     finally:
         await consumer.stop()
@@ -103,6 +116,13 @@ def run(args) -> dict:
         raw_rate = float(np.median(raw_rates))
         print(f"raw aiokafka getmany + orjson: {raw_rate:,.0f} events/s "
               f"(median of {', '.join(f'{r:,.0f}' for r in raw_rates)})")
+        # the same read with the ingest's reader settings: what the ingest's own work costs,
+        # apart from how it reads
+        tuned_rates = [asyncio.run(_raw_consume(broker.bootstrap, settings.topic_clicks, n_events, tuned=True))
+                       for _ in range(RAW_RUNS)]
+        tuned_rate = float(np.median(tuned_rates))
+        print(f"raw read as the ingest reads (kafka_reader): {tuned_rate:,.0f} events/s "
+              f"(median of {', '.join(f'{r:,.0f}' for r in tuned_rates)})")
 
         marks: dict[str, float] = {}
         rss_before = _rss_mb()
@@ -128,7 +148,8 @@ def run(args) -> dict:
         seconds = marks["last"] - ingest.first_message_at
         rate = n_events / seconds
         print(f"ingest (Kafka -> pairs -> ClickHouse): {rate:,.0f} events/s "
-              f"= {rate / raw_rate:.2f}x raw; then the final checkpoint {marks['stop']:.2f}s; "
+              f"= {rate / raw_rate:.2f}x raw, {rate / tuned_rate:.2f}x the reader-tuned raw; "
+              f"then the final checkpoint {marks['stop']:.2f}s; "
               f"memory the ingest added {marks['rss'] - rss_before:,.0f} MB")
 
         rows = storage.query_rows(
@@ -152,6 +173,9 @@ def run(args) -> dict:
         "raw_consume_per_s": round(raw_rate),
         "raw_runs_per_s": [round(r) for r in raw_rates],
         "ratio": round(rate / raw_rate, 3),
+        "raw_tuned_consume_per_s": round(tuned_rate),
+        "raw_tuned_runs_per_s": [round(r) for r in tuned_rates],
+        "ratio_vs_tuned_raw": round(rate / tuned_rate, 3),
         "final_checkpoint_s": round(marks["stop"], 3),
         "ingest_added_rss_mb": round(marks["rss"] - rss_before, 1),
         "freshness_p50_s": round(freshness["p50"], 4),

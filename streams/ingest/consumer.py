@@ -56,12 +56,14 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streams.core import dead_letters, metrics
 from streams.core.config import Settings
 from streams.core.dead_letters import DeadLetter
 from streams.core.storage import Storage, StorageError
 from streams.core.storage.base import timestamp_array
+from streams.ingest import kafka_reader
 from streams.ingest import kernel as pair_kernel
 from streams.ingest.decode import decode_clicks
 from streams.ingest.sessions import IdTable, PairIncrements, Sessionizer, Visits
@@ -171,6 +173,7 @@ class ClickIngest:
         self.resets: dict[int, str] = {}  # paused partitions whose checkpoint is outside the log
         self._restoring: dict[int, list] = {}  # partition -> records fetched while it restores
         self._held_paused: set[int] = set()  # restoring partitions paused for holding enough
+        self._cover_waiters: dict[int, tuple] = {}  # partition -> (checkpoint, future): see _outside_log
         self.router = TierRouter(settings, storage)
         self._consumer = None
         self._producer = None
@@ -212,9 +215,9 @@ class ClickIngest:
                         ingest.resets.pop(tp.partition, None)
 
             async def on_partitions_assigned(self, assigned):
-                # together: each restore waits on ClickHouse and on broker offset requests
-                # (queued behind fetches), and a partition's records are re-fetched after it
-                await asyncio.gather(*(ingest._restore_partition(tp) for tp in assigned))
+                # together: one query per table, and each partition's broker offset
+                # requests (queued behind fetches) at the same time
+                await ingest._restore_partitions(assigned)
 
         await asyncio.to_thread(_warm_up)
         timeout_ms = int(self.settings.session_timeout_s * 1000)
@@ -227,13 +230,13 @@ class ClickIngest:
             heartbeat_interval_ms=max(500, timeout_ms // 3),
             rebalance_timeout_ms=timeout_ms,
             max_poll_interval_ms=600_000,  # a ClickHouse outage must not evict us
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
+            **kafka_reader.consumer_options(),
         )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=1 << 20)
         await self._producer.start()
         await self._consumer.start()
+        kafka_reader.tune(self._consumer)
         self._consumer.subscribe([self.topic], listener=Listener())
         self.router.producer = self._producer
 
@@ -305,45 +308,59 @@ class ClickIngest:
                 self.first_message_at = time.perf_counter()
             await self.flush(batches)  # also seals what is open once the writer is free
             # getmany returns without suspending while the fetcher has records buffered, so
-            # yield once per fetch: otherwise a sealed write (and every hop of the one in
-            # flight) waits until the consumer runs dry
-            await asyncio.sleep(0)
+            # yield after each fetch: otherwise a sealed write (and every hop of the one in
+            # flight) waits until the consumer runs dry, and so does the socket read of the
+            # next fetch response (256 KB a turn; see kafka_reader)
+            for _ in range(kafka_reader.LOOP_TURNS_PER_FETCH):
+                await asyncio.sleep(0)
 
     # --- recovery ----------------------------------------------------------------------
-    async def _restore_partition(self, tp) -> None:
-        """Load this partition's sessions and position from ClickHouse (see docstring)."""
-        p = tp.partition
-        self._restoring[p] = []  # the fetcher runs on meanwhile: keep what it returns
-        sessionizer = Sessionizer(
-            self.catalogue, self.settings.session_window_s, self.settings.history_size
-        )
-        params = {"topic": self.topic, "p": p}
+    async def _restore_partitions(self, tps) -> None:
+        """Load the assigned partitions' sessions and positions from ClickHouse (see the
+        module docstring), then place each partition's reading at its checkpoint.
+
+        One query per table for all of them: the chDB calls run one at a time, and eight
+        small queries (two per partition) took ~70 ms while the first fetches waited."""
+        for tp in tps:
+            self._restoring[tp.partition] = []  # the fetcher runs on meanwhile: keep what it returns
+        partitions = sorted(tp.partition for tp in tps)
+        params = {"topic": self.topic, "ps": partitions}
         rows = await self._with_retry(lambda: self.storage.query_arrow(
-            f"""SELECT user_id, argMax(items, version) AS items, argMax(times, version) AS times,
-                       max(version) AS v
+            f"""SELECT partition, user_id, argMax(items, version) AS items,
+                       argMax(times, version) AS times, max(version) AS v
                 FROM {self.storage.table('user_sessions')}
-                WHERE topic = {{topic:String}} AND partition = {{p:UInt32}}
-                GROUP BY user_id""", params))
-        version = 0
+                WHERE topic = {{topic:String}} AND partition IN {{ps:Array(UInt32)}}
+                GROUP BY partition, user_id""", params))
+        states = {p: PartitionState(Sessionizer(self.catalogue, self.settings.session_window_s,
+                                                self.settings.history_size), 0)
+                  for p in partitions}
         if rows.num_rows:
-            sessionizer.restore(
-                rows.column("user_id").to_pylist(),
-                rows.column("items").to_pylist(),
-                rows.column("times").to_pylist(),
-            )
-            version = max(rows.column("v").to_pylist())
-        # intents at or after the checkpoint: batches that may have been (partly) written
+            for p, state in states.items():
+                mine = rows.filter(pc.equal(rows.column("partition"), p))
+                if mine.num_rows:
+                    state.sessionizer.restore(mine.column("user_id").to_pylist(),
+                                              mine.column("items").to_pylist(),
+                                              mine.column("times").to_pylist())
+                    state.position = int(pc.max(mine.column("v")).as_py())
+        # intents at or after each checkpoint: batches that may have been (partly) written
         intents = await self._with_retry(lambda: self.storage.query_rows(
-            f"""SELECT start_offset, max(end_offset) FROM {self.storage.table('ingest_batches')}
-                WHERE topic = {{topic:String}} AND partition = {{p:UInt32}}
-                  AND start_offset >= {{v:UInt64}}
-                GROUP BY start_offset""", {**params, "v": version}))
-        position = version
-        state = PartitionState(sessionizer, position, intents={int(a): int(b) for a, b in intents})
-        state.replay_end = state.intents.get(position)
-        # records fetched meanwhile that cover the checkpoint prove it lies inside the log:
-        # then the broker need not be asked (its offset requests queue behind the fetches)
-        repositioned = not self._fetched_cover(p, position) and await self._offset_reset(tp, state)
+            f"""SELECT partition, start_offset, max(end_offset)
+                FROM {self.storage.table('ingest_batches')}
+                WHERE topic = {{topic:String}} AND partition IN {{ps:Array(UInt32)}}
+                  AND start_offset >= {{vs:Array(UInt64)}}[indexOf({{ps:Array(UInt32)}}, partition)]
+                GROUP BY partition, start_offset""",
+            {**params, "vs": [states[p].position for p in partitions]}))
+        for p, start, end in intents:
+            states[int(p)].intents[int(start)] = int(end)
+        for state in states.values():
+            state.replay_end = state.intents.get(state.position)
+        await asyncio.gather(*(self._resume_at_checkpoint(tp, states[tp.partition]) for tp in tps))
+
+    async def _resume_at_checkpoint(self, tp, state: PartitionState) -> None:
+        """Make a restored partition live: read on from its checkpoint, keeping what the
+        consumer fetched meanwhile when that reaches back to it."""
+        p, position = tp.partition, state.position
+        repositioned = await self._outside_log(tp, state)
         fetched = self._restoring.pop(p, [])  # no await from here on, or a fetch could slip in
         if p in self._held_paused:  # paused while holding; not if ``_offset_reset`` paused it
             self._held_paused.discard(p)
@@ -360,7 +377,29 @@ class ClickIngest:
         else:
             self._consumer.seek(tp, position)  # within [log start, end]: ``_offset_reset`` checked
         log.info("partition %d restored: %d users, position %d, replay to %s",
-                 p, sessionizer.num_users, position, state.replay_end)
+                 p, state.sessionizer.num_users, position, state.replay_end)
+
+    async def _outside_log(self, tp, state: PartitionState) -> bool:
+        """``_offset_reset``, unless records fetched meanwhile reach back to the checkpoint
+        first: they prove it lies inside the log. The broker's offset answers queue behind
+        the fetches on the same connection (~0.1 s at start-up), and on a cold start the first
+        fetch usually returns sooner."""
+        p = tp.partition
+        if self._fetched_cover(p, state.position):
+            return False
+        covered = asyncio.get_running_loop().create_future()
+        self._cover_waiters[p] = (state.position, covered)
+        asked = asyncio.ensure_future(self._offset_reset(tp, state))
+        try:
+            await asyncio.wait({asked, covered}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._cover_waiters.pop(p, None)
+        if asked.done():
+            return asked.result()
+        # covered: the position is inside the log, so the answer would be False; it is still
+        # only waiting on the broker (a reset acts only once both offsets are in)
+        asked.cancel()
+        return False
 
     async def _offset_reset(self, tp, state: PartitionState) -> bool:
         """Whether the restored position lies outside the partition's log, handled by
@@ -424,6 +463,9 @@ class ClickIngest:
         waiting out a ClickHouse outage must not pull the whole partition into memory)."""
         held = self._restoring[tp.partition]
         held += messages
+        waiter = self._cover_waiters.get(tp.partition)
+        if waiter is not None and not waiter[1].done() and self._covers(held, waiter[0]):
+            waiter[1].set_result(True)
         if len(held) >= min(self.settings.ingest_batch_events, FETCH_MAX_RECORDS):
             self._consumer.pause(tp)
             self._held_paused.add(tp.partition)
@@ -541,7 +583,7 @@ class ClickIngest:
         """Decode, validate and pair one partition's messages into its open batch."""
         s = self.settings
         clicks = decode_clicks(messages, now, s.max_event_bytes, s.max_future_s)
-        self._open_dlq += clicks.dead
+        self._open_dlq += [(tp, msg, bad) for msg, bad in clicks.dead]
         users, items, times = clicks.users, clicks.items, clicks.times
         if self._changed_at is None:  # a checkpoint is due an interval after this
             self._changed_at = time.monotonic()
@@ -720,8 +762,8 @@ class ClickIngest:
 
     async def _send_dlq(self, dlq: list) -> None:
         await dead_letters.send(self._producer, self.settings.topic_clicks_dlq, [
-            DeadLetter(msg.key, msg.value, bad.reason, bad.detail, msg.topic, msg.partition, msg.offset)
-            for msg, bad in dlq])
+            DeadLetter(msg.key, msg.value, bad.reason, bad.detail, tp.topic, tp.partition, msg.offset)
+            for tp, msg, bad in dlq])
 
     async def _with_retry(self, call):
         """Retry ClickHouse calls with capped exponential back-off; never give up silently."""
