@@ -22,6 +22,21 @@ def broker():
         yield running
 
 
+@pytest.fixture
+def new_topic(broker):
+    """``new_topic(partitions) -> name``: a fresh topic on the session's broker."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    def create(partitions: int = 3) -> str:
+        name = f"rt-{uuid.uuid4().hex[:8]}"
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics([NewTopic(name, partitions, 1)])
+        admin.close()
+        return name
+
+    return create
+
+
 @pytest.fixture(scope="session")
 def chdb_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("chdb-data")

@@ -4,19 +4,11 @@ import asyncio
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import KafkaAdminClient
 
 
-def _topic(broker, partitions=3):
-    name = f"rt-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    admin.create_topics([NewTopic(name, partitions, 1)])
-    admin.close()
-    return name
-
-
-def test_kafka_python_consumer_group_round_trip(broker):
-    topic = _topic(broker)
+def test_kafka_python_consumer_group_round_trip(broker, new_topic):
+    topic = new_topic()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for i in range(300):
         producer.send(topic, key=f"k{i % 11}".encode(), value=f"v{i}".encode())
@@ -42,10 +34,10 @@ def test_kafka_python_consumer_group_round_trip(broker):
     assert sum(meta.offset for meta in committed.values()) == 300
 
 
-def test_aiokafka_consumer_group_round_trip(broker):
+def test_aiokafka_consumer_group_round_trip(broker, new_topic):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    topic = _topic(broker)
+    topic = new_topic()
 
     async def main():
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)

@@ -3,17 +3,7 @@
 import asyncio
 import uuid
 
-from kafka.admin import KafkaAdminClient, NewTopic
-
 from streams.ingest import kafka_reader
-
-
-def _topic(broker, partitions=2):
-    name = f"reader-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    admin.create_topics([NewTopic(name, partitions, 1)])
-    admin.close()
-    return name
 
 
 async def _read_all(broker, topic, total, options, tuned):
@@ -36,11 +26,11 @@ async def _read_all(broker, topic, total, options, tuned):
     return got
 
 
-def test_parsed_records_for_the_ingest_and_consumer_records_for_everyone_else(broker):
+def test_parsed_records_for_the_ingest_and_consumer_records_for_everyone_else(broker, new_topic):
     from aiokafka import AIOKafkaProducer
     from aiokafka.structs import ConsumerRecord
 
-    topic = _topic(broker)
+    topic = new_topic(2)
     sent = {(b"u%d" % (i % 7), b'{"n": %d}' % i) for i in range(120)}
 
     async def main():
