@@ -220,6 +220,10 @@ class ClickIngest:
                 await ingest._restore_partitions(assigned)
 
         await asyncio.to_thread(_warm_up)
+        try:
+            await asyncio.to_thread(self.storage.warm_up)
+        except StorageError as exc:  # an outage shows in the first write, which retries
+            log.warning("storage warm-up failed: %s", exc)
         timeout_ms = int(self.settings.session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,

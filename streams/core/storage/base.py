@@ -64,6 +64,10 @@ class Storage(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def warm_up(self) -> None:  # noqa: B027 - an optional hook, a no-op unless an engine needs it
+        """Pay an engine's first-call costs before a stream starts rather than in its first
+        write (nothing to pay here)."""
+
     # --- conveniences built on the primitives ---------------------------------------
     def query_rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
         table = self.query_arrow(sql, params)
