@@ -73,7 +73,6 @@ async def _raw_consume(bootstrap: str, topic: str, total: int, tuned: bool = Fal
         kafka_reader.tune(consumer)
     seen, first = 0, None
     loads = orjson.loads
-    turns = kafka_reader.LOOP_TURNS_PER_FETCH if tuned else 0
     try:
         while seen < total:
             batches = await consumer.getmany(timeout_ms=250, max_records=20000)
@@ -83,8 +82,8 @@ async def _raw_consume(bootstrap: str, topic: str, total: int, tuned: bool = Fal
                 for msg in messages:
                     loads(msg.value)
                 seen += len(messages)
-            for _ in range(turns):
-                await asyncio.sleep(0)
+            if tuned:
+                await kafka_reader.let_reads_run()
         await consumer.commit()
     finally:
         await consumer.stop()

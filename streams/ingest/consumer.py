@@ -315,8 +315,7 @@ class ClickIngest:
             # yield after each fetch: otherwise a sealed write (and every hop of the one in
             # flight) waits until the consumer runs dry, and so does the socket read of the
             # next fetch response (256 KB a turn; see kafka_reader)
-            for _ in range(kafka_reader.LOOP_TURNS_PER_FETCH):
-                await asyncio.sleep(0)
+            await kafka_reader.let_reads_run()
 
     # --- recovery ----------------------------------------------------------------------
     async def _restore_partitions(self, tps) -> None:

@@ -27,6 +27,7 @@ exact and fast"):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -64,6 +65,13 @@ def tune(consumer) -> None:
         fetcher._prefetch_backoff = 0.0  # noqa: SLF001 - no public setting (see docstring)
     else:
         log.info("aiokafka's fetcher has no prefetch backoff to tune")
+
+
+async def let_reads_run() -> None:
+    """Turn the event loop ``LOOP_TURNS_PER_FETCH`` times, after a fetch is processed, so the
+    socket read of the next fetch response goes on (point 3 above)."""
+    for _ in range(LOOP_TURNS_PER_FETCH):
+        await asyncio.sleep(0)
 
 
 def install() -> bool:
