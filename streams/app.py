@@ -129,7 +129,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
     async def training_trigger():
         """Enough new labels, or the schedule: start a training run (leader worker only)."""
         if runtime.launcher is not None:
-            await runtime.launcher.check()
+            await runtime.launcher.tick()
 
     @app.timer(interval=settings.lag_sample_s)
     async def export_lag():

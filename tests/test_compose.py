@@ -58,3 +58,24 @@ def test_grafana_dashboard_is_json_with_panels():
     # our series, or the Prometheus client's standard process ones (the worker's RSS)
     assert len(panels) >= 20 and all("pairstream_" in t["expr"] or "process_resident_memory_bytes" in t["expr"]
                                      for p in panels for t in p["targets"])
+
+
+def test_the_image_installs_the_extras_the_compose_services_import():
+    """The compose ``trainer`` runs a real teacher on a GPU with LoRA (``import peft``, the ``gpu``
+    extra); an image built with a plain ``pip install .`` failed there on its first job."""
+    import ast
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    install = [line for line in (ROOT / "Dockerfile").read_text().splitlines()
+               if line.startswith("RUN pip install")]
+    assert len(install) == 1, install
+    extras = re.search(r"\.\[([\w,-]+)\]", install[0])
+    assert extras, f"the image installs no extras: {install[0]}"
+    requirements = list(project["dependencies"]) + [
+        r for extra in extras.group(1).split(",") for r in project["optional-dependencies"][extra]]
+    installed = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower().replace("_", "-") for r in requirements}
+    teacher = ast.parse((ROOT / "training/teacher.py").read_text())
+    lora_imports = {node.module.split(".")[0] for node in ast.walk(teacher)
+                    if isinstance(node, ast.ImportFrom) and node.module == "peft"}
+    assert lora_imports == {"peft"} and "peft" in installed

@@ -8,13 +8,13 @@ decay (cosine), as BERT fine-tuning usually does.
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from models.losses import DistillationLoss
 from models.scale import SCORE_BINS
 from models.students import CrossEncoderStudent, TwoTowerStudent, load_encoder
 from training import distributed
 from training.batches import item_inputs, label_bins, minibatches, pair_inputs, warmup_cosine, weights
+from training.epochs import run_epochs
 
 
 def _optimizer(model, lr: float):
@@ -47,25 +47,22 @@ def train_student(kind: str, train, teacher_probs, backbone: str, loss: Distilla
     device = distributed.device()
     schedule = warmup_cosine(optimizer, epochs * distributed.steps_per_epoch(len(train), batch_size))
     rows = list(zip(train, torch.tensor(teacher_probs, dtype=torch.float32)))
-    history = []
     wrapped.train()
-    for epoch in range(epochs):
-        total, n = 0.0, 0
-        batches = distributed.shard(list(minibatches(rows, batch_size, shuffle=True, seed=seed + epoch)))
-        for chunk in tqdm(batches, desc=f"{kind} student epoch {epoch + 1}/{epochs}", leave=False,
-                          disable=not distributed.is_main()):
-            batch = [e for e, _ in chunk]
-            logits = _forward(kind, wrapped, tokenizer, batch, max_length, device)
-            parts = loss(logits, torch.stack([t for _, t in chunk]).to(device), label_bins(batch).to(device),
-                         weights(batch).to(device))
-            optimizer.zero_grad()
-            distributed.backward(parts["loss"])
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            total += parts["loss"].item() * len(batch)
-            n += len(batch)
-        history.append(total / max(n, 1))
+
+    def step(chunk) -> float:
+        batch = [e for e, _ in chunk]
+        logits = _forward(kind, wrapped, tokenizer, batch, max_length, device)
+        parts = loss(logits, torch.stack([t for _, t in chunk]).to(device), label_bins(batch).to(device),
+                     weights(batch).to(device))
+        optimizer.zero_grad()
+        distributed.backward(parts["loss"])
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        return parts["loss"].item()
+
+    history = run_epochs(f"{kind} student", epochs, lambda epoch: distributed.shard(
+        list(minibatches(rows, batch_size, shuffle=True, seed=seed + epoch))), step)
     model = distributed.unwrap(wrapped).cpu()
     model.eval()
     return model, tokenizer, history

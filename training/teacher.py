@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.local import build_tiny_causal_lm, load_tokenizer
 from models.text import aligned_pair_text
 from training import distributed
 from training.batches import minibatches, targets, warmup_cosine, weights
+from training.epochs import run_epochs
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ def teacher_text(example) -> str:
     if example.fields_a and example.fields_b:
         return aligned_pair_text(example.fields_a, example.fields_b)
     return f"product A: {example.text_a}\nproduct B: {example.text_b}"
+
+
+def wants_lora(teacher_path: str | None, device_type: str, lora: bool | None = None) -> bool:
+    """LoRA adapters only for a pretrained checkpoint (``--teacher PATH``) on a GPU, unless asked
+    outright: the tiny teacher is built from scratch, and a frozen random base would learn nothing."""
+    if lora is not None:
+        return lora
+    return bool(teacher_path) and device_type == "cuda"
 
 
 class Teacher:
@@ -47,6 +55,7 @@ class Teacher:
         from transformers import AutoModelForSequenceClassification
 
         device = distributed.device()
+        with_lora = wants_lora(path, device.type, lora)
         if not path:
             with distributed.accelerator().main_process_first():  # one writer, the others read it
                 path = str(build_tiny_causal_lm(Path(workdir) / "tiny-qwen2-teacher-384x2", seed=seed,
@@ -57,7 +66,7 @@ class Teacher:
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=10)
         model.config.pad_token_id = tokenizer.pad_token_id
-        if lora if lora is not None else device.type == "cuda":
+        if with_lora:
             from peft import LoraConfig, TaskType, get_peft_model
 
             model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32,
@@ -77,25 +86,22 @@ class Teacher:
         model, optimizer = distributed.prepare(self.model, torch.optim.AdamW(params, lr=lr, weight_decay=0.01))
         self.device = distributed.device()
         schedule = warmup_cosine(optimizer, epochs * distributed.steps_per_epoch(len(train), batch_size))
-        history = []
         model.train()
-        for epoch in range(epochs):
-            total, n = 0.0, 0
-            batches = distributed.shard(list(minibatches(train, batch_size, shuffle=True, seed=seed + epoch)))
-            for batch in tqdm(batches, desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False,
-                              disable=not distributed.is_main()):
-                logits = model(**self._inputs(batch)).logits
-                w = weights(batch).to(self.device)
-                loss_rows = -(targets(batch).to(self.device) * torch.log_softmax(logits, -1)).sum(-1)
-                loss = (w * loss_rows).sum() / w.sum()
-                optimizer.zero_grad()
-                distributed.backward(loss)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                total += loss.item() * len(batch)
-                n += len(batch)
-            history.append(total / max(n, 1))
+
+        def step(batch) -> float:
+            logits = model(**self._inputs(batch)).logits
+            w = weights(batch).to(self.device)
+            loss_rows = -(targets(batch).to(self.device) * torch.log_softmax(logits, -1)).sum(-1)
+            loss = (w * loss_rows).sum() / w.sum()
+            optimizer.zero_grad()
+            distributed.backward(loss)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            return loss.item()
+
+        history = run_epochs("teacher", epochs, lambda epoch: distributed.shard(
+            list(minibatches(train, batch_size, shuffle=True, seed=seed + epoch))), step)
         self.model = distributed.unwrap(model)
         self.model.eval()
         return history

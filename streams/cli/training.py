@@ -77,9 +77,11 @@ class _JobArgumentParser(argparse.ArgumentParser):
 def cmd_distill(args) -> int:
     from streams.core.storage import open_storage
     from training import is_main_process, run
+    from training.epochs import quiet_when_logged
 
     settings = settings_from(args)
     config = distill_config(args)
+    quiet_when_logged()
     # under `accelerate launch` only the main process reads and writes ClickHouse (an embedded
     # chDB serves one process); it hands the data to the others (training.distributed)
     storage = open_storage(settings) if is_main_process() else None
@@ -101,8 +103,10 @@ def cmd_distill(args) -> int:
 
 def cmd_train_job(args) -> int:
     from streams.retraining.launcher import train_job
+    from training.epochs import quiet_when_logged
 
     settings = settings_from(args)
+    quiet_when_logged()  # its output is the run's train.log
     result = train_job(args.run_dir, settings.data_dir, distill_config(args))
     print(json.dumps({"version": result.version, "decision": result.decision,
                       "minutes": result.minutes}, default=str))

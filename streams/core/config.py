@@ -152,6 +152,9 @@ class Settings:
         "tables) | kafka (a message on training-jobs for `pairstream trainer`).")
     training_min_new_labels: int = setting(
         500, "Start a training run once this many labels arrived since the last run.")
+    training_min_labels: int = setting(
+        200, "No run starts before this many labels exist in all (whatever the trigger): with "
+        "fewer, the 10% test split is too small to train on, gate or evaluate.")
     training_interval_s: float = setting(
         86400.0, "Start a run when this long passed since the last one (0 = labels only).")
     training_check_s: float = setting(30.0, "How often the leader worker checks the trigger.")

@@ -50,6 +50,8 @@ CONSUMER_LAG_STATUS = Gauge("pairstream_consumer_lag_status",
 TABLE_NEWEST = Gauge("pairstream_table_newest_row_timestamp_seconds",
                      "Time of the newest row of a table (freshness).", ["table"])
 TRAINING_RUNS = Counter("pairstream_training_runs_total", "Training runs by outcome.", ["status"])
+TRAINING_CHECKS = Counter("pairstream_training_checks_total", "Checks of the training trigger by the "
+                          "leader's timer, by outcome (started, busy, not_due, error).", ["outcome"])
 TRAINING_SECONDS = Histogram("pairstream_training_run_seconds", "Duration of training runs.",
                              buckets=(60, 300, 900, 1800, 3600, 7200))
 PROMOTED_VERSION = Gauge("pairstream_promoted_model_info", "1 for the promoted model version.",
@@ -109,6 +111,8 @@ def initialise(llm_backend: str) -> None:
         LOOKUP_PAIRS.labels(source=source)
     for status in ("succeeded", "failed"):
         TRAINING_RUNS.labels(status=status)
+    for outcome in ("started", "busy", "not_due", "error"):
+        TRAINING_CHECKS.labels(outcome=outcome)
     for outcome in ("ok", "failed", "rejected"):
         MODEL_RELOADS.labels(outcome=outcome)
     for outcome in ("ok", "error", "unparsed"):

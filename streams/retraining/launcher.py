@@ -32,6 +32,7 @@ from streams.core.config import Settings
 from streams.core.storage import Storage
 from streams.core.storage import runs as run_table
 from streams.publishing.promotion import publish_and_announce
+from streams.retraining import trigger as trigger_policy
 from training import RunResult
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,27 @@ class TrainingLauncher:
         return self.task is not None and not self.task.done()
 
     async def check(self, now: float | None = None) -> str | None:
-        """Start a run if one is due; returns its run id."""
+        """Start a run if one is due; returns its run id. Raises what the trigger's reads raise
+        (``tick`` is the timer's guarded call)."""
         if self.busy:
+            metrics.TRAINING_CHECKS.labels(outcome="busy").inc()
             return None
-        trigger = await asyncio.to_thread(run_table.due, self.storage, self.settings, now)
-        return await self.launch(trigger) if trigger else None
+        trigger = await asyncio.to_thread(trigger_policy.due, self.storage, self.settings, now)
+        run_id = await self.launch(trigger) if trigger else None
+        metrics.TRAINING_CHECKS.labels(outcome="started" if run_id else "not_due").inc()
+        return run_id
+
+    async def tick(self) -> str | None:
+        """The leader's timer: ``check``, and a check that fails (ClickHouse unreachable, the
+        broker gone) is logged and counted, never raised: Faust stops the whole worker on an
+        exception from a timer, and the next tick tries again."""
+        try:
+            return await self.check()
+        except Exception:  # noqa: BLE001 - logged with its traceback; a test of the worker fails on it
+            metrics.TRAINING_CHECKS.labels(outcome="error").inc()
+            log.exception("training check failed; the next check in %.0fs tries again",
+                          self.settings.training_check_s)
+            return None
 
     async def launch(self, trigger: str) -> str | None:
         if self.busy:

@@ -20,7 +20,9 @@ def due(storage: Storage, settings, now: float | None = None) -> str | None:
 
     One at a time: nothing starts while a run is queued or running (unless it is older than
     ``training_timeout_s``: then it is dead). After a failure nothing starts for
-    ``training_retry_s``: the next window retries, never a loop."""
+    ``training_retry_s``: the next window retries, never a loop. Nothing starts before
+    ``training_min_labels`` labels exist in all: a fresh worker's schedule would otherwise fire on
+    its first few labels, fail for want of a test split, and wait out the retry window."""
     now = time.time() if now is None else now
     history = runs(storage, 20)
     last = history[0] if history else None
@@ -32,6 +34,9 @@ def due(storage: Storage, settings, now: float | None = None) -> str | None:
     done = [r for r in history if r["status"] == "succeeded"]
     since = done[0]["started_at"] if done else 0.0
     new = labels_since(storage, since)
+    total = new if not done else labels_since(storage, 0.0)
+    if total < settings.training_min_labels:
+        return None  # a run on a handful of labels fails or learns nothing, then blocks the retry window
     if new >= settings.training_min_new_labels:
         return "labels"
     previous = last["started_at"] if last else None

@@ -16,3 +16,4 @@ def test_a_rejected_run_retired_nothing():
     assert not rejected.promoted and rejected.incumbent_version is None
     promoted = RunResult(version="v2", decision={"promoted": True, "incumbent_version": "v1"})
     assert promoted.promoted and promoted.incumbent_version == "v1"
+

@@ -9,9 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pytest
 
@@ -20,6 +18,7 @@ from streams.core.topics import ensure_topics
 from streams.dev.synthetic import write_dataset
 from tests.paths import REPO_ROOT as ROOT
 from tests.streams.ingest.test_sigkill import _env, _python, _wait
+from tests.web import http
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "pairstream.json"
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -43,17 +42,6 @@ students = tiny_students(storage, Path(settings.data_dir) / "models")
 publish(storage, settings, Students(students["version"], students["artifacts"]), progress=False)
 storage.close()
 """
-
-
-def _get(url: str, data: bytes | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
 
 
 def panel_queries() -> list[tuple[str, str]]:
@@ -117,22 +105,22 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
 
     def query(expr: str) -> list:
         url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        status, body = _get(url)
+        status, body = http(url)
         return json.loads(body)["data"]["result"] if status == 200 else []
 
     try:
-        _wait(lambda: _get(base + "/readyz")[0] == 200, 90,
+        _wait(lambda: http(base + "/readyz")[0] == 200, 90,
               lambda: "worker ready: " + (tmp_path / "worker.log").read_text()[-2000:])
         _hostile_control_messages(broker, settings, read_dead_letters)
         # the lookup API: a published pair and a partner list (lookup latency, pairs by source)
-        status, body = _get(base + "/v1/pair-scores", json.dumps({"pairs": [["nope-1", "nope-2"]]}).encode())
+        status, body = http(base + "/v1/pair-scores", json.dumps({"pairs": [["nope-1", "nope-2"]]}).encode())
         assert status == 200, body
         _wait(lambda: query('sum(pairstream_events_in_total{stage="ingest"}) >= 4000'), 90,
               "the worker to consume every click (seen by Prometheus)")
         _wait(lambda: query("pairstream_labels_total"), 60, "labels written")
         for _ in range(3):  # a few requests inside the rate() windows
-            _get(base + "/v1/pair-scores", json.dumps({"pairs": [["nope-1", "nope-2"]]}).encode())
-            _get(base + "/v1/items/nope-1/partners?k=5")
+            http(base + "/v1/pair-scores", json.dumps({"pairs": [["nope-1", "nope-2"]]}).encode())
+            http(base + "/v1/items/nope-1/partners?k=5")
             time.sleep(1)
         empty = []
         deadline = time.monotonic() + 30
@@ -143,7 +131,7 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
                 empty.append(f"{title}: {expr}")
         assert not empty, "panels with no series:\n" + "\n".join(empty)
 
-        status, body = _get(f"http://127.0.0.1:{prom_port}/api/v1/rules")
+        status, body = http(f"http://127.0.0.1:{prom_port}/api/v1/rules")
         groups = json.loads(body)["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
         assert rules and all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]

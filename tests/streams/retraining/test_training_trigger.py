@@ -21,10 +21,12 @@ def _labels(storage, n, start=0, at=None):
 
 def test_trigger_rules(storage, settings):
     s = settings.replace(training_min_new_labels=5, training_interval_s=3600, training_retry_s=600,
-                         training_timeout_s=7200)
+                         training_timeout_s=7200, training_min_labels=4)
     now = time.time()
     assert trigger_policy.due(storage, s, now) is None  # nothing to learn from
-    _labels(storage, 4, at=now - 10)
+    _labels(storage, 3, at=now - 10)
+    assert trigger_policy.due(storage, s, now) is None  # too few in all to train on: no run yet
+    _labels(storage, 1, start=3, at=now - 10)
     assert trigger_policy.due(storage, s, now) == "schedule"  # never trained, some labels
     run_table.record(storage, "r1", "schedule", "succeeded", now - 5, now - 1, "v1", True)
     assert trigger_policy.due(storage, s, now) is None  # labels are older than the last run
@@ -60,13 +62,39 @@ def _launch(storage, settings, broker, trigger="test"):
 
 def test_failed_run_is_recorded_and_not_retried_at_once(storage, settings, broker):
     _labels(storage, 3)  # too few to train: the child process fails
-    s = settings.replace(training_min_new_labels=1, training_retry_s=600)
+    s = settings.replace(training_min_new_labels=1, training_retry_s=600, training_min_labels=1)
     run_id, outcome = _launch(storage, s, broker)
     assert outcome["status"] == "failed" and "too few labels" in outcome["error"]
     [row] = run_table.runs(storage)
     assert row["run_id"] == run_id and row["status"] == "failed" and "too few labels" in row["error"]
     assert trigger_policy.due(storage, s) is None
     assert trigger_policy.due(storage, s, time.time() + 601) == "labels"
+
+
+def test_the_timer_path_check_starts_a_due_run_and_then_waits(storage, settings, broker):
+    """What the worker's ``training_trigger`` timer calls: ``TrainingLauncher.check``. It once
+    called a function the package move had taken elsewhere and crashed the worker 30 s after start."""
+    from aiokafka import AIOKafkaProducer
+
+    _labels(storage, 3)  # due by labels; too few to train, so the child fails fast
+    s = settings.replace(training_min_new_labels=1, training_retry_s=600, training_min_labels=1)
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        launcher = TrainingLauncher(s, storage, producer)
+        try:
+            first = await launcher.check()
+            assert await launcher.check() is None  # one at a time while it runs
+            outcome = await launcher.wait()
+            return first, outcome, await launcher.check()
+        finally:
+            await producer.stop()
+
+    run_id, outcome, after_failure = asyncio.run(go())
+    assert run_id is not None and outcome["run_id"] == run_id and outcome["trigger"] == "labels"
+    assert outcome["status"] == "failed" and "too few labels" in outcome["error"]
+    assert after_failure is None  # the failure waits for training_retry_s, never a loop
 
 
 def test_embedded_run_trains_promotes_publishes(storage, settings, broker):

@@ -1,0 +1,175 @@
+"""The product as people run it: ``pairstream worker`` left alone with its default settings.
+
+Only the ports, the data directory and the intervals a test must shorten are set (the training
+check and lag sampling every 2 s, and a tiny training configuration); the worker's own timers
+do the rest. A marketplace goes in through the broker with ``pairstream generate`` and
+``pairstream replay``, as a user would feed it. The worker must label, start a training run by
+its own trigger, publish, hot-reload and answer lookups from the published table, then keep
+running through more training checks, with nothing at ERROR or CRITICAL and no traceback in its
+log. A broken timer (the training check once crashed the worker 30 s after start) fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.core.embedded_broker import free_port
+from tests.web import http
+
+TRAINING = "--backbone tiny --epochs 1 --teacher-epochs 1 --max-length 48"
+CHECK_S = 2.0
+BAD_LOG_LINE = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback \(most recent call last\)")
+
+
+class Worker:
+    """A ``pairstream worker`` child process, its log file and its HTTP endpoints."""
+
+    def __init__(self, data_dir: Path, log_path: Path):
+        self.port = free_port()
+        self.log_path = log_path
+        self.env = {**os.environ, "PAIRSTREAM_DATA_DIR": str(data_dir), "PAIRSTREAM_WEB_PORT": str(self.port),
+                    "PAIRSTREAM_TRAINING_CHECK_S": str(CHECK_S), "PAIRSTREAM_LAG_SAMPLE_S": "2",
+                    "PAIRSTREAM_TRAINING_ARGS": TRAINING}
+        for name in [k for k in self.env if k.startswith("PAIRSTREAM_") and k not in (
+                "PAIRSTREAM_DATA_DIR", "PAIRSTREAM_WEB_PORT", "PAIRSTREAM_TRAINING_CHECK_S",
+                "PAIRSTREAM_LAG_SAMPLE_S", "PAIRSTREAM_TRAINING_ARGS")]:
+            del self.env[name]  # the defaults, not whatever the calling shell set
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_for(self, what: str, check, timeout: float, every: float = 0.5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.alive(), f"the worker exited ({self.process.returncode}) waiting for {what}:\n" + \
+                self.log()[-4000:]
+            got = check()
+            if got:
+                return got
+            time.sleep(every)
+        raise AssertionError(f"no {what} within {timeout:.0f}s; worker log:\n" + self.log()[-4000:])
+
+    def get(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        return http(f"http://127.0.0.1:{self.port}{path}", body, timeout=10)
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        status, body = self.get("/metrics")
+        if status != 200:
+            return {}
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+
+    def metric(self, name: str, **labels) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def stop(self) -> int | None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def _cli(env: dict, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
+    worker = Worker(tmp_path / "state", tmp_path / "worker.log")
+    try:
+        bootstrap = worker.wait_for("broker address", lambda: (m := re.search(
+            r"worker: Kafka (\S+),", worker.log())) and m.group(1), timeout=60)
+        worker.wait_for("/readyz 200", lambda: worker.get("/readyz")[0] == 200, timeout=90)
+        feed = {**worker.env, "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap}
+        feed.pop("PAIRSTREAM_DATA_DIR")
+        data = tmp_path / "marketplace"
+        _cli(feed, "generate", "--items", "600", "--users", "400", "--events", "20000", "--seed", "3",
+             "--out", str(data))
+        sent = json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"),
+                               "--clicks", str(data / "clicks.jsonl")))
+        assert sent == {"items": 600, "clicks": 20000}
+
+        # its own timer starts a run once enough labels arrived; the run promotes and publishes
+        worker.wait_for("a succeeded training run", lambda: worker.metric(
+            "pairstream_training_runs_total", status="succeeded") >= 1, timeout=150)
+        assert worker.metric("pairstream_training_checks_total", outcome="started") >= 1
+        labels = sum(v for (name, _), v in worker.metrics().items() if name == "pairstream_labels_total")
+        assert labels >= 200  # training_min_labels: the default that holds a first run back
+        # the run's log reads as a log: one line per epoch with its loss, no progress-bar refreshes
+        finished = sorted((tmp_path / "state" / "runs").glob("*/result.json"))
+        text = (finished[0].parent / "train.log").read_text()
+        assert "\r" not in text and re.search(r"teacher epoch 1/1: loss \d", text), text[-2000:]
+        assert re.search(r"cross student epoch 1/1: loss \d", text), text[-2000:]
+        # the model-updates message reaches the serving part: a hot reload
+        worker.wait_for("a hot reload", lambda: worker.metric("pairstream_model_reloads_total", outcome="ok") >= 1,
+                        timeout=30)
+        live = [labels for (name, labels), value in worker.metrics().items()
+                if name == "pairstream_live_score_version_info" and value == 1]
+        assert live, "no live score version"
+
+        # lookups answer from the published table
+        clicks_per_item: dict[str, int] = {}
+        for line in open(data / "clicks.jsonl", "rb"):
+            item = json.loads(line)["item_id"]
+            clicks_per_item[item] = clicks_per_item.get(item, 0) + 1
+        pairs = []
+        for item in sorted(clicks_per_item, key=clicks_per_item.get, reverse=True)[:50]:
+            status, body = worker.get(f"/v1/items/{item}/partners?k=3")
+            if status == 200:
+                pairs += [[item, p["item_id"]] for p in json.loads(body)["partners"]]
+            if len(pairs) >= 10:
+                break
+        assert pairs, "no partners for the 50 most clicked items"
+        status, body = worker.get("/v1/pair-scores", json.dumps({"pairs": pairs}).encode())
+        assert status == 200, body[:500]
+        answer = json.loads(body)
+        assert answer["model_version"] and answer["score_version"]
+        assert {r["source"] for r in answer["results"]} == {"table"}
+        assert all(1.0 <= r["score"] <= 10.0 for r in answer["results"])
+
+        # and it keeps running through more checks of its training timer
+        checks = sum(worker.metric("pairstream_training_checks_total", outcome=o)
+                     for o in ("started", "busy", "not_due"))
+        worker.wait_for("three more training checks", lambda: sum(
+            worker.metric("pairstream_training_checks_total", outcome=o)
+            for o in ("started", "busy", "not_due")) >= checks + 3, timeout=10 * CHECK_S + 10)
+        assert worker.metric("pairstream_training_checks_total", outcome="error") == 0
+        assert worker.alive() and worker.get("/healthz")[0] == 200
+    finally:
+        code = worker.stop()
+    log = worker.log()
+    assert code == 0, log[-4000:]
+    bad = [line for line in log.splitlines() if BAD_LOG_LINE.search(line)]
+    assert not bad, "the worker logged errors:\n" + "\n".join(bad[:40])
+
+
+@pytest.mark.parametrize("line, bad", [
+    ("[2026-12-04 23:30:01,123] [77] [ERROR] [^-App]: Crashed reason=AttributeError()", True),
+    ("Traceback (most recent call last):", True),
+    ("[2026-12-04 23:30:01,123] [77] [WARNING] dead-lettered clicks:0:5 (bad_json): ...", False),
+])
+def test_the_log_check_knows_an_error_line(line, bad):
+    assert bool(BAD_LOG_LINE.search(line)) is bad
