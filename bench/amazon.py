@@ -73,7 +73,7 @@ def load(data_dir: Path = DEFAULT_DIR) -> tuple[list[Item], list[Click], set[tup
                 reviews.setdefault(review["reviewerID"], []).append((review["unixReviewTime"], review["asin"]))
     reviewed = sorted({asin for history in reviews.values() for _, asin in history})
     items = [_item(asin, metas[asin]) for asin in reviewed]
-    clicks = []
+    clicks: list = []
     for k, user in enumerate(sorted(reviews)):
         for step, (_, asin) in enumerate(sorted(reviews[user])):
             clicks.append(Click(f"r{len(clicks)}", user, asin, BASE_TS + k * 600.0 + step * 60.0))

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 import orjson
@@ -46,7 +47,7 @@ from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts
 
 
-async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+async def _produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes | None]]) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, max_batch_size=512 * 1024)
@@ -71,14 +72,15 @@ async def _raw_consume(bootstrap: str, topic: str, total: int, tuned: bool = Fal
     await consumer.start()
     if tuned:
         kafka_reader.tune(consumer)
-    seen, first = 0, None
+    seen, first = 0, time.perf_counter()  # reset at the first consumed batch
+    first_seen = False
     loads = orjson.loads
     try:
         while seen < total:
             batches = await consumer.getmany(timeout_ms=250, max_records=20000)
             for messages in batches.values():
-                if first is None:
-                    first = time.perf_counter()
+                if not first_seen:
+                    first, first_seen = time.perf_counter(), True
                 for msg in messages:
                     loads(msg.value)
                 seen += len(messages)
@@ -144,6 +146,8 @@ def run(args) -> dict:
 
         asyncio.run(go())
         # like the baseline: from the first consumed message to the last batch written
+        if ingest.first_message_at is None:
+            raise RuntimeError("the ingest consumed nothing")
         seconds = marks["last"] - ingest.first_message_at
         rate = n_events / seconds
         print(f"ingest (Kafka -> pairs -> ClickHouse): {rate:,.0f} events/s "

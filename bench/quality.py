@@ -73,7 +73,8 @@ def _label(settings, broker, storage, routed: int) -> dict:
         await producer.start()
         await consumer.start()
         labeller = Labeller(settings, storage, build_scorer(settings), producer)
-        seen, labelled, idle = 0, {}, 0
+        seen, idle = 0, 0
+        labelled: dict = {}
         try:
             while seen < routed and idle < 20:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
@@ -107,9 +108,9 @@ def _dataset(args):
     if args.dataset == "amazon-magazine":
         from bench import amazon
 
-        items, clicks, truth = amazon.load()
-        return items, clicks, lambda a, b: (min(a, b), max(a, b)) in truth, (
-            f"amazon magazine reviews as sessions, truth also_buy ({len(truth)} pairs)")
+        items, clicks, also_bought = amazon.load()
+        return items, clicks, lambda a, b: (min(a, b), max(a, b)) in also_bought, (
+            f"amazon magazine reviews as sessions, truth also_buy ({len(also_bought)} pairs)")
     from streams.dev import marketplace
 
     items, clicks, truth = marketplace.generate(args.items, args.users, args.events, seed=args.seed)
@@ -165,7 +166,10 @@ def run(args) -> dict:
         from models.runtime import Students
         from streams.core.storage import registry
 
-        students = Students(version, registry.get(storage, version)["artifacts"], settings.onnx_threads)
+        row = registry.get(storage, version)
+        if row is None:
+            raise RuntimeError(f"the run {version} wrote no registry row")
+        students = Students(version, row["artifacts"], settings.onnx_threads)
         published = publish(storage, settings.replace(publish_cross_budget_s=args.cross_budget), students,
                             progress=not args.json)
         steps["publish"] = time.time() - t

@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -107,7 +108,7 @@ def _idle_opener(port: int, n: int, opened, closed_by_server, out) -> None:
     while closed < n and time.time() < deadline:
         for key, _ in selector.select(0.2):
             try:
-                data = key.fileobj.recv(4096)
+                data = cast(socket.socket, key.fileobj).recv(4096)
             except OSError:  # reset by the server
                 data = b""
             if not data:  # the server closed it
@@ -156,18 +157,19 @@ def run(args) -> dict:
     by_id = {i.item_id: asdict(i) for i in items}
     texts = [(item_text(by_id[t["item_a"]]), item_text(by_id[t["item_b"]])) for t in test]
     if getattr(args, "lookup_only", False):
-        with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as lookup_tmp:
             print("lookup only: tiny random students (the table answers do not depend on them)")
-            artifacts = _students(Path(tmp), items, train, max_length, "tiny")[2]
-            result = _lookup(Path(tmp), items, clicks, artifacts, args.requests)
+            artifacts = _students(Path(lookup_tmp), items, train, max_length, "tiny")[2]
+            result = _lookup(Path(lookup_tmp), items, clicks, artifacts, args.requests)
         _print_lookup(result)
         return result
-    with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         print("fine-tuning MiniLM students for one epoch (quality reference for int8)...")
         cross_torch, tokenizer, artifacts, fp32, int8 = _students(tmp, items, train, max_length)
         torch.set_num_threads(max(1, torch.get_num_threads()))
-        examples = [PairExample("", "", a, b, None, None, 1.0, "test", "") for a, b in texts]
+        uniform = np.full(10, 0.1, np.float32)  # no target: these rows are only scored
+        examples = [PairExample("", "", a, b, uniform, None, 1.0, "test", "") for a, b in texts]
 
         @torch.inference_mode()
         def torch_scores():
@@ -355,7 +357,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     print(f"lookup: {len(pairs)} published pairs in memory; {n_requests} requests per size")
     latencies, mixed, big_times, elapsed, idle_closed, after_idle = asyncio.run(serve())
     storage.close()
-    out = {"lookup_requests_per_size": n_requests, "lookup_published_pairs": len(pairs)}
+    out: dict[str, float] = {"lookup_requests_per_size": n_requests, "lookup_published_pairs": len(pairs)}
     for size, times in latencies.items():
         ms = np.array(times) * 1000
         out[f"lookup_{size}_p50_ms"] = round(float(np.percentile(ms, 50)), 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ def export_two_tower(model: TwoTowerStudent, out_dir: Path) -> tuple[Path, Path]
     tower = _export(model.tower, (ids, mask), Path(out_dir) / "item_encoder.onnx",
                     ["input_ids", "attention_mask"], ["embedding"],
                     {"input_ids": seq, "attention_mask": seq, "embedding": {0: "batch"}})
-    dim = model.head.mlp[0].in_features // 3
+    first_layer = cast(torch.nn.Linear, model.head.mlp[0])
+    dim = first_layer.in_features // 3
     u, v = torch.randn(2, dim), torch.randn(2, dim)
     head = _export(model.head, (u, v), Path(out_dir) / "pair_head.onnx", ["u", "v"], ["logits"],
                    {"u": {0: "batch"}, "v": {0: "batch"}, "logits": {0: "batch"}})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import faust
 from mode import Service
@@ -32,6 +33,11 @@ from streams.core.storage import Storage
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.consumer import ClickIngest
 from streams.ops.sampling import LagExport, sample_freshness
+
+if TYPE_CHECKING:
+    from streams.labelling.labeller import Labeller
+    from streams.retraining.launcher import TrainingLauncher
+    from streams.serving.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +85,9 @@ class Runtime:
         self.catalogue = Catalogue().load(storage)
         self.serving = Serving(storage, settings)
         self.ingest: ClickIngest | None = None
-        self.labeller = None  # streams.labelling.labeller.Labeller, once its part has started
-        self.watcher = None  # streams.serving.watcher.ModelWatcher
-        self.launcher = None  # streams.retraining.launcher.TrainingLauncher
+        self.labeller: Labeller | None = None  # once its part has started
+        self.watcher: ModelWatcher | None = None
+        self.launcher: TrainingLauncher | None = None
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
         self.lag = LagExport(bootstrap, [settings.app_id, f"{settings.app_id}-ingest"], settings.lag_warn_s)
         self._dead_letter_producer: asyncio.Future | None = None
@@ -108,9 +114,15 @@ class Runtime:
         await dead_letters.send(producer, topic, letters)
 
 
-def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool = False) -> faust.App:
+class WorkerApp(faust.App):
+    """The Faust app with the parts' shared state on it (the demo reads it)."""
+
+    runtime: Runtime
+
+
+def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool = False) -> WorkerApp:
     runtime = Runtime(settings, bootstrap, storage)
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
         broker_session_timeout=settings.session_timeout_s,
@@ -120,7 +132,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         web_enabled=False,  # our own endpoints (streams.serving.http) are served by the web part
         datadir=f"{settings.data_dir}/faust",
     )
-    app.runtime = runtime  # type: ignore[attr-defined]
+    app.runtime = runtime
     _agents(app, runtime)
     for part in _parts(runtime, web):
         app.service(part)  # type: ignore[arg-type]  # Faust hosts instances as well as classes
@@ -169,9 +181,11 @@ def _agents(app: faust.App, runtime: Runtime) -> None:
         Batches of up to 200 pairs are scored concurrently (the backend guard bounds the
         calls in flight); the offsets are acknowledged after the labels are written."""
         await runtime.labeller_ready.wait()
+        labeller = runtime.labeller
+        assert labeller is not None  # labeller_ready is set after it is made
         async for events in stream.take_events(200, within=0.5):
             metrics.EVENTS_IN.labels(stage="labelling").inc(len(events))
-            report = await runtime.labeller.handle(
+            report = await labeller.handle(
                 [(e.key, e.value, e.message.partition, e.message.offset) for e in events])
             runtime.pairs_handled += len(events)
             log.info("labelled %s, cached %d, dead %s in %.2fs",
@@ -210,6 +224,14 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
         runtime.ingest = ClickIngest(settings, bootstrap, storage, runtime.catalogue)
         await runtime.ingest.start()
 
+    async def run_ingest() -> None:
+        if runtime.ingest is not None:  # made by start_ingest, which Mode runs first
+            await runtime.ingest.run()
+
+    async def run_watcher() -> None:
+        if runtime.watcher is not None:
+            await runtime.watcher.run()
+
     async def stop_ingest() -> None:
         if runtime.ingest is not None:
             await runtime.ingest.stop()
@@ -224,8 +246,9 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
                 message.key, message.value, reason, detail, message.topic, message.partition,
                 message.offset)])
 
-        runtime.watcher = ModelWatcher(bootstrap, settings.topic_model_updates, runtime.serving, dead_letter)
-        await runtime.watcher.start()
+        watcher = runtime.watcher = ModelWatcher(bootstrap, settings.topic_model_updates, runtime.serving,
+                                                 dead_letter)
+        await watcher.start()
 
     async def stop_serving() -> None:
         if runtime.watcher is not None:
@@ -252,8 +275,8 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
     parts = [
         Hosted("dead-letters", start_dead_letters, stop=stop_dead_letters),
         Hosted("labeller", start_labeller, stop=stop_labeller),
-        Hosted("click-ingest", start_ingest, run=lambda: runtime.ingest.run(), stop=stop_ingest),
-        Hosted("serving", start_serving, run=lambda: runtime.watcher.run(), stop=stop_serving),
+        Hosted("click-ingest", start_ingest, run=run_ingest, stop=stop_ingest),
+        Hosted("serving", start_serving, run=run_watcher, stop=stop_serving),
         Hosted("training", start_training, stop=stop_training),
     ]
     if web:

@@ -100,8 +100,8 @@ def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
             continue  # an item left the catalogue
         dists = row["dim_dists"]
         if dists and set(dists) >= set(weights):
-            target = sum(weights[d] * np.asarray(dists[d], np.float64) for d in weights)
-            target = (target / target.sum()).astype(np.float32)
+            mixed = np.sum([weights[d] * np.asarray(dists[d], np.float64) for d in weights], axis=0)
+            target = (mixed / mixed.sum()).astype(np.float32)
         else:
             target = smoothed(float(row["score"]), label_sigma)
         weight = manual_weight if row["source"] == "manual" else row.get("weight", 1.0)

@@ -91,7 +91,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         augmented = candidates[:int(round(multiple * len(train)))]
         rows = train + augmented
         teacher_probs = np.concatenate([train_probs] + [r.target[None] for r in augmented])
-        result = {"multiple": multiple, "train_labelled": len(train), "train_augmented": len(augmented)}
+        result: dict = {"multiple": multiple, "train_labelled": len(train), "train_augmented": len(augmented)}
         for kind in ("cross", "two_tower"):
             model, tokenizer, curve = train_student(
                 kind, rows, teacher_probs, config.student_backbone, loss, config.student_epochs,

@@ -42,12 +42,12 @@ def write_report(out_dir: Path, result: dict, curves: dict[str, list[float]],
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         xs = np.array([p["multiple"] for p in augmentation], np.float64)
         for ax, against in zip(axes, ("teacher", "labels")):
-            for offset, student in ((-0.04, "cross"), (0.04, "two_tower")):
-                key = f"spearman_{student}_vs_{against}"
+            for offset, kind in ((-0.04, "cross"), (0.04, "two_tower")):
+                key = f"spearman_{kind}_vs_{against}"
                 ys = np.array([p[key] for p in augmentation])
                 lo_hi = np.array([p[key + "_ci95"] for p in augmentation])
                 ax.errorbar(xs + offset, ys, yerr=[ys - lo_hi[:, 0], lo_hi[:, 1] - ys], marker="o",
-                            capsize=3, label=student.replace("_", "-"))
+                            capsize=3, label=kind.replace("_", "-"))
             ax.set(xlabel="augmented pairs / labelled pairs", title=f"vs {against} (test, 95% bootstrap)")
             ax.legend()
         axes[0].set_ylabel("Spearman")

@@ -62,9 +62,10 @@ def partitions_for(keys: Sequence[bytes], n_partitions: int) -> np.ndarray:
 async def send_batched(
     producer,
     topic: str,
-    records: Iterable[tuple[bytes | None, bytes, Sequence[Header] | None]],
+    records: Iterable[tuple[bytes | None, bytes | None, Sequence[Header] | None]],
 ) -> int:
-    """Send (key, value, headers) records in per-partition batches; wait until all are acked."""
+    """Send (key, value, headers) records in per-partition batches; wait until all are acked.
+    A None value is a tombstone (compacted topics)."""
     partitions = sorted(await producer.partitions_for(topic))
     records = list(records)
     keyed = [i for i, r in enumerate(records) if r[0] is not None]
@@ -83,7 +84,7 @@ async def send_batched(
                 pending.append(await producer.send_batch(batch, topic, partition=p))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                    raise ValueError(f"record of {len(value)} bytes exceeds the producer's batch size")
+                    raise ValueError(f"record of {len(value or b'')} bytes exceeds the producer's batch size")
         if batch.record_count():
             pending.append(await producer.send_batch(batch, topic, partition=p))
     for future in pending:

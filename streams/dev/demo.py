@@ -182,7 +182,7 @@ async def _lookup(runtime, settings: Settings) -> dict:
     counts = np.diff(index.offsets)
     anchors = [index.ids[i] for i in np.argsort(-counts)[:3]]
     base = f"http://127.0.0.1:{settings.web_port}"
-    out = {"base": base, "items": {}}
+    out: dict = {"base": base, "items": {}}
     async with aiohttp.ClientSession() as session:
         for item in anchors:
             async with session.get(f"{base}/v1/items/{item}/partners", params={"k": "5"}) as r:

@@ -74,6 +74,7 @@ def make_catalogue(n_items: int, rng: random.Random) -> tuple[list[Item], dict[s
     for i in range(n_items):
         kind = kinds[i] if i < len(kinds) else rng.choices(kinds, weights)[0]
         line = rng.choice(LINES)
+        fit: str | None
         if kind in DEVICES:
             fits, template = DEVICES[kind]
             fit = rng.choice(fits)
@@ -124,8 +125,11 @@ def generate(n_items: int, n_users: int, n_events: int, seed: int = 101,
     def session() -> list[Item]:
         intent = rng.random()
         device_kind = rng.choice(list(DEVICES))
+        clicks: list[Item | None]
         if intent < 0.5:  # buying: a device, then accessories for it (some misfits browsed)
             device = pick(device_kind)
+            if device is None:
+                return []
             clicks = [device]
             kinds = [k for k, (d, _) in ACCESSORIES.items() if d == device_kind]
             fit = truth[device.item_id].fit
@@ -141,11 +145,11 @@ def generate(n_items: int, n_users: int, n_events: int, seed: int = 101,
             clicks = [pick(kind) for _ in range(rng.randint(2, 4))]
         else:  # noise
             clicks = [rng.choice(items) for _ in range(rng.randint(2, 4))]
-        clicks = [c for c in clicks if c is not None]
+        chosen = [c for c in clicks if c is not None]
         if rng.random() < bestseller_rate:  # bestsellers, whatever the session is about
             for _ in range(rng.randint(1, 2)):
-                clicks.insert(rng.randint(0, len(clicks)), rng.choice(bestsellers))
-        return clicks
+                chosen.insert(rng.randint(0, len(chosen)), rng.choice(bestsellers))
+        return chosen
 
     users = [f"v{i:06d}" for i in range(n_users)]
     activity = list(itertools.accumulate(1.0 / (r + 1) ** 0.5 for r in range(n_users)))

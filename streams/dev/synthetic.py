@@ -249,11 +249,12 @@ def _session(pop: _Popularity, rng: random.Random, items: list[Item]) -> list[It
                 clicks.append(anchor)  # users go back to the main item
         return clicks
     if intent < 0.85:  # compare alternatives of one category, maybe with a few accessories
-        clicks = [anchor] + [pop.pick(anchor_cat) for _ in range(rng.randint(1, 4))]
+        maybe: list[Item | None] = [anchor]
+        maybe += [pop.pick(anchor_cat) for _ in range(rng.randint(1, 4))]
         if rng.random() < 0.5:
             accessories = [c for c, (a, _, _) in ACCESSORIES.items() if a == anchor_cat]
-            clicks.append(pop.pick(rng.choice(accessories)))
-        return [c for c in clicks if c is not None]
+            maybe.append(pop.pick(rng.choice(accessories)))
+        return [c for c in maybe if c is not None]
     # noise: random items, often incompatible with one another
     return [rng.choice(items) for _ in range(rng.randint(2, 5))]
 

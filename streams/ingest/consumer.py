@@ -52,7 +52,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -69,6 +69,10 @@ from streams.ingest.decode import decode_clicks
 from streams.ingest.sessions import IdTable, PairIncrements, Sessionizer, Visits
 from streams.ingest.tiers import TierRouter
 from streams.ingest.user_items import aggregate_user_item_days, user_item_days
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ class PartitionState:
 class OpenBatch:
     """One partition's paired but unwritten offset range ``[start, end)``."""
 
-    tp: object
+    tp: TopicPartition
     start: int
     end: int
     parts: list  # PairIncrements of each fetch that joined
@@ -112,7 +116,7 @@ class SealedBatch:
     """An open batch handed to the count lane: everything its writes need, so the strings,
     the aggregation and the inserts are all made on the writer's thread."""
 
-    tp: object
+    tp: TopicPartition
     start: int
     end: int
     parts: list  # PairIncrements, interned: decoded through ``ids``
@@ -175,15 +179,15 @@ class ClickIngest:
         self._held_paused: set[int] = set()  # restoring partitions paused for holding enough
         self._cover_waiters: dict[int, tuple] = {}  # partition -> (checkpoint, future): see _outside_log
         self.router = TierRouter(settings, storage)
-        self._consumer = None
-        self._producer = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
         self._write_task: asyncio.Future | None = None  # count writes, one at a time
         self._checkpoint_task: asyncio.Future | None = None  # routing and sessions, in order
         self._commit_task: asyncio.Future | None = None  # offset commits, in order
         self._flush_lock = asyncio.Lock()
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="ingest-tables")
-        self.totals = defaultdict(int)
+        self.totals: defaultdict[str, int] = defaultdict(int)
         self._changed_at: float | None = None  # first pairing since the last checkpoint
         self._unrouted: dict[int, list] = {}  # partition -> increment keys not yet routed
         self._open: dict[int, OpenBatch] = {}  # paired, not yet handed to a write
@@ -191,6 +195,20 @@ class ClickIngest:
         self._open_events = 0
         self._open_times: list[float] = []
         self.first_message_at: float | None = None  # perf_counter of the first consumed batch
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The started group consumer (``start`` makes it)."""
+        if self._consumer is None:
+            raise RuntimeError("ClickIngest.start() has not run")
+        return self._consumer
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The started producer of dead letters and routed pairs."""
+        if self._producer is None:
+            raise RuntimeError("ClickIngest.start() has not run")
+        return self._producer
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -225,7 +243,7 @@ class ClickIngest:
         except StorageError as exc:  # an outage shows in the first write, which retries
             log.warning("storage warm-up failed: %s", exc)
         timeout_ms = int(self.settings.session_timeout_s * 1000)
-        self._consumer = AIOKafkaConsumer(
+        consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -236,13 +254,13 @@ class ClickIngest:
             max_poll_interval_ms=600_000,  # a ClickHouse outage must not evict us
             **kafka_reader.consumer_options(),
         )
-        self._producer = AIOKafkaProducer(
+        producer = self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=1 << 20)
-        await self._producer.start()
-        await self._consumer.start()
-        kafka_reader.tune(self._consumer)
-        self._consumer.subscribe([self.topic], listener=Listener())
-        self.router.producer = self._producer
+        await producer.start()
+        await consumer.start()
+        kafka_reader.tune(consumer)
+        consumer.subscribe([self.topic], listener=Listener())
+        self.router.producer = producer
 
     async def stop(self) -> None:
         try:
@@ -274,7 +292,7 @@ class ClickIngest:
         offsets, ``streams.ops.lag``)."""
         if self._consumer is None:
             return 0
-        highs = ((self._consumer.highwater(tp), state.position) for tp, state in self._tps())
+        highs = ((self.consumer.highwater(tp), state.position) for tp, state in self._tps())
         return sum(max(0, high - position) for high, position in highs if high is not None)
 
     def caught_up(self, end_offsets: dict[int, int]) -> bool:
@@ -285,7 +303,7 @@ class ClickIngest:
 
     async def poll_once(self, timeout_ms: int = 50) -> None:
         """One fetch and flush outside ``run`` (a benchmark's warm-up while the group joins)."""
-        await self.flush(await self._consumer.getmany(timeout_ms=timeout_ms))
+        await self.flush(await self.consumer.getmany(timeout_ms=timeout_ms))
 
     async def run(self, until: Callable[[], bool] | None = None) -> None:
         """Consume until ``stop()`` (or ``until()`` turns true)."""
@@ -300,7 +318,7 @@ class ClickIngest:
             # into the next write as soon as it returns, not when the fetch times out
             wait_ms = OPEN_POLL_MS if self._open else int(flush_s * 1000)
             try:
-                batches = await self._consumer.getmany(
+                batches = await self.consumer.getmany(
                     timeout_ms=wait_ms, max_records=min(max_events, FETCH_MAX_RECORDS))
             except Exception as exc:  # noqa: BLE001 - consumer errors during shutdown
                 if self._stopping.is_set():
@@ -368,7 +386,7 @@ class ClickIngest:
         if p in self._held_paused:  # paused while holding; not if ``_offset_reset`` paused it
             self._held_paused.discard(p)
             if p not in self.resets:
-                self._consumer.resume(tp)
+                self.consumer.resume(tp)
         self.partitions[p] = state
         if repositioned:
             return
@@ -378,7 +396,7 @@ class ClickIngest:
             # fetches, ~0.3 s of 100k events)
             state.pending = [m for m in fetched if m.offset >= position]
         else:
-            self._consumer.seek(tp, position)  # within [log start, end]: ``_offset_reset`` checked
+            self.consumer.seek(tp, position)  # within [log start, end]: ``_offset_reset`` checked
         log.info("partition %d restored: %d users, position %d, replay to %s",
                  p, state.sessionizer.num_users, position, state.replay_end)
 
@@ -418,8 +436,8 @@ class ClickIngest:
         intents are dropped (they describe messages that no longer exist; batch tokens carry
         the first message's timestamp, so the new log's batches never collide with the old
         ones'); before the start, the lost range is skipped and counted."""
-        first = (await self._consumer.beginning_offsets([tp]))[tp]
-        end = (await self._consumer.end_offsets([tp]))[tp]
+        first = (await self.consumer.beginning_offsets([tp]))[tp]
+        end = (await self.consumer.end_offsets([tp]))[tp]
         if first <= state.position <= end:
             return False
         where = "beyond the end" if state.position > end else "before the start"
@@ -430,7 +448,7 @@ class ClickIngest:
         log.error("offset reset detected, %s; policy %s", detail, policy)
         if policy == "fail":
             self.resets[tp.partition] = detail + " (paused: PAIRSTREAM_ON_OFFSET_RESET=fail)"
-            self._consumer.pause(tp)
+            self.consumer.pause(tp)
             return True
         return await self._rewind(tp, state, first, end)
 
@@ -448,7 +466,7 @@ class ClickIngest:
             metrics.OFFSET_RESET_SKIPPED.inc(first - state.position)
         state.intents, state.replay_end = {}, None  # their messages are gone
         state.position = first
-        self._consumer.seek(tp, first)
+        self.consumer.seek(tp, first)
         log.warning("partition %d rewound to offset %d", tp.partition, first)
         return True
 
@@ -470,7 +488,7 @@ class ClickIngest:
         if waiter is not None and not waiter[1].done() and self._covers(held, waiter[0]):
             waiter[1].set_result(True)
         if len(held) >= min(self.settings.ingest_batch_events, FETCH_MAX_RECORDS):
-            self._consumer.pause(tp)
+            self.consumer.pause(tp)
             self._held_paused.add(tp.partition)
 
     # --- the batch -----------------------------------------------------------------------
@@ -557,7 +575,8 @@ class ClickIngest:
             # back-pressure (or a forced checkpoint, which must follow this write): the count
             # lane only, a checkpoint in flight holds up neither
             task, self._write_task = self._write_task, None
-            await task
+            if task is not None:
+                await task
         self._seal_if_needed(now, force_checkpoint)
 
     def _seal_if_needed(self, now: float, force_checkpoint: bool = False) -> None:
@@ -705,7 +724,7 @@ class ClickIngest:
             await previous
         offsets = {t.tp: OffsetAndMetadata(t.end, "") for t in tables}
         try:
-            await self._consumer.commit(offsets)
+            await self.consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
             log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
 
@@ -764,7 +783,7 @@ class ClickIngest:
         return self.router.plan(_distinct(hashes), dt.date(1970, 1, 1) + dt.timedelta(days=newest_day))
 
     async def _send_dlq(self, dlq: list) -> None:
-        await dead_letters.send(self._producer, self.settings.topic_clicks_dlq, [
+        await dead_letters.send(self.producer, self.settings.topic_clicks_dlq, [
             DeadLetter(msg.key, msg.value, bad.reason, bad.detail, tp.topic, tp.partition, msg.offset)
             for tp, msg, bad in dlq])
 
@@ -805,7 +824,8 @@ def _warm_up() -> None:
     ids = sessionizer.id_table()
     ids.to_arrow(increments)
     ids.touched_hashes([increments.keys])
-    Visits.table([visits], ids)
+    if visits is not None:
+        Visits.table([visits], ids)
 
 
 def _distinct(parts: list[np.ndarray]) -> np.ndarray:

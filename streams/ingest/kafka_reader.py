@@ -47,7 +47,7 @@ def PARSED_RECORDS(value):  # noqa: N802 - a marker compared by identity, named 
 
 def consumer_options() -> dict:
     """``AIOKafkaConsumer`` keyword arguments for reading at the ingest's rate."""
-    options = {
+    options: dict[str, object] = {
         "fetch_max_bytes": 64 * 1024 * 1024,
         "max_partition_fetch_bytes": 16 * 1024 * 1024,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
@@ -81,7 +81,7 @@ def install() -> bool:
 
     cls = getattr(fetcher, "PartitionRecords", None)
     wrap = getattr(cls, "_consumer_record", None)
-    if wrap is None:
+    if cls is None or wrap is None:
         log.info("aiokafka has no PartitionRecords._consumer_record: the ingest reads ConsumerRecords")
         return False
     with _lock:

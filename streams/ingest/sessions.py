@@ -15,7 +15,7 @@ category code, and the Python side only maps strings to indexes (one dict lookup
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence, cast
 
 import numpy as np
 import pyarrow as pa
@@ -284,9 +284,9 @@ class Sessionizer:
         newest = kernel.newest_times(self._h_time[:used], self._h_len[:used])
         watermark = self.eviction_watermark(np.where(active, newest, -np.inf))
         idle = np.flatnonzero(active & (newest < watermark - idle_s))
-        evicted = []
+        evicted: list[str] = []
         for slot in idle.tolist():
-            user = self.slot_users[slot]
+            user = cast(str, self.slot_users[slot])  # an active slot has its user
             evicted.append(user)
             del self.users[user]
             self.slot_users[slot] = None
@@ -313,8 +313,7 @@ class Sessionizer:
         slots_free = len(self._free) >= max(COMPACT_MIN_IDS, used // 2)
         if not (force or grown or slots_free):
             return False
-        live = np.fromiter((user is not None for user in self.slot_users), np.bool_, used)
-        live = np.flatnonzero(live)
+        live = np.flatnonzero(np.fromiter((user is not None for user in self.slot_users), np.bool_, used))
         lengths = self._h_len[live]
         held = np.arange(self.history_size) < lengths[:, None]
         rows = self._h_item[live]
@@ -346,10 +345,12 @@ class Sessionizer:
         return True
 
     def _rows(self, slots: Iterable[int]) -> tuple[list[str], list[list[str]], list[list[float]]]:
-        ids, items, times = [], [], []
+        ids: list[str] = []
+        items: list[list[str]] = []
+        times: list[list[float]] = []
         for slot in slots:
             length = int(self._h_len[slot])
-            ids.append(self.slot_users[slot])
+            ids.append(cast(str, self.slot_users[slot]))
             items.append([self.ids[i] for i in self._h_item[slot, :length].tolist()])
             times.append(self._h_time[slot, :length].tolist())
         return ids, items, times
@@ -380,7 +381,7 @@ class Sessionizer:
         item_ids = self.id_table().arrow().take(pa.array(self._h_item[dirty][held])).cast(pa.string())
         items = pa.ListArray.from_arrays(offsets, item_ids)
         times = pa.ListArray.from_arrays(offsets, pa.array(self._h_time[dirty][held]))
-        users = [self.slot_users[slot] for slot in dirty.tolist()] + evicted
+        users = cast(list[str], [self.slot_users[slot] for slot in dirty.tolist()]) + evicted
         return users, items, times, len(evicted)
 
     def restore(self, users: list[str], items: list[list[str]], times: list[list[float]]) -> None:
@@ -435,11 +436,11 @@ class IdTable:
     def touched_hashes(self, keys: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
         """``pair_hash`` of each distinct pair in packed increment keys, and their newest day
         number (what the tier-crossing check needs; no strings are built)."""
-        keys = np.concatenate(keys)
-        newest_day = int((keys & kernel.DAY_MASK).max())
+        packed = np.concatenate(keys)
+        newest_day = int((packed & kernel.DAY_MASK).max())
         # distinct pairs by the compiled hash aggregate (a pair key is never the empty
         # marker: lo < hi), not np.unique's sort
-        pairs, _ = kernel.aggregate(keys >> np.uint64(kernel.DAY_BITS), _NO_WEIGHTS)
+        pairs, _ = kernel.aggregate(packed >> np.uint64(kernel.DAY_BITS), _NO_WEIGHTS)
         pairs = pairs << np.uint64(kernel.DAY_BITS)
         return kernel.pair_hashes(pairs, self.id_bytes, self.id_off), newest_day
 

@@ -15,13 +15,13 @@ Cohen's kappa between the first two repeats on the verdict "goes together" (scor
 from __future__ import annotations
 
 import asyncio
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from models.rubric import DIMENSIONS
 from streams.labelling.quality import COMPATIBLE_AT, cohen_kappa
 
 
-async def self_consistency(scorer, pairs: list[tuple[Mapping, Mapping]], repeats: int = 2) -> dict:
+async def self_consistency(scorer, pairs: Sequence[tuple[Mapping, Mapping]], repeats: int = 2) -> dict:
     """Score every (product_a, product_b) ``repeats`` times with ``scorer`` (a PairScorer);
     pairs that fail to score in any repeat are counted in ``failed`` and left out."""
     if repeats < 2:
@@ -33,8 +33,8 @@ async def self_consistency(scorer, pairs: list[tuple[Mapping, Mapping]], repeats
     report: dict = {"pairs": len(kept), "failed": len(pairs) - len(kept), "repeats": repeats,
                     "backend": getattr(getattr(scorer, "backend", None), "name", None), "dimensions": {}}
     for name in ("score", *DIMENSIONS):
-        series = [[_value(run[k], name) for run in runs] for k in kept]
-        series = [s for s in series if all(v is not None for v in s)]
+        values = [[_value(run[k], name) for run in runs] for k in kept]
+        series: list[list[float]] = [[v for v in s if v is not None] for s in values if None not in s]
         if not series:
             continue
         figures = {

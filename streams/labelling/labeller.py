@@ -71,15 +71,19 @@ def parse_routed(key: bytes | None, raw: bytes) -> RoutedPair:
         raise BadPair(f"not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise BadPair("not a JSON object")
-    a, b, tier = obj.get("item_a"), obj.get("item_b"), obj.get("tier")
-    for name, value in (("item_a", a), ("item_b", b)):
-        if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
-            raise BadPair(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    a, b, tier = _id(obj, "item_a"), _id(obj, "item_b"), obj.get("tier")
     if tier not in TIERS:
         raise BadPair(f"tier must be one of {TIERS}")
     if not a < b:
         raise BadPair("item_a must sort before item_b")
     return RoutedPair(a, b, tier, key, raw)
+
+
+def _id(obj: dict, name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        raise BadPair(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    return value
 
 
 class Labeller:
@@ -167,11 +171,11 @@ class Labeller:
     async def _score(self, pairs: list[RoutedPair], dead: list) -> list[LabelRow]:
         ids = sorted({p.item_a for p in pairs} | {p.item_b for p in pairs})
         found = await asyncio.to_thread(products, self.storage, ids)
-        wanted = set()
+        wanted: set[tuple[str, str]] = set()
         for pair in pairs:
             a, b = found.get(pair.item_a), found.get(pair.item_b)
             if pair.tier == "low" and a is not None and b is not None:
-                wanted.add(tuple(sorted((str(a["category"]), str(b["category"])))))
+                wanted.add(_category_pair(a, b))
         examples: dict[tuple[str, str], list[Example]] = {}
         if wanted and self.settings.few_shot_k > 0:
             examples = await asyncio.to_thread(self._examples, sorted(wanted))
@@ -184,8 +188,7 @@ class Labeller:
                 continue
             shots: list[Example] = []
             if pair.tier == "low":
-                cats = tuple(sorted((str(a["category"]), str(b["category"]))))
-                shots = [e for e in examples.get(cats, [])
+                shots = [e for e in examples.get(_category_pair(a, b), [])
                          if {e.product_a.get("item_id"), e.product_b.get("item_id")}
                          != {pair.item_a, pair.item_b}][: self.settings.few_shot_k]
             ready.append((pair, a, b, shots))
@@ -257,3 +260,9 @@ def build_scorer(settings: Settings) -> PairScorer:
                              concurrency=settings.llm_concurrency,
                              rate_per_s=settings.llm_rate_per_s if remote else 0)
     return PairScorer(load_rubric(settings.rubric_path), guarded)
+
+
+def _category_pair(a: dict, b: dict) -> tuple[str, str]:
+    """The few-shot examples' key: the two items' categories in order."""
+    first, second = sorted((str(a["category"]), str(b["category"])))
+    return first, second

@@ -87,7 +87,8 @@ def gold_report(storage: Storage) -> dict:
     report: dict = {"gold_pairs": len(gold), "compatible_at": COMPATIBLE_AT, "sources": {}}
     candidates = [s for s in SOURCES if s != "manual"]
     for source in candidates + ["published", "model", "behaviour_evidence"]:
-        pairs, per_dim = [], {}
+        pairs: list = []
+        per_dim: dict[str, list] = {}
         for pair, manual in gold.items():
             if source in SOURCES:
                 row = labels[pair].get(source)

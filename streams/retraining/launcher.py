@@ -24,6 +24,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -116,7 +117,7 @@ class TrainingLauncher:
         from streams.core.storage.snapshot import export_tables, import_tables
 
         st = self.storage
-        outcome = {"run_id": run_id, "trigger": trigger, "status": "failed"}
+        outcome: dict[str, Any] = {"run_id": run_id, "trigger": trigger, "status": "failed"}
         metrics.TRAINING_RUNNING.set(1)
         await asyncio.to_thread(run_table.record, st, run_id, trigger, "running", started)
         run_dir = Path(self.settings.data_dir) / "runs" / run_id
@@ -135,16 +136,18 @@ class TrainingLauncher:
                 raise RuntimeError(f"train-job exited with {code}: {tail}")
             result = RunResult.read(run_dir / "result.json")
             version = result.version
+            if version is None:
+                raise RuntimeError(f"train-job wrote a result without a model version: {run_dir / 'result.json'}")
             await asyncio.to_thread(
                 import_tables, st, run_dir / "registry", ("models",),
                 lambda _name, table: table.filter(_versions_mask(table, version, result)))
             outcome.update(status="succeeded", model_version=version,
                            promoted=result.promoted, report=result.report,
                            metrics=result.metrics)
-            if outcome["promoted"]:
+            if result.promoted:
                 outcome["publish"] = await publish_and_announce(st, self.settings, self.producer, version)
             await asyncio.to_thread(run_table.record, st, run_id, trigger, "succeeded", started,
-                                    time.time(), version, outcome["promoted"])
+                                    time.time(), version, result.promoted)
         except asyncio.CancelledError:
             await asyncio.to_thread(run_table.record, st, run_id, trigger, "failed", started,
                                     time.time(), error="cancelled: the worker stopped")

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -34,6 +35,9 @@ from streams.core.events import MAX_ID_CHARS
 from streams.core.storage import Storage
 from streams.core.storage.items import products
 from streams.serving.index import ScoreIndex
+
+if TYPE_CHECKING:
+    from models.runtime import Students
 
 log = logging.getLogger(__name__)
 MAX_PARTNERS = 1000
@@ -52,7 +56,7 @@ class BadRequest(ValueError):
 @dataclass(frozen=True)
 class Snapshot:
     index: ScoreIndex
-    students: object | None  # models.runtime.Students
+    students: Students | None
 
     @property
     def model_version(self) -> str | None:
@@ -208,8 +212,12 @@ class Serving:
                               "source": "unknown_item", "scorer": None}
 
     async def _embeddings(self, snap: Snapshot, items: list[str]) -> dict[str, np.ndarray]:
-        out, unknown = {}, []
-        version = snap.students.version
+        out: dict[str, np.ndarray] = {}
+        unknown: list[str] = []
+        students = snap.students
+        if students is None:
+            return out
+        version = students.version
         for item in items:
             vector = snap.index.embedding(item) if snap.index.model_version == version else None
             if vector is None:
@@ -222,7 +230,7 @@ class Serving:
             rows = await asyncio.to_thread(products, self.storage, unknown)
             known = [i for i in unknown if i in rows]
             if known:
-                encoded = await asyncio.to_thread(snap.students.two_tower.embed,
+                encoded = await asyncio.to_thread(students.two_tower.embed,
                                                   [item_text(rows[i]) for i in known])
                 for item, vector in zip(known, encoded):
                     out[item] = vector

@@ -9,12 +9,16 @@ ClickHouse, so it needs no history of the topic.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import orjson
 
 from streams.core import metrics
 from streams.core.events import InvalidEvent
 from streams.core.storage import scores
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +33,33 @@ class ModelWatcher:
         self.serving = serving
         self.dead_letter = dead_letter
         self.seen = 0
-        self._consumer = None
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                          enable_auto_commit=False)
-        await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self.topic)
+        consumer = self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                                     enable_auto_commit=False)
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
-            await self._consumer.topics()  # a metadata request for every topic
-            partitions = self._consumer.partitions_for_topic(self.topic) or {0}
+            await consumer.topics()  # a metadata request for every topic
+            partitions = consumer.partitions_for_topic(self.topic) or {0}
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
 
     async def run(self) -> None:
         """Follow the topic until :meth:`stop` (which ends a pending ``getmany``)."""
         from aiokafka.errors import ConsumerStoppedError
 
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("ModelWatcher.run before start")
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=500)
+                batches = await consumer.getmany(timeout_ms=500)
             except ConsumerStoppedError:
                 return
             for messages in batches.values():
