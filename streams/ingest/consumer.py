@@ -438,6 +438,8 @@ class ClickIngest:
         ones'); before the start, the lost range is skipped and counted."""
         first = (await self.consumer.beginning_offsets([tp]))[tp]
         end = (await self.consumer.end_offsets([tp]))[tp]
+        if state.position > end:
+            end = max(end, await self._fetched_end(tp))
         if first <= state.position <= end:
             return False
         where = "beyond the end" if state.position > end else "before the start"
@@ -451,6 +453,20 @@ class ClickIngest:
             self.consumer.pause(tp)
             return True
         return await self._rewind(tp, state, first, end)
+
+    async def _fetched_end(self, tp, wait_s: float = 3.0) -> int:
+        """The partition's end as a fetch response's high watermark says (0 if no fetch answers
+        within ``wait_s``). Tansu answers ListOffsets(latest) with the newest batch's base
+        offset + 1, short of the true end when that batch holds several records: a checkpoint at
+        the true end would look "beyond the end", and ``rewind`` would count the log again. A
+        fetch at the committed position answers even with no records, and its high watermark is
+        right; on a new, shorter log that fetch is out of range and the reset to the log's start
+        reports the new end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while (high := self.consumer.highwater(tp)) is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return high or 0
 
     async def _rewind(self, tp, state: PartitionState, first: int, end: int) -> bool:
         if state.position > end:  # a new log: its history starts empty

@@ -151,7 +151,7 @@ def test_data_parallel_run_under_torchrun(tmp_path):
          "-m", "streams.cli", "distill", "--backbone", "tiny", "--teacher-epochs", "2", "--epochs", "1",
          "--augment", "1", "--max-length", "48", "--json"],
         env={**os.environ, "PAIRSTREAM_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=400)
+        capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"version"')]
     assert len(reports) == 1  # the replica trains, the main process reports

@@ -62,8 +62,9 @@ def _table_counts(storage):
     return {(a, b, d): n for a, b, d, n in rows}
 
 
-async def _run_until(ingests, total=None, timeout=90, end_offsets=None):
-    """Run the ingests until they processed ``total`` events or reached ``end_offsets``."""
+async def _run_until(ingests, total=None, timeout=90, end_offsets=None, until=None):
+    """Run the ingests until they processed ``total`` events, reached ``end_offsets`` or
+    ``until()`` says so."""
     for ingest in ingests:
         await ingest.start()
     deadline = time.monotonic() + timeout
@@ -71,6 +72,8 @@ async def _run_until(ingests, total=None, timeout=90, end_offsets=None):
     def done():
         if time.monotonic() > deadline:
             return True
+        if until is not None:
+            return until()
         if end_offsets is not None:
             return all(i.caught_up({p: e for p, e in end_offsets.items() if p in i.partitions})
                        for i in ingests) and set(end_offsets) <= {p for i in ingests for p in i.partitions}
@@ -196,6 +199,50 @@ def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, sto
         assert asyncio.run(_run_until([rewound], len(later))) == len(later)
     new = reference_counts([(c.user_id, c.item_id, c.ts) for c in later], categories)
     assert _table_counts(storage) == dict(old + new)
+
+
+def test_clean_restart_at_the_end_of_multi_record_batches_declares_no_reset(settings, storage, broker,
+                                                                          end_offsets):
+    """Tansu answers ListOffsets(latest) with the newest batch's base offset + 1, short of the
+    true end when that batch holds several records. A partition checkpointed at its true end and
+    restarted against the same broker, with nothing new to fetch, must not look "beyond the end":
+    with ``rewind`` (the embedded default) it would count the whole log again."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.core import metrics
+
+    items, clicks = generate(300, 40, 3000, seed=5)
+    catalogue = _catalogue(storage, items)
+    ensure_topics(broker.bootstrap, settings)
+    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
+    true_end = end_offsets(settings.topic_clicks)
+    reader = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+    listed = reader.end_offsets([TopicPartition(settings.topic_clicks, p) for p in true_end])
+    reader.close()
+    short = {tp.partition for tp, end in listed.items() if end < true_end[tp.partition]}
+    assert short, f"the case under test: ListOffsets {listed} short of the true end {true_end}"
+    rewind = settings.replace(on_offset_reset="rewind")
+    first = ClickIngest(rewind, broker.bootstrap, storage, catalogue)
+    asyncio.run(_run_until([first], end_offsets=true_end))
+    expected = dict(reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks],
+                                     {item.item_id: item.category for item in items}))
+    assert _table_counts(storage) == expected
+
+    resets = metrics.OFFSET_RESETS.labels(policy="rewind")._value.get()
+    again = ClickIngest(rewind, broker.bootstrap, storage, catalogue)
+    restored_at: list[float] = []
+
+    def settled() -> bool:  # every partition restored, then a few more fetches
+        if len(again.partitions) < len(true_end):
+            return False
+        restored_at.append(time.monotonic())
+        return time.monotonic() - restored_at[0] > 2.0
+
+    asyncio.run(_run_until([again], timeout=30, end_offsets=None, total=None, until=settled))
+    assert len(again.partitions) == len(true_end) and not again.resets
+    assert metrics.OFFSET_RESETS.labels(policy="rewind")._value.get() == resets
+    assert again.totals["events"] == 0 and _table_counts(storage) == expected
+    assert {p: state.position for p, state in again.partitions.items()} == true_end
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "snappy", "gzip"])

@@ -18,6 +18,9 @@ from streams.serving.watcher import ModelWatcher
 from tests.student_fixtures import seed_pairs, tiny_students
 
 
+STEP_S = 120  # a stall fails here, with a traceback of where it waited, not at the suite's timeout
+
+
 @pytest.fixture
 def published(storage, settings, tmp_path):
     data = seed_pairs(storage)
@@ -36,9 +39,6 @@ async def _client(storage, settings):
     return serving, client
 
 
-# slow-marked for now: passes alone and with its neighbours (27 s), but stalled once in the full
-# default run after the ingest tests; under investigation (see README, Open work)
-@pytest.mark.slow
 def test_pair_scores_and_validation(storage, settings, published):
     data, first, result = published
     rows = storage.query_rows(f"SELECT item_a, item_b, score FROM {storage.table('pair_scores_latest')}")
@@ -90,10 +90,9 @@ def test_pair_scores_and_validation(storage, settings, published):
         finally:
             await client.close()
 
-    asyncio.run(go())
+    asyncio.run(asyncio.wait_for(go(), STEP_S))
 
 
-@pytest.mark.slow
 def test_hot_reload_under_load(storage, settings, published, broker, tmp_path):
     _, first, result = published
     settings = settings.replace(topic_model_updates=f"mu-{settings.app_id}")
@@ -136,7 +135,7 @@ def test_hot_reload_under_load(storage, settings, published, broker, tmp_path):
             await client.close()
         return second_published, answers, errors, watcher.seen
 
-    second_published, answers, errors, seen = asyncio.run(go())
+    second_published, answers, errors, seen = asyncio.run(asyncio.wait_for(go(), STEP_S))
     assert not errors and seen == 1
     versions = {(a["model_version"], a["score_version"]) for a in answers}
     assert versions == {(first["version"], result.score_version),
