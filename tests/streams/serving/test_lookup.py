@@ -17,7 +17,6 @@ from streams.serving.lookup import Serving, add_routes
 from streams.serving.watcher import ModelWatcher
 from tests.student_fixtures import seed_pairs, tiny_students
 
-
 STEP_S = 120  # a stall fails here, with a traceback of where it waited, not at the suite's timeout
 
 
