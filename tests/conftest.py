@@ -59,6 +59,9 @@ def settings(chdb_dir, tmp_path):
         topic_model_updates_dlq=f"model-updates-dlq-{unique}",
         topic_training_jobs_dlq=f"training-jobs-dlq-{unique}",
         ingest_flush_ms=100,
+        # Tansu holds a group join for half the session timeout: 1 s per consumer start instead
+        # of 3 s, and a crashed member expires in 2 s (heartbeats every 0.67 s)
+        session_timeout_s=2.0,
     )
 
 

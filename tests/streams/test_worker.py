@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.core.embedded_broker import free_port
@@ -126,9 +127,15 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
         # the model-updates message reaches the serving part: a hot reload
         worker.wait_for("a hot reload", lambda: worker.metric("pairstream_model_reloads_total", outcome="ok") >= 1,
                         timeout=30)
-        live = [labels for (name, labels), value in worker.metrics().items()
+        live = [dict(labels) for (name, labels), value in worker.metrics().items()
                 if name == "pairstream_live_score_version_info" and value == 1]
-        assert live, "no live score version"
+        assert len(live) == 1, live
+        # the promotion was announced on model-updates with the score version now live
+        announced = KafkaConsumer("model-updates", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                  consumer_timeout_ms=3000)
+        updates = [json.loads(m.value) for m in announced]
+        announced.close()
+        assert updates and updates[-1]["score_version"] == live[0]["score_version"], (updates, live)
 
         # lookups answer from the published table
         clicks_per_item: dict[str, int] = {}
@@ -146,7 +153,7 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
         status, body = worker.get("/v1/pair-scores", json.dumps({"pairs": pairs}).encode())
         assert status == 200, body[:500]
         answer = json.loads(body)
-        assert answer["model_version"] and answer["score_version"]
+        assert answer["score_version"] == live[0]["score_version"] and answer["model_version"]
         assert {r["source"] for r in answer["results"]} == {"table"}
         assert all(1.0 <= r["score"] <= 10.0 for r in answer["results"])
 

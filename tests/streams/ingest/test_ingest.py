@@ -307,8 +307,8 @@ class FlakyStorage:
 def test_crash_mid_batch_then_restart_is_exact(settings, storage, broker, end_offsets, crash_after):
     # small batches and frequent checkpoints: the crash lands mid-stream, after a checkpoint
     # (records fetched while partitions restore are held up to 700 each, then paused: the
-    # first checkpoint cannot cover a partition's 5000)
-    items, clicks, messages, expected = _dataset(settings, broker, n_events=20000)
+    # first checkpoint cannot cover a partition's ~2500)
+    items, clicks, messages, expected = _dataset(settings, broker, n_events=10000)
     catalogue = _catalogue(storage, items)
     fast = settings.replace(ingest_batch_events=700, checkpoint_interval_s=0.0)
     first = ClickIngest(fast, broker.bootstrap,

@@ -68,6 +68,7 @@ def _env(settings, bootstrap):
         "PAIRSTREAM_TOPIC_PAIRS_TO_SCORE_DLQ": settings.topic_pairs_to_score_dlq,
         "PAIRSTREAM_INGEST_BATCH_EVENTS": "300",  # many small batches: the kill lands mid-stream
         "PAIRSTREAM_CHECKPOINT_INTERVAL_S": "0.3",
+        "PAIRSTREAM_SESSION_TIMEOUT_S": str(settings.session_timeout_s),  # a killed member expires sooner
     })
     return env
 

@@ -1,12 +1,13 @@
 """The training trigger: thresholds, one run at a time, a failed run waits for the next window;
-and an embedded run in a child process that trains, promotes, publishes and announces."""
+the timer's path through the launcher; the trainer service's bad jobs. A triggered run that
+trains, promotes, publishes, announces and hot-reloads is ``tests/streams/test_worker.py``: the
+worker's own timer starts it there."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from streams.core.storage import registry, scores
 from streams.core.storage import runs as run_table
 from streams.core.storage.labels import LabelRow, write_labels
 from streams.core.topics import ensure_topics
@@ -95,33 +96,6 @@ def test_the_timer_path_check_starts_a_due_run_and_then_waits(storage, settings,
     assert run_id is not None and outcome["run_id"] == run_id and outcome["trigger"] == "labels"
     assert outcome["status"] == "failed" and "too few labels" in outcome["error"]
     assert after_failure is None  # the failure waits for training_retry_s, never a loop
-
-
-def test_embedded_run_trains_promotes_publishes(storage, settings, broker):
-    from kafka import KafkaConsumer
-
-    from bench.distill import seed_labels
-
-    seed_labels(storage, n_labelled=120)
-    s = settings.replace(training_args="--backbone tiny --epochs 1 --teacher-epochs 1 --augment 1",
-                         topic_model_updates=f"mu-{settings.app_id}",
-                         topic_pair_scores=f"ps-{settings.app_id}",
-                         topic_item_partners=f"ip-{settings.app_id}")
-    ensure_topics(broker.bootstrap, s)
-    run_id, outcome = _launch(storage, s, broker)
-    assert outcome["status"] == "succeeded", outcome.get("error")
-    assert outcome["promoted"] and registry.promoted(storage)["version"] == outcome["model_version"]
-    live = scores.live(storage)
-    assert live["model_version"] == outcome["model_version"]
-    assert outcome["publish"]["pairs"] == storage.query_value(
-        f"SELECT count() FROM {storage.table('pair_scores_latest')}") > 100
-    [row] = run_table.runs(storage)
-    assert row["status"] == "succeeded" and row["promoted"] == 1
-    consumer = KafkaConsumer(s.topic_model_updates, bootstrap_servers=broker.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
-    events = [m.value for m in consumer]
-    consumer.close()
-    assert len(events) == 1 and live["score_version"].encode() in events[0]
 
 
 def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, settings, broker, read_dead_letters):
