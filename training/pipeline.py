@@ -75,6 +75,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     test = [e for e in labelled if e.split == "test"]
     if len(train) < 8 or len(test) < 3:
         raise ValueError(f"too few labels to train: {len(train)} train / {len(test)} test pairs")
+    phase("teacher: fine-tuning on %d labelled pairs (%d held out)", len(train), len(test))
     teacher = Teacher.build(config.teacher_path or None, Path(data_dir) / "models", seed=config.seed,
                             max_length=config.teacher_max_length)
     teacher_curve = teacher.fit(train, config.teacher_epochs, config.teacher_lr, config.batch_size,
@@ -83,6 +84,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     labels_test = np.array([e.label for e in test], np.float32)
     pairs_test = [(e.item_a, e.item_b) for e in test]
     loss = DistillationLoss(config.alpha, config.beta, config.gamma, config.temperature)
+    phase("teacher: soft targets for %d labelled and %d augmentation pairs", len(train), len(candidates))
     train_probs = teacher.predict(train)  # the KD targets of the labelled rows, once
     for row, probs in zip(candidates, teacher.predict(candidates)):
         row.target = probs.astype(np.float32)  # augmentation: targets = teacher output
@@ -93,6 +95,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         teacher_probs = np.concatenate([train_probs] + [r.target[None] for r in augmented])
         result: dict = {"multiple": multiple, "train_labelled": len(train), "train_augmented": len(augmented)}
         for kind in ("cross", "two_tower"):
+            phase("%s student: distilling on %d pairs (augmentation x%g)", kind, len(rows), multiple)
             model, tokenizer, curve = train_student(
                 kind, rows, teacher_probs, config.student_backbone, loss, config.student_epochs,
                 config.student_lr, config.batch_size, config.max_length, config.seed)
@@ -114,6 +117,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     out.mkdir(parents=True, exist_ok=True)
 
     cross, tower = main["cross"], main["two_tower"]
+    phase("export: both students to ONNX, with a parity check against torch")
     artifacts, parity = export_students(cross["model"], tower["model"], cross["tokenizer"], out,
                                         config.max_length, config.seed)
     if max(parity.values()) > config.parity_tolerance:
@@ -124,15 +128,18 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         "n_train": len(train), "n_test": len(test), "n_augmented": main["train_augmented"],
     }
     if config.quantize:
+        phase("quantisation: int8 cross-encoder, scored against fp32")
         metrics["int8"] = _int8(Path(artifacts["cross_encoder"]), cross["tokenizer"], test,
                                 cross["scores"], config.max_length)
         artifacts["cross_encoder_int8"] = metrics["int8"].pop("path")
+    phase("registry: the promotion gate against the incumbent")
     decision = _gate(storage, version, metrics, artifacts, test, cross["tokenizer"], config,
                      started) if register else {"promoted": None, "reason": "not registered"}
     result = RunResult(
         version=version, config=asdict(config), processes=distributed.accelerator().num_processes,
         metrics=metrics, artifacts=artifacts, augmentation_curve=curve_points, decision=decision,
         minutes=round((time.time() - started) / 60, 2))
+    phase("report: plots and metrics")
     result.report = write_report(out / "report", result.to_dict(),
                          {"teacher": teacher_curve, "cross student": cross["curve"],
                           "two-tower student": tower["curve"]},
@@ -140,6 +147,13 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
                           "two-tower": (teacher_test, tower["scores"])},
                          curve_points if len(curve_points) > 1 else None)
     return result
+
+
+def phase(message: str, *args) -> None:
+    """One line per step of a run (main process only): the run's log says what it is doing,
+    and the demo's progress line shows the newest."""
+    if distributed.is_main():
+        log.info(message, *args)
 
 
 def _pair_hash(example: PairExample) -> str:

@@ -35,6 +35,9 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
         settings.topic_training_jobs, bootstrap_servers=bootstrap,
         group_id=f"{settings.app_id}-trainer", enable_auto_commit=False,
         auto_offset_reset="earliest", session_timeout_ms=int(settings.session_timeout_s * 1000),
+        # a third of the session, as the ingest and Faust do (kafka-python's fixed 3 s default
+        # refuses any session timeout up to 3 s)
+        heartbeat_interval_ms=max(500, int(settings.session_timeout_s * 1000) // 3),
         max_poll_records=1, max_poll_interval_ms=6 * 3600 * 1000)
     try:
         while True:

@@ -64,7 +64,10 @@ class Worker:
             if got:
                 return got
             time.sleep(every)
-        raise AssertionError(f"no {what} within {timeout:.0f}s; worker log:\n" + self.log()[-4000:])
+        seen = {f"{name}{dict(labels)}": value for (name, labels), value in self.metrics().items()
+                if name.startswith(("pairstream_training", "pairstream_labels", "pairstream_events_in",
+                                    "pairstream_pairs_routed", "pairstream_model_reloads"))}
+        raise AssertionError(f"no {what} within {timeout:.0f}s; metrics {seen}; worker log:\n" + self.log()[-4000:])
 
     def get(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         return http(f"http://127.0.0.1:{self.port}{path}", body, timeout=10)
