@@ -38,3 +38,4 @@ class DistillConfig:
     behaviour_min_count: int = 3
     behaviour_evidence_count: float = 5.0  # a behaviour row weighs count / (count + this)
     max_labels: int = 0  # cap on labelled training pairs (0 = all): bounds a CPU round
+    max_test: int = 0  # cap on held-out pairs scored for the metrics and the gate (0 = all): bounds a CPU round

@@ -54,6 +54,11 @@ def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list,
         # a deterministic subset: the same pairs every run, manual labels first
         train = sorted(train, key=lambda e: (e.source != "manual", _pair_hash(e)))[:config.max_labels]
         labelled = train + [e for e in labelled if e.split != "train"]
+    test = [e for e in labelled if e.split == "test"]
+    if config.max_test and len(test) > config.max_test:
+        # a deterministic subset as well: the gate compares runs on the same pairs
+        kept = {id(e) for e in sorted(test, key=_pair_hash)[:config.max_test]}
+        labelled = [e for e in labelled if e.split != "test" or id(e) in kept]
     return labelled, _candidates(storage, labelled, max(multiples))
 
 

@@ -50,7 +50,7 @@ def distill_config(args):
         teacher_path=args.teacher, student_backbone=args.backbone, augment_multiple=args.augment,
         student_epochs=args.epochs, student_lr=args.lr, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
         beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance,
-        max_labels=args.max_labels, max_length=args.max_length,
+        max_labels=args.max_labels, max_test=args.max_test, max_length=args.max_length,
         behaviour_min_count=args.behaviour_min_count)
 
 def distill_config_from(extra: str):
@@ -170,3 +170,6 @@ def distill_options(p: argparse.ArgumentParser) -> None:
                         "(0 = off; default %(default)s)")
     p.add_argument("--max-labels", type=int, default=D.max_labels,
                    help="use at most this many labelled training pairs (0 = all; bounds CPU runs)")
+    p.add_argument("--max-test", type=int, default=D.max_test,
+                   help="evaluate and gate on at most this many held-out pairs, the same ones every run "
+                        "(0 = all; each student scores every one of them: bounds CPU runs)")

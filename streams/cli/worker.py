@@ -14,7 +14,9 @@ def register(sub) -> None:
                 description="""Generate a catalogue and clicks, stream them through the embedded stack (ingest,
                     tiers, labelling), run one CPU distillation round in a child process, publish
                     scores, hot reload, query the lookup API, and print a summary: top partners with
-                    per-dimension reasons, consumer lag, model metrics and the HTML report's path.""",
+                    per-dimension reasons, consumer lag, model metrics, the HTML report's path and a
+                    timeline of the steps; then the worker keeps serving (curl lines, `pairstream
+                    lag`, /status) until Ctrl-C.""",
                 data_dir="override PAIRSTREAM_DATA_DIR (default .pairstream)")
     p.add_argument("--items", type=int, default=3000)
     p.add_argument("--users", type=int, default=2000)
@@ -24,6 +26,9 @@ def register(sub) -> None:
                    help="scoring backend (default: PAIRSTREAM_LLM_BACKEND, else heuristic)")
     p.add_argument("--llm-url", help="openai: base URL of the endpoint (…/v1)")
     p.add_argument("--llm-model", help="openai: model name; hf: local model directory")
+    p.add_argument("--exit", action="store_true",
+                   help="stop after the summary (default: keep the worker serving the lookup API, "
+                        "/status and /metrics until Ctrl-C)")
     p.add_argument("--backbone", default="minilm",
                    help="student backbone of the distillation round: minilm (pretrained, "
                         "default) | tiny (seconds, for smoke tests) | PATH")

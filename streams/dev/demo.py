@@ -3,12 +3,14 @@
 generator -> replay -> Kafka -> Faust worker (ingest, tiers, labelling) -> ClickHouse ->
 one distillation round in a child process (the worker's real training path) -> publish ->
 hot reload -> lookup API -> summary (top partners with per-dimension reasons, lag table, model
-metrics, the HTML report). Leaves no process behind: the broker, the worker and the training
-child are all stopped on exit and on Ctrl-C."""
+metrics, the HTML report, a timeline of the steps) -> what to try next, with the worker still
+serving until Ctrl-C (``--exit``: stop after the summary). Leaves no process behind: the broker,
+the worker and the training child are all stopped on exit and on Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 import threading
@@ -23,7 +25,25 @@ from streams.core.embedded_broker import free_port
 from streams.core.storage import tiers
 from streams.worker import stack
 
-DEMO_TRAINING = "--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-length 64"
+# a CPU round that fits the demo's five minutes: 400 labels, the teacher's 10 epochs (a from-scratch
+# teacher needs them), one student epoch, and 500 held-out pairs scored by each model (all 3,300
+# took ~95 s of the round)
+DEMO_TRAINING = ("--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-test 500 "
+                 "--max-length 64")
+DEMO_CROSS_BUDGET_S = 10.0  # the publish's cross-encoder rescoring: ~110 pairs a second here
+
+# what each step buys, for the timeline at the end of the summary
+STEPS = {
+    "generate": "a synthetic marketplace: items, clicks, the hidden truth",
+    "stack": "the embedded Tansu broker, chDB, the topics",
+    "worker": "the Faust worker: ingest, tiers, labeller, serving, web",
+    "stream": "clicks -> exact pair counts in ClickHouse, tier crossings routed",
+    "label": "routed pairs -> five-dimension labels (heuristic backend unless --llm)",
+    "distil": "teacher -> cross-encoder + two-tower students -> ONNX -> gate",
+    "publish": "students score candidate pairs, blended with behaviour; a new score version",
+    "reload": "model-updates -> the worker swaps its students and index",
+    "lookup": "the lookup API over HTTP",
+}
 
 
 def run_demo(settings: Settings, args) -> int:
@@ -43,13 +63,17 @@ def run_demo(settings: Settings, args) -> int:
         training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else
                                                                   f" --backbone {args.backbone} --teacher-epochs 2")),
         training_min_new_labels=10**9, training_interval_s=0,  # the demo starts its one run itself
-        publish_cross_budget_s=min(settings.publish_cross_budget_s, 30.0))  # 10 minutes in all
+        publish_cross_budget_s=min(settings.publish_cross_budget_s, DEMO_CROSS_BUDGET_S))
     out = data_dir / "demo-data"
+    timeline: dict[str, float] = {}
     t0 = time.time()
     counts = write_dataset(out, args.items, args.users, args.events, args.seed)
+    timeline["generate"] = time.time() - t0
     print(f"[1/6] generated {counts['items']} items, {counts['clicks']} clicks, "
-          f"{counts['truth_pairs']} truth pairs in {out} ({time.time() - t0:.1f}s)")
+          f"{counts['truth_pairs']} truth pairs in {out} ({timeline['generate']:.1f}s)")
+    t0 = time.time()
     with stack(settings) as (bootstrap, storage):
+        timeline["stack"] = time.time() - t0
         print(f"[2/6] embedded stack up: Kafka {bootstrap}, chDB {settings.chdb_path}, "
               f"web :{settings.web_port}")
         replay_error: list[BaseException] = []
@@ -63,12 +87,16 @@ def run_demo(settings: Settings, args) -> int:
                 replay_error.append(exc)
 
         producer = threading.Thread(target=produce, name="replay", daemon=True)
+        summary: dict = {"timeline": timeline}
         try:
-            summary = asyncio.run(_pipeline(settings, bootstrap, storage, counts["clicks"], producer.start))
+            asyncio.run(_pipeline(settings, bootstrap, storage, counts["clicks"], producer.start, summary,
+                                  serve=not args.exit))
         except KeyboardInterrupt:
-            print("\ninterrupted: the worker, the training child and the replay are stopped; "
-                  "the broker and chDB follow", file=sys.stderr)
-            return 130
+            if not summary.get("printed"):
+                print("\ninterrupted: the worker, the training child and the replay are stopped; "
+                      "the broker and chDB follow", file=sys.stderr)
+                return 130
+            print("\nstopped: the worker, the broker and chDB are down", flush=True)
         finally:
             stop_replay.set()
             if producer.is_alive():
@@ -76,34 +104,42 @@ def run_demo(settings: Settings, args) -> int:
         if replay_error:
             print(f"replay failed: {replay_error[0]}", file=sys.stderr)
             return 1
-        _print_summary(storage, settings, summary)
     return 0 if summary.get("training", {}).get("status") == "succeeded" else 1
 
 
-async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, start_replay) -> dict:
+async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, start_replay, summary: dict,
+                    serve: bool) -> None:
     """Start the worker, then the replay (so the worker's start-up does not share the GIL with
-    it), run the steps, and stop the worker whatever happens: a Ctrl-C during ``app.start()``
-    would otherwise leave its non-daemon consumer thread, and the process, running."""
+    it), run the steps, print the summary and, with ``serve``, keep the worker serving until
+    Ctrl-C; stop the worker whatever happens: a Ctrl-C during ``app.start()`` would otherwise
+    leave its non-daemon consumer thread, and the process, running."""
     from streams.app import create_app
 
     app = create_app(settings, bootstrap, storage, web=True)
     started = time.time()
-    summary: dict = {}
+    timeline = summary["timeline"]
     try:
         await app.start()
+        timeline["worker"] = time.time() - started
         start_replay()
         runtime = app.runtime
-        summary["stream"] = await _stream(runtime, expected)
-        summary["training"] = await _train(runtime, settings)
+        summary["stream"] = await _stream(runtime, expected, timeline)
+        summary["training"] = await _train(runtime, settings, timeline)
+        mark = time.time()
         summary["lookup"] = await _lookup(runtime, settings)
+        timeline["lookup"] = time.time() - mark
         summary["lag"] = await asyncio.to_thread(_lag_rows, runtime, settings)
+        summary["seconds"] = round(time.time() - started + timeline["generate"] + timeline["stack"], 1)
+        await asyncio.to_thread(_print_summary, storage, settings, summary)
+        summary["printed"] = True
+        if serve and summary["training"].get("status") == "succeeded":
+            _print_next_steps(settings, bootstrap, summary)
+            await asyncio.Event().wait()  # until Ctrl-C (asyncio.run cancels this task)
     finally:
         await asyncio.wait_for(app.stop(), timeout=60)
-    summary["seconds"] = round(time.time() - started, 1)
-    return summary
 
 
-async def _stream(runtime, expected: int) -> dict:
+async def _stream(runtime, expected: int, timeline: dict[str, float]) -> dict:
     """[3/6] clicks -> pairs -> tiers -> labels, with a live view."""
     started = time.time()
     with tqdm(total=expected, desc="[3/6] streaming", unit="ev") as bar:
@@ -121,6 +157,8 @@ async def _stream(runtime, expected: int) -> dict:
     totals = dict(runtime.ingest.totals)
     await runtime.ingest.checkpoint()  # route what the last batches touched
     await runtime.ingest.drain()
+    timeline["stream"] = time.time() - started
+    labelling = time.time()
     routed = runtime.ingest.router.routed_total
     with tqdm(total=routed, desc="      labelling", unit="pair") as bar:
         deadline = time.time() + 300
@@ -130,31 +168,40 @@ async def _stream(runtime, expected: int) -> dict:
             bar.refresh()
         bar.n = runtime.pairs_handled
         bar.refresh()
+    timeline["label"] = time.time() - labelling
     return {"events": totals.get("events", 0), "invalid": totals.get("invalid", 0),
             "pair_rows": totals.get("pairs", 0), "routed": routed,
             "labelled": runtime.pairs_handled, "seconds": round(time.time() - started, 1)}
 
 
-async def _train(runtime, settings: Settings) -> dict:
+async def _train(runtime, settings: Settings, timeline: dict[str, float]) -> dict:
     """[4/6] one distillation round in a child process, then [5/6] publish and hot reload."""
     launcher = runtime.launcher
     run_id = await launcher.launch("demo")
-    log_path = Path(settings.data_dir) / "runs" / run_id / "train.log"
+    run_dir = Path(settings.data_dir) / "runs" / run_id
+    log_path = run_dir / "train.log"
     started = time.time()
+    distilled_at = None
     with tqdm(desc="[4/6] distilling (child process)", bar_format="{desc}: {elapsed} {postfix}") as bar:
         while launcher.busy:
             await asyncio.sleep(1.0)
-            bar.set_postfix_str(_last_line(log_path)[:70])
+            if distilled_at is None and (run_dir / "result.json").exists():
+                distilled_at = time.time()
+            bar.set_postfix_str(_doing(log_path, distilled_at is not None)[:80])
             bar.refresh()
     outcome = launcher.last or {"status": "failed", "error": "no outcome"}
+    timeline["distil"] = (distilled_at or time.time()) - started
+    timeline["publish"] = time.time() - (distilled_at or time.time())
     outcome["log"] = str(log_path)
     if outcome["status"] != "succeeded":
         print(f"training failed: {outcome.get('error')}", file=sys.stderr)
         return outcome
     if outcome.get("promoted"):
-        deadline = time.time() + 30  # the hot reload arrives through model-updates
+        reloading = time.time()
+        deadline = reloading + 30  # the hot reload arrives through model-updates
         while runtime.serving.current.model_version != outcome["model_version"] and time.time() < deadline:
             await asyncio.sleep(0.2)
+        timeline["reload"] = time.time() - reloading
         pub = outcome.get("publish", {})
         print(f"[5/6] published {pub.get('score_version')}: {pub.get('pairs')} pairs of "
               f"{pub.get('items')} items ({pub.get('cross_rescored')} rescored by the cross-encoder) "
@@ -163,13 +210,20 @@ async def _train(runtime, settings: Settings) -> dict:
     return outcome
 
 
-def _last_line(path: Path) -> str:
+def _doing(path: Path, distilled: bool) -> str:
+    """What the run is doing: the newest step or epoch line of its log, without the log prefix
+    (teacher epochs, students, export and parity, quantisation, registry), then the publish."""
+    if distilled:
+        return "publishing: students score the candidate pairs, then model-updates"
     try:
         text = path.read_bytes()[-4000:].decode(errors="replace")
     except OSError:
-        return ""
-    parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
-    return parts[-1] if parts else ""
+        return "starting: table snapshot, child process"
+    for line in reversed(text.splitlines()):
+        step = re.match(r"^\S+ \S+ INFO training\.\w+: (.*)$", line)
+        if step:
+            return step.group(1)
+    return "starting: table snapshot, child process"
 
 
 async def _lookup(runtime, settings: Settings) -> dict:
@@ -245,7 +299,28 @@ def _print_summary(storage, settings: Settings, summary: dict) -> None:
               f"training {training.get('seconds')}s")
     report = (training.get("report") or {}).get("html")
     print(f"\nreport: {report or 'none (training did not finish: ' + str(training.get('log')) + ')'}")
+    print("\ntimeline (where the time went, and what each step buys):")
+    for step, seconds in summary["timeline"].items():
+        print(f"  {step:9} {seconds:6.1f}s  {STEPS.get(step, '')}")
     print(f"demo finished in {summary['seconds']}s")
+
+
+def _print_next_steps(settings: Settings, bootstrap: str, summary: dict) -> None:
+    """What a newcomer does next, against the worker that is still running."""
+    base = f"http://127.0.0.1:{settings.web_port}"
+    items = list((summary.get("lookup") or {}).get("items", {}).items())
+    item, partners = items[0] if items else ("ITEM_ID", [])
+    other = partners[0]["item_id"] if partners else "OTHER_ITEM_ID"
+    auth = ' -H "Authorization: Bearer $PAIRSTREAM_API_TOKEN"' if settings.api_token else ""
+    print(f"""
+=== next: the worker is still running ===
+  partners:  curl -s{auth} '{base}/v1/items/{item}/partners?k=5'
+  a pair:    curl -s{auth} -X POST {base}/v1/pair-scores -H 'Content-Type: application/json' \\
+               -d '{{"pairs": [["{item}", "{other}"]]}}'
+  lag:       PAIRSTREAM_KAFKA_BOOTSTRAP={bootstrap} pairstream lag
+  status:    {base}/status   (metrics: {base}/metrics)
+  stop:      Ctrl-C (the worker, the broker and chDB stop with it; `pairstream demo --exit` stops here)""",
+          flush=True)
 
 
 def _reasons(storage, pairs) -> dict:

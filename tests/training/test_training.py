@@ -170,3 +170,20 @@ def test_data_parallel_run_under_torchrun(tmp_path):
     # (one log line per epoch, from the main process; no progress bars outside a terminal)
     assert re.search(r"teacher epoch 1/2: loss [\d.]+ over \d+ rows \(4 batches\)", proc.stderr), proc.stderr[-2000:]
     assert "\r" not in proc.stderr and "it/s]" not in proc.stderr
+
+
+def test_max_test_keeps_the_same_held_out_pairs_every_run(storage):
+    """A CPU round may score a capped held-out set (the demo does: every student scores every
+    held-out pair): the same pairs each run, so the gate compares runs like for like."""
+    from training.config import DistillConfig
+    from training.pipeline import _read
+
+    seed_labels(storage, n_labelled=160)
+    whole, _ = _read(storage, DistillConfig(), [1.0])
+    capped, _ = _read(storage, DistillConfig(max_test=5), [1.0])
+    again, _ = _read(storage, DistillConfig(max_test=5), [1.0])
+    held_out = [(e.item_a, e.item_b) for e in capped if e.split == "test"]
+    assert len(held_out) == 5 < sum(e.split == "test" for e in whole)
+    assert held_out == [(e.item_a, e.item_b) for e in again if e.split == "test"]
+    train = [(e.item_a, e.item_b) for e in whole if e.split == "train"]
+    assert [(e.item_a, e.item_b) for e in capped if e.split == "train"] == train

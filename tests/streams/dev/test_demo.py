@@ -1,13 +1,19 @@
-"""The demo's pieces in one short run: a real `pairstream demo` process on the embedded stack
-(tiny student backbone, a few thousand clicks) must stream, label, train in a child process,
-publish, hot-reload, answer the lookup API, print its summary, and leave no process behind."""
+"""`make demo` as a newcomer runs it, smaller: a real `pairstream demo` process on the embedded
+stack must stream, label, train in a child process, publish, hot-reload, answer the lookup API,
+print its summary and timeline, keep serving with the next steps it printed (the test follows
+its curl line), stop on Ctrl-C, and leave no process behind. What differs from `make demo`:
+20k clicks of 800 items and 400 users instead of 200k of 3,000 and 2,000, and the tiny student
+backbone instead of MiniLM (2 teacher epochs); every other setting, the path and the output are
+the newcomer's. Any traceback or ERROR line in its output fails the test."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -44,26 +50,56 @@ def _alive(pid: int) -> bool:
     return info is not None and info[1] != "Z"
 
 
+BAD_LINE = re.compile(r"Traceback \(most recent call last\)|\bERROR\b|\bCRITICAL\b")
+
+
 def test_demo_end_to_end(tmp_path):
+    from tests.web import http
+
     env = {**os.environ, "PAIRSTREAM_DATA_DIR": str(tmp_path)}
+    log_path = tmp_path / "demo.out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "demo", "--events", "20000", "--items", "800",
          "--users", "400", "--backbone", "tiny"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
     try:
-        out, _ = proc.communicate(timeout=240)  # under the suite's 300 s: the output shows
+        deadline = time.monotonic() + 240  # under the suite's 300 s: the output shows
+        while "stop:      Ctrl-C" not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        out = log_path.read_text(errors="replace")
+        # the next steps work: the partners URL of its curl line answers from the published table
+        url = re.search(r"partners:\s+curl -s '(\S+)'", out).group(1)
+        status, body = http(url)
+        assert status == 200 and b'"partners"' in body, (status, body[:300])
+        assert re.search(r"status:\s+http://127\.0\.0\.1:\d+/status", out)
+        assert http(re.search(r"status:\s+(\S+)", out).group(1))[0] == 200
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out = log_path.read_text(errors="replace")
     assert proc.returncode == 0, out[-3000:]
+    assert "stopped: the worker, the broker and chDB are down" in out
     for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6] published", "consumer lag:",
                  "top partners from the lookup API", "model (held-out test split):"):
         assert step in out, step
+    timeline = re.findall(r"^  (\w+) +([\d.]+)s  ", out, re.M)
+    assert [step for step, _ in timeline] == ["generate", "stack", "worker", "stream", "label", "distil",
+                                              "publish", "reload", "lookup"], timeline
+    # the distillation line said what the run was doing, step by step
+    for doing in ("teacher epoch 1/2: loss", "cross student: distilling", "export: both students",
+                  "publishing: students score"):
+        assert doing in out, doing
     assert re.search(r"POST /v1/pair-scores for \d+ pairs: model v\d", out)
     report = re.search(r"report: (\S+report\.html)", out).group(1)
     html = open(report).read()
     assert "<img" in html and "Spearman" in html
     assert "pairstream-ingest" in out and "STOP" not in out
+    bad = [line for line in out.replace("\r", "\n").splitlines() if BAD_LINE.search(line)]
+    assert not bad, bad[:20]
     # nothing left behind: no broker, no training child
     bootstrap = re.search(r"Kafka (127\.0\.0\.1:\d+)", out).group(1)
     left = [cmd for _, state, cmd in _processes().values() if state != "Z" and (

@@ -140,9 +140,9 @@ def test_distill_options_default_to_the_config_and_parse_every_knob():
 
     assert distill_config_from("") == DistillConfig()
     config = distill_config_from("--epochs 2 --lr 3e-5 --augment 0.5 --alpha 0.1 --beta 0.2 --gamma 0.7 "
-                                 "--temperature 3 --tolerance 0.05 --max-labels 9 --max-length 32 "
+                                 "--temperature 3 --tolerance 0.05 --max-labels 9 --max-test 7 --max-length 32 "
                                  "--backbone tiny --teacher /m --teacher-epochs 4")
     assert (config.student_epochs, config.student_lr, config.augment_multiple) == (2, 3e-5, 0.5)
     assert (config.alpha, config.beta, config.gamma, config.temperature) == (0.1, 0.2, 0.7, 3.0)
-    assert (config.tolerance, config.max_labels, config.max_length) == (0.05, 9, 32)
+    assert (config.tolerance, config.max_labels, config.max_test, config.max_length) == (0.05, 9, 7, 32)
     assert (config.student_backbone, config.teacher_path, config.teacher_epochs) == ("tiny", "/m", 4)
