@@ -49,7 +49,8 @@ CONSUMER_LAG_STATUS = Gauge("pairstream_consumer_lag_status",
                             ["group", "topic", "partition"])
 TABLE_NEWEST = Gauge("pairstream_table_newest_row_timestamp_seconds",
                      "Time of the newest row of a table (freshness).", ["table"])
-TRAINING_RUNS = Counter("pairstream_training_runs_total", "Training runs by outcome.", ["status"])
+TRAINING_RUNS = Counter("pairstream_training_runs_total", "Training runs by outcome (succeeded, failed, "
+                        "cancelled: the worker stopped during the run).", ["status"])
 TRAINING_CHECKS = Counter("pairstream_training_checks_total", "Checks of the training trigger by the "
                           "leader's timer, by outcome (started, busy, not_due, error).", ["outcome"])
 TRAINING_SECONDS = Histogram("pairstream_training_run_seconds", "Duration of training runs.",
@@ -109,7 +110,7 @@ def initialise(llm_backend: str) -> None:
         LOOKUP_SECONDS.labels(endpoint=endpoint)
     for source in ("table", "computed", "unknown_item", "no_model"):
         LOOKUP_PAIRS.labels(source=source)
-    for status in ("succeeded", "failed"):
+    for status in ("succeeded", "failed", "cancelled"):
         TRAINING_RUNS.labels(status=status)
     for outcome in ("started", "busy", "not_due", "error"):
         TRAINING_CHECKS.labels(outcome=outcome)

@@ -50,6 +50,7 @@ class TrainingLauncher:
         self.task: asyncio.Task | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.last: dict | None = None  # the last finished run's outcome
+        self.stopping = False  # set by stop(): a child killed then is a cancellation, not a failure
 
     @property
     def busy(self) -> bool:
@@ -100,6 +101,9 @@ class TrainingLauncher:
         return self.last
 
     async def stop(self) -> None:
+        """Stop a run in flight (the worker is stopping): the child is killed and the run is
+        recorded as cancelled, which is no error."""
+        self.stopping = True
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             try:  # reap it while the loop still runs: a zombie, or asyncio's warning, otherwise
@@ -131,6 +135,8 @@ class TrainingLauncher:
                     "--data-dir", self.settings.data_dir, *shlex.split(self.settings.training_args),
                     stdout=log_file, stderr=asyncio.subprocess.STDOUT)
                 code = await self.process.wait()
+            if code != 0 and self.stopping:
+                raise asyncio.CancelledError  # killed by stop(): recorded as cancelled below
             if code != 0:
                 tail = log_path.read_text(errors="replace")[-1500:]
                 raise RuntimeError(f"train-job exited with {code}: {tail}")
@@ -149,6 +155,8 @@ class TrainingLauncher:
             await asyncio.to_thread(run_table.record, st, run_id, trigger, "succeeded", started,
                                     time.time(), version, result.promoted)
         except asyncio.CancelledError:
+            log.info("training run %s cancelled: the worker is stopping", run_id)
+            outcome.update(status="cancelled", error="cancelled: the worker stopped")  # not a failure
             await asyncio.to_thread(run_table.record, st, run_id, trigger, "failed", started,
                                     time.time(), error="cancelled: the worker stopped")
             raise

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.core.embedded_broker import free_port
 from tests.web import http
 
-TRAINING = "--backbone tiny --epochs 1 --teacher-epochs 1 --max-length 48"
+TRAINING = "--backbone tiny --epochs 1 --teacher-epochs 1 --max-length 48 --max-labels 300 --max-test 200"
 CHECK_S = 2.0
 BAD_LOG_LINE = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback \(most recent call last\)")
 
@@ -45,6 +45,8 @@ class Worker:
                 "PAIRSTREAM_DATA_DIR", "PAIRSTREAM_WEB_PORT", "PAIRSTREAM_TRAINING_CHECK_S",
                 "PAIRSTREAM_LAG_SAMPLE_S", "PAIRSTREAM_TRAINING_ARGS")]:
             del self.env[name]  # the defaults, not whatever the calling shell set
+        self.started = time.monotonic()
+        self.timeline: list[str] = []  # when each wait ended: in a failure's message, and with -s
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
@@ -62,12 +64,16 @@ class Worker:
                 self.log()[-4000:]
             got = check()
             if got:
+                self.timeline.append(f"{what} at {time.monotonic() - self.started:.1f}s")
+                print(self.timeline[-1])
                 return got
             time.sleep(every)
         seen = {f"{name}{dict(labels)}": value for (name, labels), value in self.metrics().items()
                 if name.startswith(("pairstream_training", "pairstream_labels", "pairstream_events_in",
-                                    "pairstream_pairs_routed", "pairstream_model_reloads"))}
-        raise AssertionError(f"no {what} within {timeout:.0f}s; metrics {seen}; worker log:\n" + self.log()[-4000:])
+                                    "pairstream_pairs_routed", "pairstream_model_reloads", "pairstream_catalogue",
+                                    "pairstream_unknown_item")) and not name.endswith("_created")}
+        raise AssertionError(f"no {what} within {timeout:.0f}s (after {self.timeline}); metrics {seen}; "
+                             "worker log:\n" + self.log()[-4000:])
 
     def get(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         return http(f"http://127.0.0.1:{self.port}{path}", body, timeout=10)
@@ -112,14 +118,18 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
         data = tmp_path / "marketplace"
         _cli(feed, "generate", "--items", "600", "--users", "400", "--events", "20000", "--seed", "3",
              "--out", str(data))
-        sent = json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"),
-                               "--clicks", str(data / "clicks.jsonl")))
-        assert sent == {"items": 600, "clicks": 20000}
+        # the catalogue first, as a marketplace has it before its clicks: the worker applies items
+        # through its catalogue agent (~1 s), and clicks on items it does not know yet pair with
+        # nothing (all 20,000 clicks of a replay of both files at once were lost so; README, Limitations)
+        assert json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"))) == {"items": 600}
+        worker.wait_for("the catalogue", lambda: worker.metric("pairstream_catalogue_items") == 600, timeout=30)
+        assert json.loads(_cli(feed, "replay", "--clicks", str(data / "clicks.jsonl"))) == {"clicks": 20000}
 
         # its own timer starts a run once enough labels arrived; the run promotes and publishes
         worker.wait_for("a succeeded training run", lambda: worker.metric(
             "pairstream_training_runs_total", status="succeeded") >= 1, timeout=150)
         assert worker.metric("pairstream_training_checks_total", outcome="started") >= 1
+        assert worker.metric("pairstream_unknown_item_clicks_total") == 0
         labels = sum(v for (name, _), v in worker.metrics().items() if name == "pairstream_labels_total")
         assert labels >= 200  # training_min_labels: the default that holds a first run back
         # the run's log reads as a log: one line per epoch with its loss, no progress-bar refreshes

@@ -98,6 +98,40 @@ def test_the_timer_path_check_starts_a_due_run_and_then_waits(storage, settings,
     assert after_failure is None  # the failure waits for training_retry_s, never a loop
 
 
+def test_a_run_stopped_with_the_worker_is_cancelled_not_failed(storage, settings, broker, caplog):
+    """A worker stopping kills its training child: that is a cancellation (no ERROR line, not
+    counted as a failure that an alert would page on), recorded with its reason."""
+    import logging
+
+    from aiokafka import AIOKafkaProducer
+
+    from streams.core import metrics
+
+    _labels(storage, 3)
+    failed_before = metrics.TRAINING_RUNS.labels(status="failed")._value.get()
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        launcher = TrainingLauncher(settings, storage, producer)
+        try:
+            await launcher.launch("test")
+            while launcher.process is None:  # the child is running (it needs seconds to start)
+                await asyncio.sleep(0.05)
+            await launcher.stop()
+            return launcher.last
+        finally:
+            await producer.stop()
+
+    with caplog.at_level(logging.INFO, logger="streams.retraining.launcher"):
+        outcome = asyncio.run(go())
+    assert outcome["status"] == "cancelled" and "worker stopped" in outcome["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert metrics.TRAINING_RUNS.labels(status="failed")._value.get() == failed_before
+    [row] = run_table.runs(storage)
+    assert row["status"] == "failed" and row["error"] == "cancelled: the worker stopped"
+
+
 def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, settings, broker, read_dead_letters):
     from kafka import KafkaProducer
 
