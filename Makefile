@@ -37,9 +37,11 @@ lint: setup
 	$(BIN)/ruff check streams models training tests bench
 	$(BIN)/mypy
 
-# every test, in CI too: none is left out (a check that never runs is one nobody has)
+# every test, in CI too: none is left out (a check that never runs is one nobody has). Two
+# processes, a test file each at a time: the suite mostly waits on brokers, workers and child
+# processes, so two cores run it in ~4.5 minutes instead of ~7 (PYTEST_ARGS="-n 0" for one)
 test: setup test-tools lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/pairstream bench ingest --events 300000

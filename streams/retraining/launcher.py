@@ -111,7 +111,11 @@ class TrainingLauncher:
             except asyncio.TimeoutError:
                 log.warning("training child %s did not exit after SIGKILL", self.process.pid)
         if self.task is not None and not self.task.done():
-            self.task.cancel()
+            # a killed child ends the run by itself, which records why; cancel what is left
+            # (a run still exporting its snapshot)
+            await asyncio.wait({self.task}, timeout=10)
+            if not self.task.done():
+                self.task.cancel()
             try:
                 await self.task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - recorded by the task

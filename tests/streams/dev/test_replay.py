@@ -32,11 +32,17 @@ def _write_clicks(path, n: int) -> list[bytes]:
     return lines
 
 
-def _read_all(bootstrap: str, topic: str) -> list:
+def _read_all(bootstrap: str, topic: str, expected: int) -> list:
+    """The topic's messages: ``expected`` of them, or what came before 4 s of silence."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=4000)
     try:
-        return list(consumer)
+        seen = []
+        for message in consumer:
+            seen.append(message)
+            if len(seen) == expected:
+                break
+        return seen
     finally:
         consumer.close()
 
@@ -46,7 +52,7 @@ def test_replay_sends_every_line_keyed_by_user(settings, broker, tmp_path):
     lines = _write_clicks(tmp_path / "clicks.jsonl", 400)
     counts = replay(broker.bootstrap, tmp_path / "clicks.jsonl", None, settings.topic_clicks, progress=False)
     assert counts == {"clicks": 400}
-    seen = _read_all(broker.bootstrap, settings.topic_clicks)
+    seen = _read_all(broker.bootstrap, settings.topic_clicks, len(lines))
     assert sorted(m.value for m in seen) == sorted(lines)
     assert all(m.key == orjson.loads(m.value)["user_id"].encode() for m in seen)
 
@@ -58,6 +64,6 @@ def test_a_stop_signal_ends_the_replay_early(settings, broker, tmp_path):
     counts = replay(broker.bootstrap, tmp_path / "clicks.jsonl", None, settings.topic_clicks,
                     progress=False, stop=stop)
     assert counts == {"clicks": 249}
-    seen = _read_all(broker.bootstrap, settings.topic_clicks)
+    seen = _read_all(broker.bootstrap, settings.topic_clicks, 250)  # 250: a 250th would be a bug
     assert len(seen) <= 249
     assert {m.value for m in seen} <= set(lines[:249])
