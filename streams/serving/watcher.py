@@ -8,6 +8,7 @@ ClickHouse, so it needs no history of the topic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import orjson
 
 from streams.core import metrics
 from streams.core.events import InvalidEvent
-from streams.core.storage import scores
+from streams.core.storage import StorageError, scores
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -72,7 +73,12 @@ class ModelWatcher:
         dead-lettered) for a tombstone, malformed JSON or a version that was never published,
         so the current snapshot keeps serving instead of an empty index."""
         try:
-            score_version = self.check(value)
+            score_version = await asyncio.to_thread(self.check, value)
+        except StorageError as exc:  # ClickHouse unreachable: keep serving, skip this message
+            log.error("could not check a model update against ClickHouse (%s); still serving %s",
+                      exc, self.serving.current.index.score_version)
+            metrics.MODEL_RELOADS.labels(outcome="failed").inc()
+            return False
         except InvalidEvent as bad:
             log.warning("ignored a model update (%s): %s", bad.reason, bad.detail)
             metrics.MODEL_RELOADS.labels(outcome="rejected").inc()
@@ -104,7 +110,8 @@ class ModelWatcher:
         if not isinstance(score_version, str) or not scores.is_version(score_version):
             raise InvalidEvent("bad_version", f"malformed score version {str(score_version)[:200]!r}")
         if not scores.published(self.serving.storage, score_version):
-            raise InvalidEvent("unknown_version", f"score version {score_version!r} was never published")
+            raise InvalidEvent("unknown_version", f"score version {score_version!r} was never published "
+                                                  "in full (unknown, or still being written)")
         return score_version
 
     async def stop(self) -> None:

@@ -120,7 +120,7 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
              "--out", str(data))
         # the catalogue first, as a marketplace has it before its clicks: the worker applies items
         # through its catalogue agent (~1 s), and clicks on items it does not know yet pair with
-        # nothing (all 20,000 clicks of a replay of both files at once were lost so; README, Limitations)
+        # nothing (all 20,000 clicks of a replay of both files at once were lost so; README, Open work)
         assert json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"))) == {"items": 600}
         worker.wait_for("the catalogue", lambda: worker.metric("pairstream_catalogue_items") == 600, timeout=30)
         assert json.loads(_cli(feed, "replay", "--clicks", str(data / "clicks.jsonl"))) == {"clicks": 20000}

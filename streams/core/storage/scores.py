@@ -36,11 +36,12 @@ def is_version(version: str) -> bool:
 
 
 def published(storage: Storage, score_version: str) -> bool:
-    """Whether ``score_version`` has rows in ``pair_scores`` (what a reader may switch to)."""
+    """Whether ``score_version`` was written in full (status ``complete``): what a reader may
+    switch to. A version still ``writing`` has rows, but only some of them."""
     table = storage.query_arrow(
-        f"SELECT count() AS n FROM (SELECT 1 FROM {storage.table('pair_scores')} "
-        f"WHERE score_version = {{v:String}} LIMIT 1)", {"v": score_version})
-    return bool(table.num_rows and table.column("n")[0].as_py())
+        f"SELECT argMax(status, changed_at) AS status FROM {storage.table('score_versions')} "
+        f"WHERE score_version = {{v:String}}", {"v": score_version})
+    return bool(table.num_rows) and table.column("status")[0].as_py() == "complete"
 
 
 def new_score_version(model_version: str, now: float | None = None) -> str:

@@ -166,6 +166,38 @@ def test_bad_model_updates_keep_the_current_snapshot(storage, settings, publishe
     assert accepted and live == result.score_version and seen == 1
 
 
+def test_a_version_still_being_written_or_a_clickhouse_outage_keeps_the_current_snapshot(
+        storage, settings, published):
+    """A score version whose status is still ``writing`` has some rows and was accepted (readers
+    would have swapped to half a table); a ClickHouse outage while checking a version raised out
+    of the watcher and would have stopped the worker. Both are rejected and nothing swaps."""
+    from streams.core.storage import StorageError, scores
+
+    _, first, result = published
+    half = scores.new_score_version(first["version"])
+    scores.set_status(storage, half, first["version"], "writing")
+    storage.insert_arrow("pair_scores", storage.query_arrow(  # some of its rows already landed
+        f"SELECT * REPLACE ({{v:String}} AS score_version) FROM {storage.table('pair_scores')} "
+        f"WHERE score_version = {{old:String}} LIMIT 10", {"v": half, "old": result.score_version}))
+
+    class Unreachable:
+        def __getattr__(self, name):
+            raise StorageError("connection refused (simulated outage)")
+
+    async def go():
+        serving = Serving(storage, settings)
+        await serving.reload()
+        watcher = ModelWatcher("unused:9092", settings.topic_model_updates, serving)
+        before = serving.current
+        writing = await watcher.handle(orjson.dumps({"score_version": half}))
+        serving.storage = Unreachable()
+        outage = await watcher.handle(orjson.dumps({"score_version": result.score_version}))
+        return writing, outage, serving.current is before
+
+    writing, outage, kept = asyncio.run(asyncio.wait_for(go(), STEP_S))
+    assert writing is False and outage is False and kept
+
+
 def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, settings, published):
     """Strict query integers (``k=²`` and a 5,000-digit k were 500s), a 1000-pair request of
     escaped 128-char ids (1.5 MB; once 413 from aiohttp's silent 1 MiB default) answered,
