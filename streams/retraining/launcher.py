@@ -104,17 +104,17 @@ class TrainingLauncher:
         """Stop a run in flight (the worker is stopping): the child is killed and the run is
         recorded as cancelled, which is no error."""
         self.stopping = True
-        if self.process is not None and self.process.returncode is None:
+        killed = self.process is not None and self.process.returncode is None
+        if self.process is not None and killed:
             self.process.kill()
             try:  # reap it while the loop still runs: a zombie, or asyncio's warning, otherwise
                 await asyncio.wait_for(self.process.wait(), timeout=10)
             except asyncio.TimeoutError:
                 log.warning("training child %s did not exit after SIGKILL", self.process.pid)
         if self.task is not None and not self.task.done():
-            # a killed child ends the run by itself, which records why; cancel what is left
-            # (a run still exporting its snapshot)
-            await asyncio.wait({self.task}, timeout=10)
-            if not self.task.done():
+            if killed:  # a killed child ends the run by itself, which records why
+                await asyncio.wait({self.task}, timeout=10)
+            if not self.task.done():  # snapshotting or publishing: cancelled where it stands
                 self.task.cancel()
             try:
                 await self.task
