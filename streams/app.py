@@ -32,7 +32,7 @@ from streams.core.dead_letters import DeadLetter
 from streams.core.storage import Storage
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.consumer import ClickIngest
-from streams.ops.sampling import LagExport, sample_freshness
+from streams.ops.sampling import LagExport, sample_on_call
 
 if TYPE_CHECKING:
     from streams.labelling.labeller import Labeller
@@ -146,8 +146,7 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
     @app.timer(interval=settings.lag_sample_s)
     async def export_lag():
         """Consumer lag of the worker's groups and table freshness as Prometheus gauges."""
-        await asyncio.to_thread(runtime.lag.sample)
-        await asyncio.to_thread(sample_freshness, storage)
+        await sample_on_call(runtime.lag, storage)
 
     return app
 

@@ -4,14 +4,33 @@ dashboard's lag and freshness panels, the /status page's lag table)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from streams.core import metrics
 from streams.core.storage import Storage
 from streams.ops.lag import STATUS_CODES, LagSampler
+
+log = logging.getLogger(__name__)
 
 # (table, time column) whose newest row is its freshness; pair_counts' is its newest batch
 FRESHNESS = (("ingest_batches", "created_at"), ("items", "updated_at"), ("pair_tiers", "routed_at"),
              ("pair_labels", "labelled_at"), ("pair_stats", "computed_at"),
              ("pair_scores", "scored_at"), ("training_runs", "updated_at"))
+
+
+async def sample_on_call(lag: LagExport, storage: Storage) -> bool:
+    """The worker's sampling timer: lag, then freshness, off the event loop. A sample that
+    fails (the broker or ClickHouse unreachable) is logged and the gauges keep their last
+    values: Faust stops the whole worker on an exception from a timer, and the stale gauges
+    and the next sample tell on-call the rest."""
+    try:
+        await asyncio.to_thread(lag.sample)
+        await asyncio.to_thread(sample_freshness, storage)
+        return True
+    except Exception as exc:  # noqa: BLE001 - anything a client library raises
+        log.warning("on-call sampling failed (next try on the next tick): %s", exc)
+        return False
 
 
 def sample_freshness(storage: Storage) -> None:
