@@ -6,6 +6,7 @@ bars as a carriage-return line, thousands per run, and no loss at all."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -54,8 +55,6 @@ def quiet_when_logged() -> None:
     logging.getLogger("training").setLevel(logging.INFO)
     if sys.stderr.isatty():
         return
-    import os
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as hf_logging
 
