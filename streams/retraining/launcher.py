@@ -104,13 +104,14 @@ class TrainingLauncher:
         """Stop a run in flight (the worker is stopping): the child is killed and the run is
         recorded as cancelled, which is no error."""
         self.stopping = True
-        killed = self.process is not None and self.process.returncode is None
-        if self.process is not None and killed:
-            self.process.kill()
+        process = self.process
+        killed = process is not None and process.returncode is None
+        if process is not None and killed:
+            process.kill()
             try:  # reap it while the loop still runs: a zombie, or asyncio's warning, otherwise
-                await asyncio.wait_for(self.process.wait(), timeout=10)
+                await asyncio.wait_for(process.wait(), timeout=10)
             except asyncio.TimeoutError:
-                log.warning("training child %s did not exit after SIGKILL", self.process.pid)
+                log.warning("training child %s did not exit after SIGKILL", process.pid)
         if self.task is not None and not self.task.done():
             if killed:  # a killed child ends the run by itself, which records why
                 await asyncio.wait({self.task}, timeout=10)

@@ -34,8 +34,7 @@ def due(storage: Storage, settings, now: float | None = None) -> str | None:
     done = [r for r in history if r["status"] == "succeeded"]
     since = done[0]["started_at"] if done else 0.0
     new = labels_since(storage, since)
-    total = new if not done else labels_since(storage, 0.0)
-    if total < settings.training_min_labels:
+    if new < settings.training_min_labels and (not done or labels_since(storage, 0.0) < settings.training_min_labels):
         return None  # a run on a handful of labels fails or learns nothing, then blocks the retry window
     if new >= settings.training_min_new_labels:
         return "labels"

@@ -5,19 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from streams.core import metrics
-from streams.core.storage import StorageError
 from streams.core.storage.labels import LabelRow, write_labels
 from streams.ops.sampling import LagExport, sample_on_call
+from tests.storage_doubles import Unreachable
 
 
 def test_sampling_survives_an_unreachable_clickhouse_and_recovers(storage, settings, broker):
     """A ClickHouse outage raised out of the sampling timer, and Faust stops the whole worker
     on an exception from a timer. Now the sample is skipped with a warning, and the next one,
     once ClickHouse answers, fills the gauges again."""
-
-    class Unreachable:
-        def __getattr__(self, name):
-            raise StorageError("connection refused (simulated outage)")
 
     lag = LagExport(broker.bootstrap, [settings.app_id], settings.lag_warn_s)
     try:

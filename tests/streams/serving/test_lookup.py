@@ -15,6 +15,7 @@ from streams.publishing.promotion import announce
 from streams.publishing.publisher import publish
 from streams.serving.lookup import Serving, add_routes
 from streams.serving.watcher import ModelWatcher
+from tests.storage_doubles import Unreachable
 from tests.student_fixtures import seed_pairs, tiny_students
 
 STEP_S = 120  # a stall fails here, with a traceback of where it waited, not at the suite's timeout
@@ -171,7 +172,7 @@ def test_a_version_still_being_written_or_a_clickhouse_outage_keeps_the_current_
     """A score version whose status is still ``writing`` has some rows and was accepted (readers
     would have swapped to half a table); a ClickHouse outage while checking a version raised out
     of the watcher and would have stopped the worker. Both are rejected and nothing swaps."""
-    from streams.core.storage import StorageError, scores
+    from streams.core.storage import scores
 
     _, first, result = published
     half = scores.new_score_version(first["version"])
@@ -179,10 +180,6 @@ def test_a_version_still_being_written_or_a_clickhouse_outage_keeps_the_current_
     storage.insert_arrow("pair_scores", storage.query_arrow(  # some of its rows already landed
         f"SELECT * REPLACE ({{v:String}} AS score_version) FROM {storage.table('pair_scores')} "
         f"WHERE score_version = {{old:String}} LIMIT 10", {"v": half, "old": result.score_version}))
-
-    class Unreachable:
-        def __getattr__(self, name):
-            raise StorageError("connection refused (simulated outage)")
 
     async def go():
         serving = Serving(storage, settings)
