@@ -43,7 +43,9 @@ def _rss_mb(pid: int) -> float:
 def _metrics(base: str) -> dict[str, float]:
     """``name{labels}`` -> value of the worker's /metrics (the lines this bench reads)."""
     out = {}
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+    token = os.environ.get("PAIRSTREAM_API_TOKEN")  # the worker inherits it, and then guards /metrics
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(base + "/metrics", headers=headers), timeout=5) as response:
         for line in response.read().decode().splitlines():
             if line.startswith("pairstream_events_in_total") or line.startswith("pairstream_ingest_interned_ids"):
                 name, value = line.rsplit(" ", 1)

@@ -297,7 +297,8 @@ def _web_part(runtime: Runtime) -> Hosted:
 
         checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                   "partitions": assignment_check(runtime)}
-        web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes)
+        web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes,
+                            api_token=settings.api_token)
         add_routes(web_app, runtime.serving, settings)
         add_status_route(web_app, runtime)
         runner = await serve(web_app, settings.web_port, settings.web_host, settings.web_max_connections,

@@ -52,6 +52,21 @@ def test_no_secrets_in_compose():
         assert match.group(2).startswith("${"), f"literal secret: {match.group(0)}"
 
 
+def test_the_worker_port_is_guarded_by_default_and_prometheus_sends_the_token():
+    """Compose binds the worker's web server to 0.0.0.0: the token must be required (no empty
+    default) and the settings it yields must load, and the scrape must carry the token."""
+    env = COMPOSE["x-pairstream-env"]
+    assert env["PAIRSTREAM_WEB_HOST"] == "0.0.0.0"
+    assert env["PAIRSTREAM_API_TOKEN"].startswith("${PAIRSTREAM_API_TOKEN:?")  # compose stops if unset
+    Settings.load(env={"PAIRSTREAM_WEB_HOST": "0.0.0.0", "PAIRSTREAM_API_TOKEN": "from-.env"})
+    secret = COMPOSE["secrets"]["pairstream_api_token"]
+    assert secret == {"environment": "PAIRSTREAM_API_TOKEN"}
+    assert "pairstream_api_token" in COMPOSE["services"]["prometheus"]["secrets"]
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["authorization"] == {"type": "Bearer",
+                                       "credentials_file": "/run/secrets/pairstream_api_token"}
+
+
 def test_grafana_dashboard_is_json_with_panels():
     board = json.loads((ROOT / "deploy/grafana/dashboards/pairstream.json").read_text())
     panels = [p for p in board["panels"] if p["type"] != "row"]  # rows only group panels

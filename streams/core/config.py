@@ -11,6 +11,7 @@ Faust-free on purpose: ``training`` and the storage layer import it too.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -186,8 +187,9 @@ class Settings:
         4 << 20, "Largest lookup request body (4 MiB fits 1000 pairs of 128-char ids even "
         "written as \\u escapes); larger ones get 413.")
     api_token: str = setting(
-        "", "Bearer token the lookup API requires (Authorization: Bearer ...); empty = open. "
-        "Read from env, never stored. /healthz, /readyz and /metrics stay open.")
+        "", "Bearer token the worker's web server requires (Authorization: Bearer ...) on all but "
+        "/healthz and /readyz: the lookup API, /status, /metrics. Empty = open, allowed only on a "
+        "loopback PAIRSTREAM_WEB_HOST. Read from env, never stored.")
     web_max_connections: int = setting(
         512, "Open connections the web server accepts; more are closed at once (keep it under "
         "the open-file limit, which the worker shares with ClickHouse and Kafka sockets).")
@@ -197,7 +199,7 @@ class Settings:
     web_keepalive_s: float = setting(15.0, "Idle keep-alive connections close after this.")
     web_host: str = setting(
         "127.0.0.1", "Address the worker's web server binds: loopback by default; containers "
-        "set 0.0.0.0 (docker-compose.yaml does).")
+        "set 0.0.0.0 (docker-compose.yaml does), which needs PAIRSTREAM_API_TOKEN.")
 
     # ---------------------------------------------------------------------------------
     @property
@@ -258,6 +260,9 @@ class Settings:
             raise ValueError(f"llm_backend must be heuristic, openai or hf, not {self.llm_backend!r}")
         if self.training_mode not in ("subprocess", "kafka"):
             raise ValueError(f"training_mode must be subprocess or kafka, not {self.training_mode!r}")
+        problem = exposure_problem(self.web_host, self.api_token)
+        if problem:
+            raise ValueError(problem)
 
     @classmethod
     def documentation(cls) -> list[tuple[str, str, str]]:
@@ -265,6 +270,26 @@ class Settings:
         return [
             (ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata["doc"]) for f in fields(cls)
         ]
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches (``localhost``, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard: reachable from elsewhere
+
+
+def exposure_problem(web_host: str, api_token: str) -> str | None:
+    """Why this bind and token would open the worker's data to the network, or None.
+    The token guards everything but the probes (``streams.serving.auth``)."""
+    if api_token or is_loopback(web_host):
+        return None
+    return (f"PAIRSTREAM_WEB_HOST={web_host} serves the lookup API, /status and /metrics beyond "
+            "this machine: set PAIRSTREAM_API_TOKEN (clients and Prometheus send it as a bearer "
+            "token) or bind 127.0.0.1")
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:

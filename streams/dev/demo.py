@@ -237,7 +237,8 @@ async def _lookup(runtime, settings: Settings) -> dict:
     anchors = [index.ids[i] for i in np.argsort(-counts)[:3]]
     base = f"http://127.0.0.1:{settings.web_port}"
     out: dict = {"base": base, "items": {}}
-    async with aiohttp.ClientSession() as session:
+    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    async with aiohttp.ClientSession(headers=headers) as session:
         for item in anchors:
             async with session.get(f"{base}/v1/items/{item}/partners", params={"k": "5"}) as r:
                 out["items"][item] = (await r.json())["partners"]
@@ -318,7 +319,7 @@ def _print_next_steps(settings: Settings, bootstrap: str, summary: dict) -> None
   a pair:    curl -s{auth} -X POST {base}/v1/pair-scores -H 'Content-Type: application/json' \\
                -d '{{"pairs": [["{item}", "{other}"]]}}'
   lag:       PAIRSTREAM_KAFKA_BOOTSTRAP={bootstrap} pairstream lag
-  status:    {base}/status   (metrics: {base}/metrics)
+  status:    {base}/status   (metrics: {base}/metrics{"; both want the token" if auth else ""})
   stop:      Ctrl-C (the worker, the broker and chDB stop with it; `pairstream demo --exit` stops here)""",
           flush=True)
 

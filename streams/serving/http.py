@@ -1,5 +1,7 @@
 """The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``.
 
+With ``PAIRSTREAM_API_TOKEN`` set, everything but the two probes needs the bearer token.
+
 ``/healthz`` answers while the process's event loop runs (liveness). ``/readyz`` answers 200
 only when ClickHouse answers ``SELECT 1``, the broker answers a metadata request and the click
 ingest holds at least one partition; otherwise 503 with the failing checks (readiness).
@@ -13,11 +15,14 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.serving.auth import bearer_token
+
 Check = Callable[[], Awaitable[tuple[bool, str]]]
 
 
 def build_app(checks: dict[str, Check], timeout_s: float = 2.0,
-              client_max_size: int = 4 << 20) -> web.Application:
+              client_max_size: int = 4 << 20, api_token: str = "") -> web.Application:
+    """The probes and ``/metrics``; routes added later share the token (``streams.serving.auth``)."""
     async def healthz(_request):
         return web.json_response({"alive": True})
 
@@ -36,6 +41,8 @@ def build_app(checks: dict[str, Check], timeout_s: float = 2.0,
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application(client_max_size=client_max_size)  # request bodies: 413 past it
+    if api_token:
+        app.middlewares.append(bearer_token(api_token))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -338,25 +338,5 @@ def add_routes(app: web.Application, serving: Serving, settings: Settings) -> No
             "score_version": snap.index.score_version, "partners": found}),
             content_type="application/json")
 
-    if settings.api_token:
-        app.middlewares.append(bearer_token(settings.api_token, "/v1/"))
     app.router.add_post("/v1/pair-scores", pair_scores)
     app.router.add_get("/v1/items/{item_id}/partners", partners)
-
-
-def bearer_token(token: str, prefix: str):
-    """Middleware: requests under ``prefix`` need ``Authorization: Bearer <token>`` (401
-    otherwise); compared in constant time."""
-    import hmac
-
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if request.path.startswith(prefix):
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                         headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
-    return check

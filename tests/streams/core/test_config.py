@@ -36,3 +36,14 @@ def test_readme_documents_every_setting():
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [env for env, _, _ in Settings.documentation() if f"`{env}`" not in readme]
     assert not missing, f"README lacks {missing}"
+
+
+def test_a_server_bound_beyond_loopback_needs_a_token():
+    """Binding 0.0.0.0 (or a host name) with no token would open /status, /metrics and the
+    lookup API to the network: refused with what to do; loopback and token-guarded binds load."""
+    for host in ("0.0.0.0", "::", "10.1.2.3", "worker.internal"):
+        with pytest.raises(ValueError, match="set PAIRSTREAM_API_TOKEN"):
+            Settings.load(env={"PAIRSTREAM_WEB_HOST": host})
+        assert Settings.load(env={"PAIRSTREAM_WEB_HOST": host, "PAIRSTREAM_API_TOKEN": "t"}).api_token == "t"
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert Settings.load(env={"PAIRSTREAM_WEB_HOST": host}).web_host == host

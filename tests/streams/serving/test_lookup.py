@@ -198,7 +198,11 @@ def test_a_version_still_being_written_or_a_clickhouse_outage_keeps_the_current_
 def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, settings, published):
     """Strict query integers (``k=²`` and a 5,000-digit k were 500s), a 1000-pair request of
     escaped 128-char ids (1.5 MB; once 413 from aiohttp's silent 1 MiB default) answered,
-    and with ``api_token`` set the lookup API wants the bearer token while health stays open."""
+    and with ``api_token`` set the lookup API, /status and /metrics want the bearer token while
+    the probes stay open."""
+    from types import SimpleNamespace
+
+    from streams.ops.status_page import add_status_route
     from streams.serving.http import build_app
 
     settings = settings.replace(api_token="s3cret-test-token")
@@ -207,8 +211,9 @@ def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, se
     async def go():
         serving = Serving(storage, settings)
         await serving.reload()
-        app = build_app({}, client_max_size=settings.lookup_max_body_bytes)
+        app = build_app({}, client_max_size=settings.lookup_max_body_bytes, api_token=settings.api_token)
         add_routes(app, serving, settings)
+        add_status_route(app, SimpleNamespace())
         client = TestClient(TestServer(app))
         await client.start_server()
         auth = {"Authorization": "Bearer s3cret-test-token"}
@@ -225,14 +230,17 @@ def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, se
             no_token = await client.get(f"/v1/items/{item}/partners")
             wrong = await client.get(f"/v1/items/{item}/partners", headers={"Authorization": "Bearer x"})
             health = await client.get("/healthz")
+            closed = {path: (await client.get(path)).status for path in ("/status", "/metrics", "/nowhere")}
+            scrape = await client.get("/metrics", headers=auth)
             answered = len((await big.json())["results"]) if big.status == 200 else None
             return (statuses, len(escaped), big.status, answered, too_big.status, no_token.status,
-                    wrong.status, health.status)
+                    wrong.status, health.status, closed, scrape.status)
         finally:
             await client.close()
 
-    statuses, size, big, answered, too_big, no_token, wrong, health = asyncio.run(go())
+    statuses, size, big, answered, too_big, no_token, wrong, health, closed, scrape = asyncio.run(go())
     assert statuses == {"k=%C2%B2": 400, "k=999999": 400, "k=-1": 400, "k=1.5": 400,
                         "k=%EF%BC": 400, "k=3": 200}
     assert size > 1.5e6 and big == 200 and answered == 1000 and too_big == 413
     assert (no_token, wrong, health) == (401, 401, 200)
+    assert closed == {"/status": 401, "/metrics": 401, "/nowhere": 401} and scrape == 200
