@@ -259,7 +259,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     from streams.core.storage.scores import live
     from streams.ingest.catalogue import Catalogue
     from streams.publishing.publisher import publish
-    from streams.serving.http import serve as serve_guarded
+    from streams.serving.http import serve_with_settings
     from streams.serving.lookup import Serving, add_routes
 
     storage = ChdbStorage(tmp / "chdb", "bench")
@@ -294,9 +294,8 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
         await serving.reload()
         app = web.Application()
         add_routes(app, serving, settings)
-        # the worker's own guarded server: connection limit, head deadline, keep-alive
-        runner = await serve_guarded(app, port, "127.0.0.1", settings.web_max_connections,
-                                     settings.web_header_timeout_s, settings.web_keepalive_s)
+        # the worker's own guarded server: connection limits, head deadline, keep-alive
+        runner = await serve_with_settings(app, settings.replace(web_port=port))
         ctx = mp.get_context("fork")
         try:
             alone = await _collect(_client, (port, bodies, n_requests))

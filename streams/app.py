@@ -292,7 +292,7 @@ def _web_part(runtime: Runtime) -> Hosted:
     async def start() -> None:
         nonlocal runner
         from streams.ops.status_page import add_status_route
-        from streams.serving.http import assignment_check, broker_check, build_app, serve, storage_check
+        from streams.serving.http import assignment_check, broker_check, build_app, serve_with_settings, storage_check
         from streams.serving.lookup import add_routes
 
         checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
@@ -301,8 +301,7 @@ def _web_part(runtime: Runtime) -> Hosted:
                             api_token=settings.api_token)
         add_routes(web_app, runtime.serving, settings)
         add_status_route(web_app, runtime)
-        runner = await serve(web_app, settings.web_port, settings.web_host, settings.web_max_connections,
-                             settings.web_header_timeout_s, settings.web_keepalive_s)
+        runner = await serve_with_settings(web_app, settings)
         log.info("web endpoints on :%d", settings.web_port)
 
     async def stop() -> None:

@@ -193,6 +193,13 @@ class Settings:
     web_max_connections: int = setting(
         512, "Open connections the web server accepts; more are closed at once (keep it under "
         "the open-file limit, which the worker shares with ClickHouse and Kafka sockets).")
+    web_max_connections_per_address: int = setting(
+        64, "Open connections one remote address may hold; more from it are closed at once, so one "
+        "slow or greedy client cannot take the port from the others (a re-ranker fleet behind one "
+        "NAT address shares this).")
+    web_reserved_connections: int = setting(
+        32, "The last this many of web_max_connections go only to addresses holding fewer than 4 "
+        "connections: health probes and Prometheus scrapes get in when heavy clients fill the rest.")
     web_header_timeout_s: float = setting(
         10.0, "A request head (and a lookup body) must arrive within this, else the connection "
         "closes: slow clients cannot pile up.")
@@ -258,6 +265,10 @@ class Settings:
             raise ValueError("history_size >= 1, session_window_s >= 0, horizon_days >= 1")
         if self.llm_backend not in ("heuristic", "openai", "hf"):
             raise ValueError(f"llm_backend must be heuristic, openai or hf, not {self.llm_backend!r}")
+        if not (0 <= self.web_reserved_connections < self.web_max_connections
+                and self.web_max_connections_per_address >= 1):
+            raise ValueError("web_max_connections_per_address >= 1 and "
+                             "0 <= web_reserved_connections < web_max_connections")
         if self.training_mode not in ("subprocess", "kafka"):
             raise ValueError(f"training_mode must be subprocess or kafka, not {self.training_mode!r}")
         problem = exposure_problem(self.web_host, self.api_token)

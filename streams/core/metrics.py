@@ -74,7 +74,9 @@ OFFSET_RESET_SKIPPED = Counter("pairstream_offset_reset_skipped_messages_total",
                                "retention before they were processed (rewind past the log start).")
 WEB_CONNECTIONS = Gauge("pairstream_web_connections", "Open connections to the worker's web server.")
 WEB_CONNECTIONS_REFUSED = Counter("pairstream_web_connections_refused_total", "Connections closed at "
-                                  "once because web_max_connections were open.")
+                                  "once: server_full (web_max_connections open), per_address (that "
+                                  "address holds web_max_connections_per_address), reserved (only "
+                                  "light users may take the last web_reserved_connections).", ["reason"])
 WEB_SLOW_CLIENTS_CLOSED = Counter("pairstream_web_slow_clients_closed_total", "Connections closed "
                                   "because their request head did not arrive within web_header_timeout_s.")
 MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome.",

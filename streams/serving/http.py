@@ -81,12 +81,20 @@ def assignment_check(runtime) -> Check:
 
 
 async def serve(app: web.Application, port: int, host: str = "127.0.0.1", max_connections: int = 512,
-                header_timeout_s: float = 10.0, keepalive_s: float = 15.0) -> web.AppRunner:
+                header_timeout_s: float = 10.0, keepalive_s: float = 15.0,
+                max_per_address: int | None = None, reserved: int = 0) -> web.AppRunner:
     """Start ``app`` guarded against slow and greedy clients (``streams.serving.guard``)."""
     from streams.serving.guard import GuardedAppRunner
 
-    runner = GuardedAppRunner(app, max_connections, header_timeout_s, access_log=None,
-                              keepalive_timeout=keepalive_s)
+    runner = GuardedAppRunner(app, max_connections, header_timeout_s, max_per_address, reserved,
+                              access_log=None, keepalive_timeout=keepalive_s)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+async def serve_with_settings(app: web.Application, settings) -> web.AppRunner:
+    """``serve`` on the worker's web settings (port, bind, every connection limit)."""
+    return await serve(app, settings.web_port, settings.web_host, settings.web_max_connections,
+                       settings.web_header_timeout_s, settings.web_keepalive_s,
+                       settings.web_max_connections_per_address, settings.web_reserved_connections)

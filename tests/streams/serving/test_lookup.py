@@ -244,3 +244,73 @@ def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, se
     assert size > 1.5e6 and big == 200 and answered == 1000 and too_big == 413
     assert (no_token, wrong, health) == (401, 401, 200)
     assert closed == {"/status": 401, "/metrics": 401, "/nowhere": 401} and scrape == 200
+
+
+def test_one_address_holding_2000_slow_connections_leaves_the_port_to_the_others(storage, settings, published):
+    """An audit held 1,100-2,000 slow connections from one host and the single 512 cap let
+    6 of 41 probes through. With the shipped limits, while one address (127.0.0.1, its own
+    process) keeps trying to hold 2,000 unfinished requests, reopening refused ones at up to
+    1,000 a second (20 times slowhttptest's default), another address's lookups, each on
+    a new connection, all answer with p99 <= 10 ms, and probes and scrapes from a third answer."""
+    import subprocess
+    import sys
+    import time
+
+    import aiohttp
+
+    from streams.core.embedded_broker import free_port
+    from streams.serving.http import build_app, serve_with_settings
+    from tests.paths import REPO_ROOT
+
+    settings = settings.replace(web_port=free_port())
+    item = storage.query_rows(f"SELECT item_a FROM {storage.table('pair_scores_latest')} LIMIT 1")[0][0]
+    base = f"http://127.0.0.1:{settings.web_port}"
+
+    async def timed_gets(source: str, paths: list[str], pause_s: float = 0.0) -> list[tuple[int, float]]:
+        out = []
+        for path in paths:  # a new connection each time: admission is what is under test
+            await asyncio.sleep(pause_s)
+            connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                started = time.perf_counter()
+                async with session.get(base + path) as r:
+                    await r.read()
+                    out.append((r.status, time.perf_counter() - started))
+        return out
+
+    async def go():
+        serving = Serving(storage, settings)
+        await serving.reload()
+        app = build_app({}, client_max_size=settings.lookup_max_body_bytes)
+        add_routes(app, serving, settings)
+        runner = await serve_with_settings(app, settings)
+        attack = [sys.executable, "-m", "tests.slow_clients", str(settings.web_port), "2000", "1000"]
+        attacker = subprocess.Popen(attack, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            held = 0
+            deadline = time.monotonic() + 60
+            while held < settings.web_max_connections_per_address and time.monotonic() < deadline:
+                line = await asyncio.to_thread(attacker.stdout.readline)
+                held = int(line.split()[1]) if line.startswith("held") else held
+            refused_before = metrics.WEB_CONNECTIONS_REFUSED.labels("per_address")._value.get()
+            await timed_gets("127.0.0.2", [f"/v1/items/{item}/partners?k=5"] * 20)  # warm
+            # spread over ~3 s, while the attacker's refused slots keep reconnecting (each a second on)
+            lookups = await timed_gets("127.0.0.2", [f"/v1/items/{item}/partners?k=5"] * 300, 0.01)
+            probes = await timed_gets("127.0.0.3", ["/healthz", "/metrics"] * 20)
+            refused = metrics.WEB_CONNECTIONS_REFUSED.labels("per_address")._value.get() - refused_before
+            return held, lookups, probes, refused, attacker.poll()
+        finally:
+            attacker.kill()
+            attacker.wait()
+            await runner.cleanup()
+
+    from streams.core import metrics
+
+    held, lookups, probes, refused, attacker_exit = asyncio.run(go())
+    latencies = sorted(seconds for _, seconds in lookups)
+    p99_ms = latencies[int(0.99 * (len(latencies) - 1))] * 1000
+    assert attacker_exit is None and held == settings.web_max_connections_per_address  # the attack was on
+    assert refused > 2000  # its other connections were turned away, again and again, meanwhile
+    assert [status for status, _ in lookups] == [200] * 300
+    assert [status for status, _ in probes] == [200] * 40
+    assert p99_ms <= 10, f"lookup p99 {p99_ms:.1f} ms from another address under the attack"

@@ -72,7 +72,7 @@ def test_slow_and_surplus_connections_cannot_take_the_server_down():
         port = free_port()
         runner = await serve(build_app({}), port, "127.0.0.1", max_connections=40,
                              header_timeout_s=0.5, keepalive_s=1.0)
-        refused_before = metrics.WEB_CONNECTIONS_REFUSED._value.get()
+        refused_before = metrics.WEB_CONNECTIONS_REFUSED.labels("server_full")._value.get()
         slow_before = metrics.WEB_SLOW_CLIENTS_CLOSED._value.get()
         try:
             held = []
@@ -82,7 +82,7 @@ def test_slow_and_surplus_connections_cannot_take_the_server_down():
                     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
                 held.append((reader, writer))
             await asyncio.sleep(0.2)
-            refused = metrics.WEB_CONNECTIONS_REFUSED._value.get() - refused_before
+            refused = metrics.WEB_CONNECTIONS_REFUSED.labels("server_full")._value.get() - refused_before
             closed = 0  # the surplus ones read EOF straight away
             for reader, _ in held:
                 try:
@@ -104,3 +104,34 @@ def test_slow_and_surplus_connections_cannot_take_the_server_down():
     refused, closed, slow, status, open_now = asyncio.run(go())
     assert refused == 160 and closed >= 160
     assert slow == 40 and status == 200 and open_now <= 1
+
+
+def test_the_last_slots_are_kept_for_addresses_holding_few_connections():
+    """Heavy addresses (each under its own cap) fill the server up to the reserve; then only a
+    light address (a probe, a scraper) gets in, until the server is full for everyone."""
+    from streams.serving.guard import LIGHT_USER, _Guard
+
+    guard = _Guard(max_connections=100, header_timeout_s=1.0, max_per_address=30, reserved=10)
+    admitted = {"heavy": 0, "light": 0}
+    refusals = []
+    for k in range(200):  # four heavy addresses, 50 tries each
+        address = f"10.0.0.{k % 4}"
+        reason = guard.refusal(address)
+        if reason is None:
+            guard.opened(address)
+            admitted["heavy"] += 1
+        else:
+            refusals.append(reason)
+    assert admitted["heavy"] == 90 and guard.live == 90  # 100 less the 10 reserved
+    assert set(refusals) == {"reserved"}
+    for k in range(20):  # light addresses: one connection each
+        if guard.refusal(f"10.9.0.{k}") is None:
+            guard.opened(f"10.9.0.{k}")
+            admitted["light"] += 1
+    assert admitted["light"] == 10 and guard.refusal("10.9.9.9") == "server_full"
+    guard.closed("10.0.0.1")
+    assert guard.refusal("10.0.0.1") == "reserved" and guard.refusal("10.9.9.9") is None
+    guard = _Guard(max_connections=100, header_timeout_s=1.0, max_per_address=30, reserved=10)
+    for _ in range(30):
+        guard.opened("10.0.0.1")
+    assert guard.refusal("10.0.0.1") == "per_address" and LIGHT_USER <= 30
