@@ -137,7 +137,7 @@ class Checkpoint:
     """What a checkpoint writes: session rows taken at batch boundaries, and unrouted pairs."""
 
     sessions: list[pa.Table]  # rows of ``user_sessions``, one table per partition
-    touched: list  # (IdTable, increment keys) per partition: the pairs incremented since the last one
+    touched: list  # (IdTable, increment keys, day cap) per partition: the pairs incremented since the last one
     evicted: int
 
 
@@ -677,7 +677,8 @@ class ClickIngest:
         idle_s = self.settings.session_window_s + self.settings.late_allowance_s
         cp = Checkpoint([], [], 0)
         # hashed on the checkpoint's thread: an ``IdTable`` outlives the compaction below
-        cp.touched = [(self.partitions[p].sessionizer.id_table(), keys) for p, keys in self._unrouted.items()]
+        cp.touched = [(self.partitions[p].sessionizer.id_table(), keys, self._horizon_day_cap(p))
+                      for p, keys in self._unrouted.items()]
         self._unrouted = {}
         for p, state in self.partitions.items():
             users, items, times, evicted = state.sessionizer.checkpoint_columns(idle_s)
@@ -789,11 +790,20 @@ class ClickIngest:
         metrics.CH_WRITE_SECONDS.labels(table="user_sessions").observe(time.perf_counter() - started)
         metrics.SESSIONS_EVICTED.inc(cp.evicted)
 
+    def _horizon_day_cap(self, partition: int) -> int | None:
+        """The newest day a partition's crossing check may end its horizon on: a day past its
+        robust clock (``Sessionizer.clock``), as a click may be ``max_future_s`` ahead; None
+        while the partition has too few live users for a clock."""
+        clock = self.partitions[partition].sessionizer.clock()
+        if clock == -np.inf:
+            return None
+        return int((clock + self.settings.max_future_s) // 86400)
+
     def _plan_routing(self, touched: list):
         """The touched pairs' hashes (over every partition) and their crossings (blocking)."""
         hashes, newest_day = [], 0
-        for ids, keys in touched:
-            partition_hashes, partition_day = ids.touched_hashes(keys)
+        for ids, keys, day_cap in touched:
+            partition_hashes, partition_day = ids.touched_hashes(keys, day_cap)
             hashes.append(partition_hashes)
             newest_day = max(newest_day, partition_day)
         return self.router.plan(_distinct(hashes), dt.date(1970, 1, 1) + dt.timedelta(days=newest_day))

@@ -14,6 +14,7 @@ category code, and the Python side only maps strings to indexes (one dict lookup
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence, cast
 
@@ -26,6 +27,7 @@ from streams.ingest.user_items import aggregate_user_item_days
 _NO_WEIGHTS = np.empty(0, np.uint64)
 COMPACT_MIN_IDS = 4096  # intern tables smaller than this are never worth rebuilding
 EVICTION_QUORUM = 3  # users that must be ahead before idleness is judged (``eviction_watermark``)
+EVICTION_SHARE = 0.2  # ... and at least this share of the live users: the clock's bound
 
 PAIR_COUNTS_SCHEMA = pa.schema([
     ("item_a", pa.string()),
@@ -262,20 +264,32 @@ class Sessionizer:
         return bool(self._dirty.any())
 
     def eviction_watermark(self, newest: np.ndarray) -> float:
-        """The time idleness is judged against: the k-th newest user's newest click, with
-        k = max(EVICTION_QUORUM, 1% of live users), not the newest event alone.
+        """The partition's clock: the time that ``k`` live users' newest clicks have reached,
+        k = max(EVICTION_QUORUM, EVICTION_SHARE of live users), not the newest event alone.
 
-        Why: one client with a fast clock (a click up to ``max_future_s`` ahead is valid) would
-        otherwise move the partition's clock a day forward and evict every other live
-        session. A quorum of users has to be that far ahead first; with fewer live users than
-        the quorum nobody is evicted (their state is tiny). Eviction only frees memory: an
-        idle user pairs with nothing in the window anyway, so a later watermark loses nothing.
+        Why: event time comes from any producer, and a click up to ``max_future_s`` ahead is
+        valid. With the newest event as the clock, one fast client would move it a day forward
+        and make every other live session look idle; with k = 1% of users, three of ~70 did.
+        The bound: fewer than EVICTION_SHARE (a fifth) of a partition's live users with clocks
+        ahead cannot move it, whatever the partition's size. The price: idleness is judged
+        against the 80th percentile of live users' newest clicks, so an idle user is evicted
+        a little later (eviction only frees memory: an idle user pairs with nothing in the
+        window anyway, so a later clock loses nothing). With fewer live users than the quorum
+        there is no clock (-inf): nobody is evicted (their state is tiny).
         """
         live = newest[newest > -np.inf]
-        k = max(EVICTION_QUORUM, -(-len(live) // 100))
+        k = max(EVICTION_QUORUM, math.ceil(EVICTION_SHARE * len(live)))
         if len(live) < k:
             return -np.inf
         return float(np.partition(live, len(live) - k)[len(live) - k])
+
+    def clock(self) -> float:
+        """``eviction_watermark`` over the live users now: the event time this partition has
+        reached, robust to a minority of wrong or forged clocks (-inf below the quorum)."""
+        used = len(self.slot_users)
+        active = self._h_len[:used] > 0
+        newest = kernel.newest_times(self._h_time[:used], self._h_len[:used])
+        return self.eviction_watermark(np.where(active, newest, -np.inf))
 
     def evict_idle(self, idle_s: float) -> list[str]:
         """Drop users whose newest click is more than ``idle_s`` behind ``eviction_watermark``."""
@@ -433,11 +447,15 @@ class IdTable:
             schema=PAIR_COUNTS_SCHEMA,
         )
 
-    def touched_hashes(self, keys: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+    def touched_hashes(self, keys: Sequence[np.ndarray], day_cap: int | None = None) -> tuple[np.ndarray, int]:
         """``pair_hash`` of each distinct pair in packed increment keys, and their newest day
-        number (what the tier-crossing check needs; no strings are built)."""
+        number, at most ``day_cap`` (what the tier-crossing check needs; no strings are built).
+        The cap keeps one click stamped decades ahead from ending the horizon there, which
+        would hide every other pair's crossing in the check."""
         packed = np.concatenate(keys)
         newest_day = int((packed & kernel.DAY_MASK).max())
+        if day_cap is not None:
+            newest_day = min(newest_day, day_cap)
         # distinct pairs by the compiled hash aggregate (a pair key is never the empty
         # marker: lo < hi), not np.unique's sort
         pairs, _ = kernel.aggregate(packed >> np.uint64(kernel.DAY_BITS), _NO_WEIGHTS)

@@ -69,12 +69,24 @@ class StatsParams:
                    settings.swing_max_item_users)
 
 
+HORIZON_DAY_SUPPORT = 0.01  # a day ends the horizon only with this share of the busiest day's visits
+
+
 def horizon(storage: Storage, horizon_days: int) -> tuple[dt.date, dt.date] | None:
-    """[first, last] UTC day of the horizon, ending on the newest day clicked; None if empty."""
-    newest = storage.query_value(
-        f"SELECT toUInt32(max(day)) FROM {storage.table('user_item_days')} HAVING count() > 0")
-    if newest is None:
+    """[first, last] UTC day of the horizon, ending on the newest day with real traffic; None if empty.
+
+    "Real traffic": at least ``HORIZON_DAY_SUPPORT`` of the busiest day's (user, item) visits.
+    Event time comes from any producer, and the newest day clicked alone let one click stamped
+    2099-12-31 (valid) end the horizon in 2099, which emptied every statistic. The bound: days
+    ahead holding fewer visits than 1% of the busiest day's are not taken for "today". The
+    price: a new UTC day ends the horizon once it has 1% of a busy day's visits (minutes).
+    Visits, not clicks: one user repeating one item is one visit a day."""
+    per_day = storage.query_rows(
+        f"SELECT toUInt32(day), count() FROM {storage.table('user_item_days')} GROUP BY day")
+    if not per_day:
         return None
+    busiest = max(visits for _, visits in per_day)
+    newest = max(day for day, visits in per_day if visits >= HORIZON_DAY_SUPPORT * busiest)
     last = dt.date(1970, 1, 1) + dt.timedelta(days=int(newest))
     return last - dt.timedelta(days=horizon_days - 1), last
 

@@ -380,3 +380,54 @@ def test_compacting_the_intern_tables_mid_stream_keeps_counts_exact(settings, st
     asyncio.run(_run_until([ingest], len(messages)))
     assert sum(rebuilt) >= 3, rebuilt
     assert _table_counts(storage) == dict(expected)
+
+
+def test_clicks_stamped_decades_ahead_neither_hide_crossings_nor_move_the_horizon(settings, storage, broker):
+    """Two clicks by one client stamped 2099-12-31, with a matching Kafka CreateTime (so they
+    are valid, not "future"), in the middle of a day's traffic. They once ended the crossing
+    check's horizon in 2099 (hiding that checkpoint's crossings) and the statistics' horizon
+    too (no publish candidates). Now every honest crossing is routed, the forged pair is
+    counted on its day, and the horizon ends on the honest newest day."""
+    from kafka import KafkaProducer
+
+    from streams.core.storage.stats import StatsParams, horizon, refresh
+
+    items, clicks = generate(400, 60, 6000, seed=11)
+    ensure_topics(broker.bootstrap, settings)
+    forged_ts = 4_102_444_000.0  # 2099-12-31
+    forged = [(b"forger", orjson.dumps({"event_id": f"f{k}", "user_id": "forger", "item_id": item.item_id,
+                                         "ts": forged_ts + k}), int((forged_ts + k) * 1000))
+              for k, item in enumerate(items[:2])]
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+    for i, click in enumerate(clicks):
+        producer.send(settings.topic_clicks, key=click.user_id.encode(), value=click.to_json())
+        if i == 3000:
+            for key, value, stamp in forged:
+                producer.send(settings.topic_clicks, key=key, value=value, timestamp_ms=stamp)
+    producer.flush()
+    producer.close()
+    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
+    assert asyncio.run(_run_until([ingest], len(clicks) + 2)) == len(clicks) + 2
+    categories = {item.item_id: item.category for item in items}
+    events = [(c.user_id, c.item_id, c.ts) for c in clicks] + [("forger", items[k].item_id, forged_ts + k)
+                                                                for k in range(2)]
+    expected = reference_counts(events, categories)
+    assert _table_counts(storage) == dict(expected)
+    forged_day = int(forged_ts // 86400)
+    assert any(day == forged_day for _, _, day in expected)  # the forged pair was counted, on its day
+    routed = KafkaConsumer(settings.topic_pairs_to_score, bootstrap_servers=broker.bootstrap,
+                           auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    seen = {(r["item_a"], r["item_b"]) for r in (orjson.loads(m.value) for m in routed)}
+    routed.close()
+    totals: dict = {}
+    for (a, b, _), n in expected.items():
+        totals[(a, b)] = totals.get((a, b), 0) + n
+    assert seen == {pair for pair, n in totals.items() if n >= settings.tier_low} and seen
+    honest_last = max(int(c.ts // 86400) for c in clicks)
+    span = horizon(storage, settings.horizon_days)
+    assert span is not None and (span[1] - span[0]).days == settings.horizon_days - 1
+    assert (span[1].toordinal() - 719163) == honest_last  # days since 1970-01-01
+    version = refresh(storage, StatsParams.from_settings(settings))
+    candidates = storage.query_value(f"SELECT count() FROM {storage.table('pair_stats')} "
+                                     "WHERE stats_version = {v:UInt64}", {"v": version})
+    assert candidates >= len(seen)  # every routed pair is a candidate of the statistics

@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.reference import reference_counts
-from streams.ingest.sessions import EVICTION_QUORUM, PairIncrements, Sessionizer, Visits
+from streams.ingest.sessions import EVICTION_QUORUM, EVICTION_SHARE, PairIncrements, Sessionizer, Visits
 from streams.ingest.user_items import user_item_days
 
 
@@ -109,6 +110,38 @@ def test_one_fast_clock_does_not_evict_other_sessions():
         got[key] = got.get(key, 0) + n
     expected = reference_counts(events, categories, 1800, 20)
     assert got == dict(expected) and sum(got2.values()) == 40
+
+
+@pytest.mark.parametrize("live_users", [70, 400, 3000])
+@pytest.mark.parametrize("skewed_share", [0.01, 0.03, 0.10])
+def test_a_bounded_share_of_skewed_clocks_evicts_nobody(live_users, skewed_share):
+    """1, 3 and 10% of a partition's users with clocks 22 h ahead (an audit: three such
+    clients in ~70 live users evicted everyone else). Below EVICTION_SHARE of the live users
+    they cannot move the partition's clock: no honest session is evicted, their next clicks
+    pair with the ones before, and the counts match the reference exactly."""
+    categories = {f"i{k}": f"c{k % 2}" for k in range(4)}
+    skewed = {f"u{k}" for k in range(0, live_users, round(1 / skewed_share))}
+    first = [(f"u{k}", f"i{k % 2}", 1000.0 + k / live_users + (22 * 3600 if f"u{k}" in skewed else 0))
+             for k in range(live_users)]
+    second = [(f"u{k}", f"i{2 + (k + 1) % 2}", 1100.0 + k / live_users) for k in range(live_users)
+              if f"u{k}" not in skewed]
+    sessionizer = Sessionizer(categories, 1800, 20)
+    got = _run(sessionizer, first, batch_sizes=(len(first),))
+    _, _, _, evicted = sessionizer.checkpoint_rows(idle_s=1800 + 300)
+    assert evicted == 0 and sessionizer.clock() < 2000
+    for key, n in _run(sessionizer, second, batch_sizes=(len(second),)).items():
+        got[key] = got.get(key, 0) + n
+    assert got == dict(reference_counts(first + second, categories, 1800, 20))
+
+
+def test_past_the_bound_skewed_clocks_do_move_the_clock():
+    """The stated bound is real: with a quarter of the live users 22 h ahead (more than
+    EVICTION_SHARE) the clock moves with them and the honest sessions are evicted."""
+    assert EVICTION_SHARE < 0.25
+    sessionizer = Sessionizer({"a": "x"}, 1800, 20)
+    _run(sessionizer, [(f"u{k}", "a", 1000.0 + (22 * 3600 if k % 4 == 0 else 0)) for k in range(400)],
+         batch_sizes=(400,))
+    assert sessionizer.checkpoint_rows(idle_s=2100)[3] == 300
 
 
 def test_eviction_needs_a_quorum_of_users_ahead():
