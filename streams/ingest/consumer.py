@@ -66,6 +66,7 @@ from streams.core.storage.base import timestamp_array
 from streams.ingest import kafka_reader
 from streams.ingest import kernel as pair_kernel
 from streams.ingest.decode import decode_clicks
+from streams.ingest.log_identity import RecordMark, mark_of, read_marks
 from streams.ingest.sessions import IdTable, PairIncrements, Sessionizer, Visits
 from streams.ingest.tiers import TierRouter
 from streams.ingest.user_items import aggregate_user_item_days, user_item_days
@@ -96,6 +97,8 @@ class PartitionState:
     replay_end: int | None = None  # an intent to rebuild exactly before anything else
     pending: list = field(default_factory=list)  # messages held until replay_end is reached
     intents: dict[int, int] = field(default_factory=dict)  # start -> end, found at restore
+    last_mark: RecordMark | None = None  # the newest processed record (``log_identity``)
+    restored_mark: RecordMark | None = None  # the restored checkpoint's proof of its log
 
 
 @dataclass
@@ -139,6 +142,7 @@ class Checkpoint:
     sessions: list[pa.Table]  # rows of ``user_sessions``, one table per partition
     touched: list  # (IdTable, increment keys, day cap) per partition: the pairs incremented since the last one
     evicted: int
+    marks: list = field(default_factory=list)  # (partition, RecordMark): what each partition's rows cover
 
 
 @dataclass
@@ -375,13 +379,49 @@ class ClickIngest:
             states[int(p)].intents[int(start)] = int(end)
         for state in states.values():
             state.replay_end = state.intents.get(state.position)
-        await asyncio.gather(*(self._resume_at_checkpoint(tp, states[tp.partition]) for tp in tps))
+        # the newest mark at or before each checkpoint: the record it covers, to prove its log
+        marks = await self._with_retry(lambda: self.storage.query_rows(
+            f"""SELECT partition, max(position), argMax(record_timestamp, position),
+                       argMax(record_digest, position)
+                FROM {self.storage.table('ingest_checkpoints')}
+                WHERE topic = {{topic:String}} AND partition IN {{ps:Array(UInt32)}}
+                  AND position <= {{vs:Array(UInt64)}}[indexOf({{ps:Array(UInt32)}}, partition)]
+                  AND position > 0
+                GROUP BY partition""",
+            {**params, "vs": [states[p].position for p in partitions]}))
+        for p, position, stamp, mark_digest in marks:
+            states[int(p)].restored_mark = RecordMark(int(position), int(stamp), int(mark_digest))
+        replaced = await self._replaced_logs(states)
+        await asyncio.gather(*(self._resume_at_checkpoint(tp, states[tp.partition], replaced.get(tp.partition))
+                               for tp in tps))
 
-    async def _resume_at_checkpoint(self, tp, state: PartitionState) -> None:
+    async def _replaced_logs(self, states: dict[int, PartitionState]) -> dict[int, str]:
+        """Partitions whose log holds another record where their checkpoint's mark says (a
+        refilled log taken for the old one), with what was found; ``log_identity``."""
+        wanted = {p: st.restored_mark.offset for p, st in states.items() if st.restored_mark is not None}
+        found = await read_marks(self.bootstrap, self.topic, wanted)
+        replaced = {}
+        for p, mark in found.items():
+            expected = states[p].restored_mark
+            if expected is not None and mark != expected:
+                now = ("no record" if mark is None else
+                       f"a record stamped {mark.timestamp} with digest {mark.digest:#x}")
+                replaced[p] = (f"partition {p}: the checkpoint at offset {states[p].position} covers a "
+                               f"record at offset {wanted[p]} stamped {expected.timestamp} with digest "
+                               f"{expected.digest:#x}, but the log now holds {now} there: another log")
+        unknown = sorted(set(wanted) - set(found))
+        if unknown:  # beyond the log's end, deleted by retention, or no answer in time
+            log.info("checkpoint marks of partitions %s not read: the offset check decides", unknown)
+        return replaced
+
+    async def _resume_at_checkpoint(self, tp, state: PartitionState, replaced: str | None = None) -> None:
         """Make a restored partition live: read on from its checkpoint, keeping what the
         consumer fetched meanwhile when that reaches back to it."""
         p, position = tp.partition, state.position
-        repositioned = await self._outside_log(tp, state)
+        if replaced is not None:
+            repositioned = await self._declare_reset(tp, state, replaced, new_log=True)
+        else:
+            repositioned = await self._outside_log(tp, state)
         fetched = self._restoring.pop(p, [])  # no await from here on, or a fetch could slip in
         if p in self._held_paused:  # paused while holding; not if ``_offset_reset`` paused it
             self._held_paused.discard(p)
@@ -445,6 +485,12 @@ class ClickIngest:
         where = "beyond the end" if state.position > end else "before the start"
         detail = (f"partition {tp.partition}: checkpoint at offset {state.position} is {where} "
                   f"of the log [{first}, {end})")
+        return await self._declare_reset(tp, state, detail, new_log=state.position > end, first=first)
+
+    async def _declare_reset(self, tp, state: PartitionState, detail: str, new_log: bool,
+                             first: int | None = None) -> bool:
+        """Say an offset reset loudly (log, metric, ``resets`` for ``/readyz``) and apply the
+        policy: ``fail`` pauses the partition, ``rewind`` starts it over (True either way)."""
         policy = self.settings.offset_reset_policy
         metrics.OFFSET_RESETS.labels(policy=policy).inc()
         log.error("offset reset detected, %s; policy %s", detail, policy)
@@ -452,7 +498,9 @@ class ClickIngest:
             self.resets[tp.partition] = detail + " (paused: PAIRSTREAM_ON_OFFSET_RESET=fail)"
             self.consumer.pause(tp)
             return True
-        return await self._rewind(tp, state, first, end)
+        if first is None:
+            first = (await self.consumer.beginning_offsets([tp]))[tp]
+        return await self._rewind(tp, state, first, new_log)
 
     async def _fetched_end(self, tp, wait_s: float = 3.0) -> int:
         """The partition's end as a fetch response's high watermark says (0 if no fetch answers
@@ -468,10 +516,10 @@ class ClickIngest:
             await asyncio.sleep(0.05)
         return high or 0
 
-    async def _rewind(self, tp, state: PartitionState, first: int, end: int) -> bool:
-        if state.position > end:  # a new log: its history starts empty
+    async def _rewind(self, tp, state: PartitionState, first: int, new_log: bool) -> bool:
+        if new_log:  # its history starts empty, and the old log's marks prove nothing about it
             params = {"topic": self.topic, "p": tp.partition}
-            for table in ("user_sessions", "ingest_batches"):
+            for table in ("user_sessions", "ingest_batches", "ingest_checkpoints"):
                 await self._with_retry(lambda table=table: self.storage.command(
                     f"DELETE FROM {self.storage.table(table)} "
                     "WHERE topic = {topic:String} AND partition = {p:UInt32}", params))
@@ -634,6 +682,7 @@ class ClickIngest:
         self._open_events += len(messages)
         start, end = state.position, messages[-1].offset + 1
         state.position = end
+        state.last_mark = mark_of(messages[-1])
         if exact:
             state.replay_end = None
         if state.intents:  # the next batch of a chain that a crash interrupted
@@ -691,6 +740,8 @@ class ClickIngest:
                 pa.array(np.full(n, state.position, np.uint64)),
             ], schema=SESSIONS_SCHEMA))
             cp.evicted += evicted
+            if state.last_mark is not None and state.last_mark.position == state.position:
+                cp.marks.append((p, state.last_mark))
         sessionizers = [state.sessionizer for state in self.partitions.values()]
         if sum(s.compact() for s in sessionizers):  # every open batch is strings now: safe to re-intern
             _return_freed_memory()
@@ -781,7 +832,15 @@ class ClickIngest:
         def ledger_and_sessions() -> None:
             if routing is not None:
                 self.router.record(routing)
-            # 5. session rows, one insert, after the routing they cover
+            # 5. the marks of the records the session rows cover, then the rows: a restore
+            # finds the newest mark at or before its position (``log_identity``)
+            if cp.marks:
+                self.storage.insert_arrow("ingest_checkpoints", pa.table({
+                    "topic": pa.array([self.topic] * len(cp.marks), pa.string()),
+                    "partition": pa.array([p for p, _ in cp.marks], pa.uint32()),
+                    "position": pa.array([m.position for _, m in cp.marks], pa.uint64()),
+                    "record_timestamp": pa.array([m.timestamp for _, m in cp.marks], pa.int64()),
+                    "record_digest": pa.array([m.digest for _, m in cp.marks], pa.uint64())}))
             if sessions is not None:
                 self.storage.insert_arrow("user_sessions", sessions)
 

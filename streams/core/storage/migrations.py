@@ -264,6 +264,19 @@ def _migrations(db: str) -> list[Migration]:
                 WHERE score_version = (SELECT argMax(score_version, changed_at)
                                        FROM {db}.score_pointer WHERE name = 'live')""",
         )),
+        Migration(6, "checkpoint marks: the last record a click checkpoint covers", (
+            # streams.ingest.log_identity: restoring a checkpoint checks the record at
+            # ``position - 1`` is still this one, so a refilled log is not taken for the old one
+            f"""CREATE TABLE IF NOT EXISTS {db}.ingest_checkpoints (
+                topic String,
+                partition UInt32,
+                position UInt64,
+                record_timestamp Int64,
+                record_digest UInt64,
+                written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (topic, partition, position)""",
+        )),
     ]
 
 

@@ -152,6 +152,18 @@ def test_poison_pills_are_dead_lettered_and_the_clicks_behind_them_counted(setti
     assert reasons == ["bad_json", "bad_ts", "bad_ts"]
 
 
+def _first_log(settings, storage, broker, n_clicks: int, seed: int):
+    """A first log counted to its end: (catalogue, categories, its reference counts, the ingest)."""
+    items, clicks = generate(300, 40, n_clicks, seed=seed)
+    categories = {item.item_id: item.category for item in items}
+    catalogue = _catalogue(storage, items)
+    ensure_topics(broker.bootstrap, settings)
+    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
+    first = ClickIngest(settings, broker.bootstrap, storage, catalogue)
+    assert asyncio.run(_run_until([first], len(clicks))) == len(clicks)
+    return catalogue, categories, reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories), first
+
+
 def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, storage, broker):
     """The embedded broker keeps topics in memory, so restarting it gives a log whose end is
     below the restored checkpoints. Once the ingest seeked there and waited forever (silent
@@ -160,16 +172,8 @@ def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, sto
     from streams.core.embedded_broker import EmbeddedBroker
     from streams.serving.http import assignment_check
 
-    items, clicks = generate(300, 40, 4000, seed=21)
-    categories = {item.item_id: item.category for item in items}
-    catalogue = _catalogue(storage, items)
-    ensure_topics(broker.bootstrap, settings)
-    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
-    first = ClickIngest(settings, broker.bootstrap, storage, catalogue)
-    assert asyncio.run(_run_until([first], len(clicks))) == len(clicks)
-    old = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories)
-
-    later = clicks[:300]  # the new log: far fewer messages than the checkpoints' offsets
+    catalogue, categories, old, _ = _first_log(settings, storage, broker, 4000, seed=21)
+    later = generate(300, 40, 4000, seed=21)[1][:300]  # the new log: far fewer messages than the checkpoints' offsets
     with EmbeddedBroker() as restarted:
         ensure_topics(restarted.bootstrap, settings)
         _produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
@@ -431,3 +435,73 @@ def test_clicks_stamped_decades_ahead_neither_hide_crossings_nor_move_the_horizo
     candidates = storage.query_value(f"SELECT count() FROM {storage.table('pair_stats')} "
                                      "WHERE stats_version = {v:UInt64}", {"v": version})
     assert candidates >= len(seen)  # every routed pair is a candidate of the statistics
+
+
+def test_a_refilled_log_longer_than_the_checkpoints_is_not_taken_for_the_old_one(settings, storage, broker):
+    """Restart the embedded broker while producers reconnect before the worker rejoins: the
+    new in-memory log is already longer than the old checkpoints, so every offset check
+    passes. An audit lost 3,600 of 5,400 increments that way with ``/readyz`` green. Now the
+    record each checkpoint covers is read back and does not match: ``fail`` pauses every
+    partition and says why, ``rewind`` counts the whole new log exactly, next to the old."""
+    from streams.core.embedded_broker import EmbeddedBroker
+    from streams.serving.http import assignment_check
+
+    catalogue, categories, old, first = _first_log(settings, storage, broker, 2000, seed=21)
+    checkpoints = {p: state.position for p, state in first.partitions.items()}
+
+    _, later = generate(300, 40, 8000, seed=22)  # other users' clicks, four times as many
+    with EmbeddedBroker() as restarted:
+        ensure_topics(restarted.bootstrap, settings)
+        _produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
+        from kafka import KafkaConsumer, TopicPartition
+
+        reader = KafkaConsumer(bootstrap_servers=restarted.bootstrap)
+        ends = reader.end_offsets([TopicPartition(settings.topic_clicks, p) for p in checkpoints])
+        reader.close()
+        assert all(ends[TopicPartition(settings.topic_clicks, p)] > checkpoints[p] for p in checkpoints)
+
+        paused = ClickIngest(settings.replace(on_offset_reset="fail"), restarted.bootstrap, storage, catalogue)
+        asyncio.run(_run_until([paused], timeout=8, total=1))
+        assert paused.totals["events"] == 0 and sorted(paused.resets) == sorted(checkpoints)
+        assert all("another log" in detail for detail in paused.resets.values())
+        ready, detail = asyncio.run(assignment_check(type("R", (), {"ingest": paused})())())
+        assert not ready and "PAIRSTREAM_ON_OFFSET_RESET=fail" in detail
+        assert _table_counts(storage) == dict(old)  # nothing written while paused
+
+        rewound = ClickIngest(settings.replace(on_offset_reset="rewind"), restarted.bootstrap, storage, catalogue)
+        assert asyncio.run(_run_until([rewound], len(later))) == len(later)
+        assert not rewound.resets
+        again = ClickIngest(settings.replace(on_offset_reset="fail"), restarted.bootstrap, storage, catalogue)
+        asyncio.run(_run_until([again], timeout=6, total=1))
+        assert not again.resets  # the new log's own checkpoints prove it
+    new = reference_counts([(c.user_id, c.item_id, c.ts) for c in later], categories)
+    assert _table_counts(storage) == dict(old + new)
+
+
+def test_a_recreated_and_refilled_topic_is_another_log_under_fail(settings, storage, broker):
+    """The same on a broker that keeps running: the clicks topic deleted, created again and
+    refilled past the checkpoints (as on a real Kafka). Under ``fail`` every partition is
+    paused with the reason, nothing of the new log is counted against the old sessions."""
+    from kafka.admin import KafkaAdminClient
+
+    catalogue, _, old, first = _first_log(settings, storage, broker, 2000, seed=23)
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.delete_topics([settings.topic_clicks])
+    admin.close()
+    deadline = time.monotonic() + 30
+    while True:  # the deletion may take a moment to settle
+        try:
+            ensure_topics(broker.bootstrap, settings)
+            break
+        except Exception:  # noqa: BLE001 - TopicAlreadyExists while the old one goes
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    _, later = generate(300, 40, 8000, seed=24)
+    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
+    paused = ClickIngest(settings.replace(on_offset_reset="fail"), broker.bootstrap, storage, catalogue)
+    asyncio.run(_run_until([paused], timeout=8, total=1))
+    assert paused.totals["events"] == 0 and sorted(paused.resets) == sorted(first.partitions)
+    assert all("another log" in detail for detail in paused.resets.values())
+    assert _table_counts(storage) == dict(old)
