@@ -77,6 +77,8 @@ WEB_CONNECTIONS_REFUSED = Counter("pairstream_web_connections_refused_total", "C
                                   "once: server_full (web_max_connections open), per_address (that "
                                   "address holds web_max_connections_per_address), reserved (only "
                                   "light users may take the last web_reserved_connections).", ["reason"])
+for _reason in ("server_full", "per_address", "reserved"):  # series at 0 before the first refusal
+    WEB_CONNECTIONS_REFUSED.labels(_reason)
 WEB_SLOW_CLIENTS_CLOSED = Counter("pairstream_web_slow_clients_closed_total", "Connections closed "
                                   "because their request head did not arrive within web_header_timeout_s.")
 MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome.",

@@ -67,17 +67,22 @@ class Published:
 
 
 def candidate_pairs(storage: Storage, settings: Settings) -> pa.Table:
-    """item_a, item_b of every pair >= the low tier in the horizon, plus the labelled pairs."""
+    """item_a, item_b of every pair >= the low tier in the horizon (``stats.horizon``: not
+    ended by a click stamped decades ahead), plus the labelled pairs."""
+    from streams.core.storage.stats import horizon
+
     counts = storage.table("pair_counts")
+    span = horizon(storage, settings.horizon_days, "pair_counts")
+    lo, hi = (span[0].isoformat(), span[1].isoformat()) if span else ("1970-01-01", "1970-01-01")
     return storage.query_arrow(
         f"""SELECT item_a, item_b FROM (
                 SELECT item_a, item_b, sum(count) AS n FROM {counts}
-                WHERE day > (SELECT max(day) FROM {counts}) - {{horizon:UInt32}}
+                WHERE day >= {{lo:Date}} AND day <= {{hi:Date}}
                 GROUP BY item_a, item_b HAVING n >= {{low:UInt64}}
                 UNION DISTINCT
                 SELECT DISTINCT item_a, item_b, toUInt64(0) AS n FROM {storage.table('pair_labels')}
             ) GROUP BY item_a, item_b ORDER BY item_a, item_b""",
-        {"horizon": settings.horizon_days, "low": settings.tier_low})
+        {"lo": lo, "hi": hi, "low": settings.tier_low})
 
 
 def manual_labels(storage: Storage) -> dict[tuple[str, str], float]:

@@ -72,7 +72,8 @@ class StatsParams:
 HORIZON_DAY_SUPPORT = 0.01  # a day ends the horizon only with this share of the busiest day's visits
 
 
-def horizon(storage: Storage, horizon_days: int) -> tuple[dt.date, dt.date] | None:
+def horizon(storage: Storage, horizon_days: int,
+            table: str = "user_item_days") -> tuple[dt.date, dt.date] | None:
     """[first, last] UTC day of the horizon, ending on the newest day with real traffic; None if empty.
 
     "Real traffic": at least ``HORIZON_DAY_SUPPORT`` of the busiest day's (user, item) visits.
@@ -80,9 +81,10 @@ def horizon(storage: Storage, horizon_days: int) -> tuple[dt.date, dt.date] | No
     2099-12-31 (valid) end the horizon in 2099, which emptied every statistic. The bound: days
     ahead holding fewer visits than 1% of the busiest day's are not taken for "today". The
     price: a new UTC day ends the horizon once it has 1% of a busy day's visits (minutes).
-    Visits, not clicks: one user repeating one item is one visit a day."""
+    Rows, not clicks: one user repeating one item is one visit a day (``user_item_days``), one
+    pair clicked together many times one row a day (``pair_counts``, the publisher's)."""
     per_day = storage.query_rows(
-        f"SELECT toUInt32(day), count() FROM {storage.table('user_item_days')} GROUP BY day")
+        f"SELECT toUInt32(day), count() FROM {storage.table(table)} GROUP BY day")
     if not per_day:
         return None
     busiest = max(visits for _, visits in per_day)

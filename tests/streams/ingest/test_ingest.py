@@ -435,6 +435,9 @@ def test_clicks_stamped_decades_ahead_neither_hide_crossings_nor_move_the_horizo
     candidates = storage.query_value(f"SELECT count() FROM {storage.table('pair_stats')} "
                                      "WHERE stats_version = {v:UInt64}", {"v": version})
     assert candidates >= len(seen)  # every routed pair is a candidate of the statistics
+    from streams.publishing.publisher import candidate_pairs
+
+    assert candidate_pairs(storage, settings).num_rows >= len(seen)  # and of the publisher
 
 
 def test_a_refilled_log_longer_than_the_checkpoints_is_not_taken_for_the_old_one(settings, storage, broker):
