@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean test-tools lint
+.PHONY: setup demo test bench clean test-tools lint docs
 
 setup: $(STAMP)
 
@@ -49,3 +49,6 @@ bench: setup
 
 clean:
 	rm -rf .pairstream reports
+
+docs: setup  ## the README's settings table, from the settings class
+	$(BIN)/pairstream settings --update-readme README.md

@@ -276,6 +276,12 @@ class Settings:
             raise ValueError(problem)
 
     @classmethod
+    def markdown_table(cls) -> str:
+        """The README's settings table (``make docs`` writes it; a test compares)."""
+        rows = [f"| `{env}` | `{default}` | {doc} |" for env, default, doc in cls.documentation()]
+        return "\n".join(["| variable | default | meaning |", "| --- | --- | --- |", *rows])
+
+    @classmethod
     def documentation(cls) -> list[tuple[str, str, str]]:
         """(environment variable, default, doc) for every setting."""
         return [

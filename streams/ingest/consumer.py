@@ -33,7 +33,7 @@ batch each: the same state and the same messages give the same increments and th
 so writes that had landed before a crash are dropped and ones that had not land now, and the
 pairs those batches touched are routed again. Nothing lost, nothing doubled, whichever step a
 SIGKILL interrupts. Checkpointing every couple of seconds rather than every batch is what keeps
-the per-batch cost to two small inserts (see README, "How the ingest reaches its rate").
+the per-batch cost to two small inserts (see docs/ingest.md, "How the ingest is exact and fast").
 
 Invalid clicks go to the dead-letter topic (original bytes as value; reason, detail, source
 partition and offset as headers) before the offset that covers them is committed.

@@ -2,7 +2,7 @@
 
 Why: the ingest's event loop both reads (aiokafka parses fetches on it) and pairs, 100-500k
 records a second on one thread. With aiokafka's defaults three things cost it a third to a
-half of its rate (measured by ``pairstream bench ingest``; see README "How the ingest is
+half of its rate (measured by ``pairstream bench ingest``; see docs/ingest.md "How the ingest is
 exact and fast"):
 
 1. ``ConsumerRecord``: each parsed record (a C object with ``.offset .timestamp .key
