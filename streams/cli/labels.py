@@ -8,6 +8,7 @@ import sys
 from streams.cli.common import command, settings_from
 from streams.core.config import Settings
 from streams.core.events import MAX_ID_CHARS
+from streams.core.records import TIERS
 from streams.core.storage import open_storage
 from streams.core.storage.labels import LabelRow, effective_labels, write_labels
 from streams.labelling.quality import gold_report, review_queue
@@ -21,7 +22,7 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("list", help="effective labels, newest first")
     a.add_argument("--source", choices=["default", "behaviour", "llm", "heuristic", "manual"])
-    a.add_argument("--tier", choices=["low", "medium", "high"])
+    a.add_argument("--tier", choices=TIERS)
     a.add_argument("--limit", type=int, default=20)
     a.add_argument("--json", action="store_true", help="JSON lines")
     a = actions.add_parser("show", help="every label of one pair, with per-dimension reasons")

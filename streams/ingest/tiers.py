@@ -27,9 +27,9 @@ import pyarrow as pa
 from streams.core import metrics
 from streams.core.config import Settings
 from streams.core.produce import send_batched
+from streams.core.records import pair_to_score_sql, tier_name
 from streams.core.storage import Storage
 from streams.core.storage.base import timestamp_array
-from streams.core.storage.tiers import TIER_NAMES
 
 
 @dataclass
@@ -79,9 +79,7 @@ class TierRouter:
                       f"GROUP BY pair_hash HAVING sum(count) >= {{low:UInt64}}")
         return st.query_arrow(
             f"""SELECT item_a, item_b, tier_code, total, concat(item_a, '|', item_b) AS key,
-                       formatRowNoNewline('JSONEachRow', item_a, item_b,
-                                          arrayElement(['low', 'medium', 'high'], tier_code) AS tier,
-                                          total AS count, {{now:Float64}} AS routed_at) AS value
+                       {pair_to_score_sql("tier_code", "total", "{now:Float64}")} AS value
                 FROM (SELECT item_a, item_b, tier AS tier_code, total FROM (
                     SELECT t.item_a AS item_a, t.item_b AS item_b, t.total AS total,
                            toUInt8(multiIf(t.total >= {{high:UInt64}}, 3,
@@ -128,7 +126,7 @@ class TierRouter:
         if n:
             await send_batched(self.producer, self.settings.topic_pairs_to_score, routing.records)
             for tier, k in Counter(routing.crossings.column("tier_code").to_pylist()).items():
-                metrics.PAIRS_ROUTED.labels(tier=TIER_NAMES[tier]).inc(k)
+                metrics.PAIRS_ROUTED.labels(tier=tier_name(tier)).inc(k)
         return n
 
     def record(self, routing: Routing) -> None:

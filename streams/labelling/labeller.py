@@ -24,21 +24,19 @@ import logging
 import time
 from dataclasses import dataclass
 
-import orjson
-
 from models.rubric import Example
 from models.scorer import PairScorer, ScoringFailed
 from models.text import PRODUCT_FIELDS
 from streams.core import dead_letters, metrics
 from streams.core.config import Settings
 from streams.core.dead_letters import DeadLetter
-from streams.core.events import MAX_ID_CHARS
+from streams.core.events import InvalidEvent
+from streams.core.records import TIERS, PairToScore
 from streams.core.storage import Storage
 from streams.core.storage.items import latest_items_sql, products
 from streams.core.storage.labels import LabelRow, effective_sql, existing_labels, write_labels
 
 log = logging.getLogger(__name__)
-TIERS = ("low", "medium", "high")
 
 
 @dataclass
@@ -60,30 +58,10 @@ class LabelReport:
     seconds: float
 
 
-class BadPair(ValueError):
-    pass
-
-
 def parse_routed(key: bytes | None, raw: bytes) -> RoutedPair:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadPair(f"not JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise BadPair("not a JSON object")
-    a, b, tier = _id(obj, "item_a"), _id(obj, "item_b"), obj.get("tier")
-    if tier not in TIERS:
-        raise BadPair(f"tier must be one of {TIERS}")
-    if not a < b:
-        raise BadPair("item_a must sort before item_b")
-    return RoutedPair(a, b, tier, key, raw)
-
-
-def _id(obj: dict, name: str) -> str:
-    value = obj.get(name)
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
-        raise BadPair(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
-    return value
+    """A ``pairs-to-score`` message as the labeller works on it (``PairToScore.parse``)."""
+    record = PairToScore.parse(raw)
+    return RoutedPair(record.item_a, record.item_b, record.tier, key, raw)
 
 
 class Labeller:
@@ -111,7 +89,7 @@ class Labeller:
         for key, raw, *position in messages:
             try:
                 pair = dataclasses.replace(parse_routed(key, raw), **dict(zip(("partition", "offset"), position)))
-            except BadPair as exc:
+            except InvalidEvent as exc:
                 dead.append(DeadLetter(key, raw, "bad_message", str(exc), topic, *position))
                 continue
             seen = pairs.get((pair.item_a, pair.item_b))

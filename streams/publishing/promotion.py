@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
-
 from streams.core import metrics
 from streams.core.config import Settings
+from streams.core.records import MODEL_UPDATE_KEY, model_update_value
 from streams.core.storage import Storage, registry, scores
 
 
-async def announce(producer, settings: Settings, event: dict) -> None:
-    await producer.send_and_wait(settings.topic_model_updates, orjson.dumps(event), key=b"students")
+async def announce(producer, settings: Settings, event: str, model_version: str, score_version: str | None) -> None:
+    """``event`` (promoted, rollback) on ``model-updates``: every worker reloads ``score_version``."""
+    await producer.send_and_wait(settings.topic_model_updates,
+                                 model_update_value(event, model_version, score_version, time.time()),
+                                 key=MODEL_UPDATE_KEY)
 
 
 async def publish_and_announce(storage: Storage, settings: Settings, producer, model_version: str,
@@ -37,8 +39,7 @@ async def publish_and_announce(storage: Storage, settings: Settings, producer, m
     published = await asyncio.to_thread(publish, storage, settings, students, progress)
     summary = dict(published.summary)
     summary["kafka"] = await emit(producer, settings, published)
-    await announce(producer, settings, {"event": "promoted", "model_version": model_version,
-                                        "score_version": published.score_version, "at": time.time()})
+    await announce(producer, settings, "promoted", model_version, published.score_version)
     metrics.set_promoted(model_version)
     return summary
 
@@ -68,8 +69,7 @@ def announce_rollback(settings: Settings, target: dict) -> bool:
         from streams.core.produce import open_producer
 
         async with open_producer(settings.kafka_bootstrap) as producer:
-            await announce(producer, settings, {"event": "rollback", **{
-                k: target[k] for k in ("model_version", "score_version")}})
+            await announce(producer, settings, "rollback", target["model_version"], target["score_version"])
 
     asyncio.run(send())
     return True

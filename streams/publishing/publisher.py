@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 import pyarrow as pa
 from tqdm import tqdm
 
 from models.text import item_text
 from streams.core import metrics
 from streams.core.config import Settings
+from streams.core.records import EVIDENCE_FIELDS, evidence_records, item_partners_value, pair_score_value
 from streams.core.storage import Storage
 from streams.core.storage import scores as score_tables
 from streams.core.storage.base import timestamp_array
@@ -294,17 +294,14 @@ def _evidence_columns(published: Published, part: slice) -> dict:
     }
 
 
-def pair_evidence_json(published: Published, k: int) -> dict:
-    """The evidence of pair ``k`` as the Kafka output and the lookup API show it."""
+def evidence_json(published: Published) -> list[dict]:
+    """The evidence of every pair as the Kafka output and the lookup API show it."""
     ev = published.evidence
     if not ev:
-        return {}
-    return {"dominant": DOMINANT[ev["dominant"][k]], "model_score": round(float(ev["model_score"][k]), 4),
-            "behaviour_score": round(float(ev["behaviour_score"][k]), 4),
-            "behaviour_weight": round(float(ev["behaviour_weight"][k]), 4),
-            "count": int(ev["count"][k]), "users": int(ev["users"][k]),
-            "lift": round(float(ev["lift"][k]), 4), "swing": round(float(ev["swing"][k]), 6),
-            "dim_scores": {d: round(float(v), 3) for d, v in published.dim_scores[k].items()}}
+        return [{} for _ in range(len(published.a))]
+    columns = {name: ev[name] for name in EVIDENCE_FIELDS if name not in ("dominant", "dim_scores")}
+    return evidence_records({**columns, "dominant": np.array(DOMINANT, dtype=object)[ev["dominant"]],
+                             "dim_scores": published.dim_scores})
 
 
 def top_partners(published: Published, k: int) -> dict[str, list[tuple[str, float, str]]]:
@@ -384,18 +381,15 @@ async def emit(producer, settings: Settings, published: Published) -> dict:
     """Step 7: ``pair-scores`` (key ``a|b``) and ``item-partners`` (key item_id), compacted."""
     from streams.core.produce import send_batched
 
-    ids, dumps = published.ids, orjson.dumps
-    meta = {"model_version": published.model_version, "score_version": published.score_version}
+    ids, model, version = published.ids, published.model_version, published.score_version
     records = []
-    for k, (x, y, s, sc) in enumerate(zip(published.a.tolist(), published.b.tolist(),
-                                          published.score.tolist(), published.scorer.tolist())):
+    for x, y, s, sc, evidence in zip(published.a.tolist(), published.b.tolist(), published.score.tolist(),
+                                     published.scorer.tolist(), evidence_json(published)):
         a, b = ids[x], ids[y]
-        records.append((f"{a}|{b}".encode(), dumps({"item_a": a, "item_b": b, "score": round(s, 4),
-                                                    "scorer": SCORERS[sc], **meta,
-                                                    "evidence": pair_evidence_json(published, k)}), None))
+        records.append((f"{a}|{b}".encode(),
+                        pair_score_value(a, b, s, SCORERS[sc], model, version, evidence), None))
     pair_n = await send_batched(producer, settings.topic_pair_scores, records)
-    records = [(item.encode(), dumps({"item_id": item, **meta, "partners": [
-        {"item_id": p, "score": round(s, 4), "scorer": sc} for p, s, sc in partners]}), None)
-        for item, partners in published.partners.items()]
+    records = [(item.encode(), item_partners_value(item, partners, model, version), None)
+               for item, partners in published.partners.items()]
     item_n = await send_batched(producer, settings.topic_item_partners, records)
     return {"pair_scores": pair_n, "item_partners": item_n}

@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from streams.core import metrics
 from streams.core.config import Settings
+from streams.core.records import TrainingJob
 from streams.core.storage import Storage
 from streams.core.storage import runs as run_table
 from streams.publishing.promotion import publish_and_announce
@@ -88,8 +87,7 @@ class TrainingLauncher:
             await asyncio.to_thread(run_table.record, self.storage, run_id, trigger, "queued", started)
             await self.producer.send_and_wait(
                 self.settings.topic_training_jobs, key=run_id.encode(),
-                value=orjson.dumps({"run_id": run_id, "trigger": trigger, "at": started,
-                                    "args": self.settings.training_args}))
+                value=TrainingJob(run_id, self.settings.training_args, trigger, started).to_json())
             log.info("training run %s queued on %s (%s)", run_id, self.settings.topic_training_jobs, trigger)
             return run_id
         self.task = asyncio.ensure_future(self._embedded(run_id, trigger, started))

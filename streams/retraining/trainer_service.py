@@ -11,10 +11,10 @@ import asyncio
 import logging
 import time
 
-import orjson
-
 from streams.core import metrics
 from streams.core.config import Settings
+from streams.core.events import InvalidEvent
+from streams.core.records import TrainingJob
 from streams.core.storage import Storage
 from streams.core.storage import runs as run_table
 from streams.publishing.promotion import publish_with_own_producer
@@ -43,21 +43,21 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
         while True:
             for message in (m for ms in consumer.poll(timeout_ms=1000).values() for m in ms):
                 metrics.EVENTS_IN.labels(stage="training_jobs").inc()
-                job = _parse_job(message.value)
-                if job is None:  # not a job: dead-letter it and keep serving the ones that are
-                    log.error("training-jobs %d:%d is not a job message, dead-lettered: %r",
-                              message.partition, message.offset, (message.value or b"")[:200])
+                try:
+                    job = TrainingJob.parse(message.value)
+                except InvalidEvent as bad:  # not a job: dead-letter it, serve the ones that are
+                    log.error("training-jobs %d:%d is not a job message (%s), dead-lettered: %r",
+                              message.partition, message.offset, bad, (message.value or b"")[:200])
                     send_sync(dlq, settings.topic_training_jobs_dlq, [DeadLetter(
-                        message.key, message.value, "bad_message",
-                        'a job is a JSON object {"run_id": "...", "args": "..."}',
+                        message.key, message.value, "bad_message", str(bad),
                         message.topic, message.partition, message.offset)])
                     consumer.commit()
                     continue
                 started = time.time()
-                run_id, trigger = job["run_id"], str(job.get("trigger", "kafka"))
+                run_id, trigger = job.run_id, job.trigger
                 run_table.record(storage, run_id, trigger, "running", started)
                 try:
-                    config = config_for(job.get("args", ""))  # validated before anything starts
+                    config = config_for(job.args)  # validated before anything starts
                     refresh_stats(storage, settings)
                     result = run(storage, settings.data_dir, config)
                     if result.promoted:
@@ -73,18 +73,3 @@ def run_trainer(settings: Settings, bootstrap: str, storage: Storage, config_for
     finally:
         consumer.close()
         dlq.close()
-
-
-def _parse_job(value: bytes) -> dict | None:
-    """A job message: a JSON object with a string ``run_id`` (``args`` a string if present)."""
-    if not value:  # a tombstone
-        return None
-    try:
-        job = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(job, dict) or not isinstance(job.get("run_id"), str) or not job["run_id"]:
-        return None
-    if not isinstance(job.get("args", ""), str):
-        return None
-    return job

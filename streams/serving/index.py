@@ -17,13 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streams.core.records import EVIDENCE_FIELDS, evidence_records
 from streams.core.storage import Storage
 from streams.core.storage import scores as score_tables
 from streams.core.storage.scores import SCORERS
 
-# pair_scores columns that say what a published score rests on (migration 5)
-EVIDENCE = ("dominant", "model_score", "behaviour_score", "behaviour_weight", "count", "users",
-            "lift", "swing", "dim_scores")
+EVIDENCE = EVIDENCE_FIELDS  # pair_scores columns that say what a published score rests on (migration 5)
 
 
 class ScoreIndex:
@@ -118,28 +117,12 @@ class ScoreIndex:
                 for j, (ok, p) in enumerate(zip(found.tolist(), pos_c.tolist()))]
 
     def evidence_rows(self, rows: list[int]) -> list[dict]:
-        """The evidence of published rows, as the lookup API answers it: one gather per column,
-        then plain Python values (numpy scalar access per row cost ~10 us a pair, once the bulk
-        of a 1000-pair answer)."""
+        """The evidence of published rows, as the lookup API answers it: one gather per column
+        (numpy scalar access per row cost ~10 us a pair, once the bulk of a 1000-pair answer)."""
         if not self.evidence or not rows:
             return [{} for _ in rows]
         at = np.asarray(rows, np.int64)
-        ev = self.evidence
-        dominant = [str(d) or None for d in ev["dominant"][at].tolist()]
-        # rounded as columns (np.round: half-way cases may differ from round() in the last
-        # digit; a per-value round() was most of a 1000-pair answer's time)
-        rounded = {name: np.round(ev[name][at].astype(np.float64), 4).tolist()
-                   for name in ("model_score", "behaviour_score", "behaviour_weight", "lift")}
-        swing = np.round(ev["swing"][at].astype(np.float64), 6).tolist()
-        count, users = ev["count"][at].tolist(), ev["users"][at].tolist()
-        dims = ev["dim_scores"][at]
-        return [{"dominant": dominant[j], "model_score": rounded["model_score"][j],
-                 "behaviour_score": rounded["behaviour_score"][j],
-                 "behaviour_weight": rounded["behaviour_weight"][j],
-                 "count": int(count[j]), "users": int(users[j]), "lift": rounded["lift"][j],
-                 "swing": swing[j],
-                 "dim_scores": {k: round(float(v), 3) for k, v in (dims[j] or [])}}
-                for j in range(len(rows))]
+        return evidence_records({name: column[at] for name, column in self.evidence.items()})
 
     def partners(self, item: str, k: int) -> list[dict] | None:
         """Top ``k`` partners of ``item``, best first; None if the version does not know it."""

@@ -32,6 +32,7 @@ from models.text import item_text
 from streams.core import metrics
 from streams.core.config import Settings
 from streams.core.events import MAX_ID_CHARS
+from streams.core.records import computed_evidence
 from streams.core.storage import Storage
 from streams.core.storage.items import products
 from streams.serving.index import ScoreIndex
@@ -206,7 +207,7 @@ class Serving:
                 results[k] = {"item_a": a, "item_b": b, "score": round(by_k[k], 4),
                               "model_version": students.version, "source": "computed",
                               "scorer": "two_tower",  # no behaviour evidence: the model alone
-                              "evidence": {"dominant": "model", "model_score": round(by_k[k], 4)}}
+                              "evidence": computed_evidence(by_k[k])}
             else:
                 results[k] = {"item_a": a, "item_b": b, "score": None, "model_version": None,
                               "source": "unknown_item", "scorer": None}

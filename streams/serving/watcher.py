@@ -12,10 +12,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import orjson
-
 from streams.core import metrics
 from streams.core.events import InvalidEvent
+from streams.core.records import parse_model_update
 from streams.core.storage import StorageError, scores
 
 if TYPE_CHECKING:
@@ -96,19 +95,9 @@ class ModelWatcher:
 
     def check(self, value: bytes | None) -> str | None:
         """The message's score version (None: "whatever is live"); ``InvalidEvent`` if unusable."""
-        if not value:
-            raise InvalidEvent("tombstone", "an empty model update names no version")
-        try:
-            event = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidEvent("bad_json", str(exc)[:200]) from None
-        if not isinstance(event, dict):
-            raise InvalidEvent("not_object", f"a model update must be a JSON object: {value[:200]!r}")
-        score_version = event.get("score_version")
+        score_version = parse_model_update(value, scores.is_version)
         if score_version is None:
             return None
-        if not isinstance(score_version, str) or not scores.is_version(score_version):
-            raise InvalidEvent("bad_version", f"malformed score version {str(score_version)[:200]!r}")
         if not scores.published(self.serving.storage, score_version):
             raise InvalidEvent("unknown_version", f"score version {score_version!r} was never published "
                                                   "in full (unknown, or still being written)")

@@ -125,8 +125,7 @@ def test_hot_reload_under_load(storage, settings, published, broker, tmp_path):
             await asyncio.sleep(0.3)
             second_published = await asyncio.to_thread(
                 publish, storage, settings, Students(second["version"], second["artifacts"]), False)
-            await announce(producer, settings, {"event": "promoted", "model_version": second["version"],
-                                                "score_version": second_published.score_version})
+            await announce(producer, settings, "promoted", second["version"], second_published.score_version)
             await asyncio.wait_for(loader, 30)
         finally:
             watching.cancel()
