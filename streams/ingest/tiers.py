@@ -45,10 +45,9 @@ class TierRouter:
     """Finds tier crossings (``plan``, blocking: run it in a thread), produces them (``send``)
     and records them in the ledger (``record``, blocking), in that order."""
 
-    def __init__(self, settings: Settings, storage: Storage, producer=None):
+    def __init__(self, settings: Settings, storage: Storage):
         self.settings = settings
         self.storage = storage
-        self.producer = producer  # aiokafka producer, set by the ingest
         self.last_routed = 0
         self.routed_total = 0  # messages produced to pairs-to-score by this router
 
@@ -119,12 +118,13 @@ class TierRouter:
         values = crossings.column("value").cast(pa.binary()).to_pylist()
         return Routing(crossings, list(zip(keys, values, repeat(None))), now)
 
-    async def send(self, routing: Routing) -> int:
+    async def send(self, routing: Routing, producer) -> int:
+        """Produce the crossings to ``pairs-to-score`` with ``producer`` (the ingest's)."""
         n = len(routing.records)
         self.last_routed = n
         self.routed_total += n
         if n:
-            await send_batched(self.producer, self.settings.topic_pairs_to_score, routing.records)
+            await send_batched(producer, self.settings.topic_pairs_to_score, routing.records)
             for tier, k in Counter(routing.crossings.column("tier_code").to_pylist()).items():
                 metrics.PAIRS_ROUTED.labels(tier=tier_name(tier)).inc(k)
         return n
