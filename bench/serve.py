@@ -260,7 +260,8 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     from streams.ingest.catalogue import Catalogue
     from streams.publishing.publisher import publish
     from streams.serving.http import serve_with_settings
-    from streams.serving.lookup import Serving, add_routes
+    from streams.serving.lookup import Serving
+    from streams.serving.routes import add_routes
 
     storage = ChdbStorage(tmp / "chdb", "bench")
     migrate(storage)

@@ -293,7 +293,7 @@ def _web_part(runtime: Runtime) -> Hosted:
         nonlocal runner
         from streams.ops.status_page import add_status_route
         from streams.serving.http import assignment_check, broker_check, build_app, serve_with_settings, storage_check
-        from streams.serving.lookup import add_routes
+        from streams.serving.routes import add_routes
 
         checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                   "partitions": assignment_check(runtime)}

@@ -1,37 +1,28 @@
-"""The lookup API on the worker's web server, and the serving state it reads.
+"""What the lookup API answers from: the serving state, and the answers to pair requests.
 
-- ``POST /v1/pair-scores``: ``{"pairs": [{"item_a": .., "item_b": ..}, ...]}`` (or ``[[a, b], ...]``),
-  at most ``lookup_max_pairs``. Each answer says where its score came from: ``table`` (the live
-  score version), ``computed`` (the two-tower student scored an unpublished pair), or ``null``
-  with ``unknown_item`` / ``no_model``.
-- ``GET /v1/items/{item_id}/partners?k=50``: the item's best partners in the live version.
-
-Bad ids (not a string, empty, over 128 characters), equal items, too many pairs, bad JSON:
-4xx with the reason. ``Serving`` holds the index and the students as one immutable snapshot;
-a hot reload builds the next snapshot off the event loop and swaps one reference, so a request
-in flight finishes on the snapshot it started with.
+Each answer says where its score came from: ``table`` (the live score version), ``computed``
+(the two-tower student scored an unpublished pair), or ``null`` with ``unknown_item`` /
+``no_model``. The routes are ``streams.serving.routes``. ``Serving`` holds the index and the
+students as one immutable snapshot; a hot reload builds the next snapshot off the event loop
+and swaps one reference, so a request in flight finishes on the snapshot it started with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import itertools
 import logging
-import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
-from aiohttp import web
 
 from models.text import item_text
 from streams.core import metrics
 from streams.core.config import Settings
-from streams.core.events import MAX_ID_CHARS
 from streams.core.records import computed_evidence
 from streams.core.storage import Storage
 from streams.core.storage.items import products
@@ -41,17 +32,8 @@ if TYPE_CHECKING:
     from models.runtime import Students
 
 log = logging.getLogger(__name__)
-MAX_PARTNERS = 1000
 FAIR_CHUNK = 16  # pairs answered between yields to the event loop (~0.1 ms of work; 64 gave a
                  # 1-pair p99 of 12 ms under the mixed load of `bench serve`, 16 gave 5-7 ms)
-PARSE_CHUNK = 128  # pairs checked between yields when a request body is parsed
-BULK_BODY_BYTES = 4096  # larger lookup bodies (~60+ pairs) take the bulk lane, one at a time
-
-
-class BadRequest(ValueError):
-    def __init__(self, reason: str, status: int = 400):
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -73,7 +55,7 @@ class Serving:
         self.current = Snapshot(ScoreIndex.empty(), None)
         self._computed: OrderedDict = OrderedDict()  # (model version, item) -> embedding
         self._reload_lock = asyncio.Lock()
-        # large requests parse, score and serialise one at a time (add_routes)
+        # large requests parse, score and serialise one at a time (``streams.serving.routes``)
         self.bulk_lane = asyncio.Lock()
 
     # --- reload ----------------------------------------------------------------------------
@@ -136,7 +118,7 @@ class Serving:
 
     async def _answer_chunks(self, snap: Snapshot, pairs: list[tuple[str, str]]):
         """(first index, answers) of each chunk of ``FAIR_CHUNK`` pairs, with a yield to the
-        event loop between chunks (see ``add_routes`` for the bulk lane around it). A chunk
+        event loop between chunks (see ``streams.serving.routes`` for the bulk lane around it). A chunk
         the version answers wholly comes at once; the others wait for one batch that computes
         every unpublished pair of the request."""
         sources: Counter = Counter()
@@ -239,105 +221,3 @@ class Serving:
                 while len(self._computed) > 50_000:
                     self._computed.popitem(last=False)
         return out
-
-
-# --- validation ----------------------------------------------------------------------------
-def check_id(value, where: str) -> str:
-    if not isinstance(value, str):
-        raise BadRequest(f"{where}: item id must be a string, not {type(value).__name__}")
-    if not value:
-        raise BadRequest(f"{where}: item id is empty")
-    if len(value) > MAX_ID_CHARS:
-        raise BadRequest(f"{where}: item id longer than {MAX_ID_CHARS} characters")
-    return value
-
-
-async def parse_pairs(body: bytes, max_pairs: int) -> list[tuple[str, str]]:
-    """The checked pairs of a lookup body, with a yield to the event loop every ``PARSE_CHUNK``
-    pairs (checking 1000 pairs at once held the loop for most of a millisecond)."""
-    pairs = _pairs_of(body, max_pairs)
-    out: list[tuple[str, str]] = []
-    for start in range(0, len(pairs), PARSE_CHUNK):
-        if start:
-            await asyncio.sleep(0)
-        out += _checked(pairs, start, min(start + PARSE_CHUNK, len(pairs)))
-    return out
-
-
-def _pairs_of(body: bytes, max_pairs: int) -> list:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from None
-    pairs = data.get("pairs") if isinstance(data, dict) else data
-    if not isinstance(pairs, list):
-        raise BadRequest('expected {"pairs": [{"item_a": ..., "item_b": ...}, ...]}')
-    if len(pairs) > max_pairs:
-        raise BadRequest(f"{len(pairs)} pairs asked, at most {max_pairs} per request", 413)
-    return pairs
-
-
-def _checked(pairs: list, start: int, stop: int) -> list[tuple[str, str]]:
-    out = []
-    for k in range(start, stop):
-        pair = pairs[k]
-        if isinstance(pair, dict):
-            a, b = pair.get("item_a"), pair.get("item_b")
-        elif isinstance(pair, list) and len(pair) == 2:
-            a, b = pair
-        else:
-            raise BadRequest(f"pairs[{k}]: expected {{item_a, item_b}} or [item_a, item_b]")
-        a, b = check_id(a, f"pairs[{k}].item_a"), check_id(b, f"pairs[{k}].item_b")
-        if a == b:
-            raise BadRequest(f"pairs[{k}]: item_a and item_b are the same item")
-        out.append((a, b))
-    return out
-
-
-def _error(exc: BadRequest) -> web.Response:
-    return web.json_response({"error": str(exc)}, status=exc.status)
-
-
-def add_routes(app: web.Application, serving: Serving, settings: Settings) -> None:
-    async def pair_scores(request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        try:
-            body = await asyncio.wait_for(request.read(), settings.web_header_timeout_s)
-        except asyncio.TimeoutError:
-            return web.json_response({"error": f"request body not received within "
-                                               f"{settings.web_header_timeout_s:g}s"}, status=408)
-        # large bodies parse, score and serialise one at a time, in chunks: a small request
-        # then waits for one chunk of one bulk request, not for all of them
-        lane = serving.bulk_lane if len(body) > BULK_BODY_BYTES else contextlib.nullcontext()
-        try:
-            async with lane:
-                payload = await serving.answer_json(await parse_pairs(body, settings.lookup_max_pairs))
-        except BadRequest as exc:
-            return _error(exc)
-        metrics.LOOKUP_SECONDS.labels(endpoint="pair_scores").observe(time.perf_counter() - started)
-        return web.Response(body=payload, content_type="application/json")
-
-    async def partners(request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        try:
-            item = check_id(request.match_info["item_id"], "item_id")
-            raw_k = request.query.get("k", "50")
-            # ASCII digits only: str.isdigit() passes "²", which int() rejects (once a 500)
-            if not (raw_k.isascii() and raw_k.isdigit() and len(raw_k) <= 6
-                    and 1 <= int(raw_k) <= MAX_PARTNERS):
-                raise BadRequest(f"k must be an integer from 1 to {MAX_PARTNERS}, not {raw_k[:20]!r}")
-        except BadRequest as exc:
-            return _error(exc)
-        snap = serving.current
-        found = snap.index.partners(item, int(raw_k))
-        if found is None:
-            return web.json_response({"error": f"no partners of {item!r} in the live score version",
-                                      "score_version": snap.index.score_version}, status=404)
-        metrics.LOOKUP_SECONDS.labels(endpoint="partners").observe(time.perf_counter() - started)
-        return web.Response(body=orjson.dumps({
-            "item_id": item, "model_version": snap.index.model_version,
-            "score_version": snap.index.score_version, "partners": found}),
-            content_type="application/json")
-
-    app.router.add_post("/v1/pair-scores", pair_scores)
-    app.router.add_get("/v1/items/{item_id}/partners", partners)

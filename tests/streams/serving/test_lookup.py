@@ -13,7 +13,8 @@ from models.runtime import Students
 from streams.core.topics import ensure_topics
 from streams.publishing.promotion import announce
 from streams.publishing.publisher import publish
-from streams.serving.lookup import Serving, add_routes
+from streams.serving.lookup import Serving
+from streams.serving.routes import add_routes
 from streams.serving.watcher import ModelWatcher
 from tests.storage_doubles import Unreachable
 from tests.student_fixtures import seed_pairs, tiny_students
