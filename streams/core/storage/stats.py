@@ -93,6 +93,21 @@ def horizon(storage: Storage, horizon_days: int,
     return last - dt.timedelta(days=horizon_days - 1), last
 
 
+def _user_joins_sql(edges: str, pairs: str, edge_filter: str = "") -> str:
+    """LEFT JOINs that add ``users`` (users who clicked both items), ``users_a`` and ``users_b``
+    to the pairs aliased ``pairs``, from the user-item edges ``edges``."""
+    return f"""LEFT JOIN (
+                SELECT e1.item_id AS item_a, e2.item_id AS item_b, toUInt32(count()) AS users
+                FROM {edges} AS e1 INNER JOIN {edges} AS e2 ON e1.user_id = e2.user_id
+                WHERE e1.item_id < e2.item_id {edge_filter}
+                GROUP BY item_a, item_b
+            ) AS pu ON pu.item_a = {pairs}.item_a AND pu.item_b = {pairs}.item_b
+            LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_a FROM {edges} GROUP BY item_id) AS ua
+                ON ua.item_id = {pairs}.item_a
+            LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_b FROM {edges} GROUP BY item_id) AS ub
+                ON ub.item_id = {pairs}.item_b"""
+
+
 def _lift_sql(p: StatsParams) -> str:
     prior = float(p.lift_prior)
     return f"(count + {prior!r}) / (clicks_a * clicks_b / greatest(2 * total, 1) + {prior!r})"
@@ -160,16 +175,7 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
                 ) GROUP BY item_a, item_b
                 HAVING count >= {{low:UInt64}} OR max(listed) = 1
             ) AS c
-            LEFT JOIN (
-                SELECT e1.item_id AS item_a, e2.item_id AS item_b, toUInt32(count()) AS users
-                FROM {edges} AS e1 INNER JOIN {edges} AS e2 ON e1.user_id = e2.user_id
-                WHERE e1.item_id < e2.item_id
-                GROUP BY item_a, item_b
-            ) AS pu ON pu.item_a = c.item_a AND pu.item_b = c.item_b
-            LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_a FROM {edges} GROUP BY item_id) AS ua
-                ON ua.item_id = c.item_a
-            LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_b FROM {edges} GROUP BY item_id) AS ub
-                ON ub.item_id = c.item_b
+            {_user_joins_sql(edges, "c")}
             LEFT JOIN (
                 SELECT pair.1 AS item_a, pair.2 AS item_b, sum(w) AS swing FROM (
                     SELECT arrayJoin(arrayFlatten(arrayMap((x, i) -> arrayMap(y -> (x, y),
@@ -236,16 +242,7 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
             LEFT JOIN (SELECT item_a, item_b, sum(count) AS count FROM {t('pair_counts')}
                        WHERE {in_horizon} AND {wanted} GROUP BY item_a, item_b) AS c0
                 ON c0.item_a = q.item_a AND c0.item_b = q.item_b
-            LEFT JOIN (
-                SELECT e1.item_id AS item_a, e2.item_id AS item_b, toUInt32(count()) AS users
-                FROM {edges} AS e1 INNER JOIN {edges} AS e2 ON e1.user_id = e2.user_id
-                WHERE e1.item_id < e2.item_id AND {wanted_edges}
-                GROUP BY item_a, item_b
-            ) AS pu ON pu.item_a = q.item_a AND pu.item_b = q.item_b
-            LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_a FROM {edges} GROUP BY item_id) AS ua
-                ON ua.item_id = q.item_a
-            LEFT JOIN (SELECT item_id, toUInt32(count()) AS users_b FROM {edges} GROUP BY item_id) AS ub
-                ON ub.item_id = q.item_b
+            {_user_joins_sql(edges, "q", f"AND {wanted_edges}")}
             LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {marginals}) AS ma ON ma.item_id = q.item_a
             LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {marginals}) AS mb ON mb.item_id = q.item_b
             CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
