@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import faust
@@ -72,9 +73,21 @@ class Hosted(Service):
             await self._stop()
 
 
-class Runtime:
-    """What the app's agents and parts share in one worker (the demo, the web checks and the
-    status page read it too)."""
+@dataclass(frozen=True)
+class StreamProgress:
+    """How far the stream has got, as the demo's live view shows it."""
+
+    events: int
+    invalid: int
+    pair_rows: int
+    lag: int
+    routed: int
+    labelled: int
+
+
+class WorkerContext:
+    """What the app's agents and parts share in one worker. Other packages get narrow views of
+    it (``click_partitions``, ``served_versions``, ``lag_rows``, ``progress``), never the object."""
 
     def __init__(self, settings: Settings, bootstrap: str, storage: Storage):
         from streams.serving.lookup import Serving
@@ -94,10 +107,25 @@ class Runtime:
         self.labeller_ready = asyncio.Event()  # set once the labeller's part has started
         metrics.initialise(settings.llm_backend)
 
-    @property
     def lag_rows(self) -> list[dict]:
         """The newest lag table (the status page's)."""
         return self.lag.rows
+
+    def click_partitions(self) -> tuple[list[int], dict[int, str]]:
+        """The click partitions this worker holds, and those an offset reset paused (readiness)."""
+        return self.ingest.held() if self.ingest is not None else ([], {})
+
+    def served_versions(self) -> tuple[str | None, str | None, int]:
+        """(score version, model version, published pairs) the lookup API serves now."""
+        snap = self.serving.current
+        return snap.index.score_version, snap.model_version, len(snap.index)
+
+    def progress(self) -> StreamProgress:
+        ingest = self.ingest
+        totals = ingest.totals if ingest is not None else {}
+        return StreamProgress(totals.get("events", 0), totals.get("invalid", 0), totals.get("pairs", 0),
+                              ingest.lag() if ingest is not None else 0,
+                              ingest.router.routed_total if ingest is not None else 0, self.pairs_handled)
 
     @property
     def dead_letter_producer(self) -> asyncio.Future:
@@ -117,11 +145,11 @@ class Runtime:
 class WorkerApp(faust.App):
     """The Faust app with the parts' shared state on it (the demo reads it)."""
 
-    runtime: Runtime
+    context: WorkerContext
 
 
 def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool = False) -> WorkerApp:
-    runtime = Runtime(settings, bootstrap, storage)
+    context = WorkerContext(settings, bootstrap, storage)
     app = WorkerApp(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
@@ -132,21 +160,21 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         web_enabled=False,  # our own endpoints (streams.serving.http) are served by the web part
         datadir=f"{settings.data_dir}/faust",
     )
-    app.runtime = runtime
-    _agents(app, runtime)
-    for part in _parts(runtime, web):
+    app.context = context
+    _agents(app, context)
+    for part in _parts(context, web):
         app.service(part)  # type: ignore[arg-type]  # Faust hosts instances as well as classes
 
     @app.timer(interval=settings.training_check_s, on_leader=True)
     async def training_trigger():
         """Enough new labels, or the schedule: start a training run (leader worker only)."""
-        if runtime.launcher is not None:
-            await runtime.launcher.tick()
+        if context.launcher is not None:
+            await context.launcher.tick()
 
     @app.timer(interval=settings.lag_sample_s)
     async def export_lag():
         """Consumer lag of the worker's groups and table freshness as Prometheus gauges."""
-        await sample_on_call(runtime.lag, storage)
+        await sample_on_call(context.lag, storage)
 
     return app
 
@@ -155,8 +183,8 @@ def _raw_topic(app: faust.App, name: str):
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-def _agents(app: faust.App, runtime: Runtime) -> None:
-    settings, storage = runtime.settings, runtime.storage
+def _agents(app: faust.App, context: WorkerContext) -> None:
+    settings, storage = context.settings, context.storage
 
     @app.agent(_raw_topic(app, settings.topic_items))
     async def catalogue(stream):
@@ -165,10 +193,10 @@ def _agents(app: faust.App, runtime: Runtime) -> None:
         goes to ``items-dlq`` before the batch is acknowledged."""
         async for events in stream.take_events(1000, within=0.2):
             metrics.EVENTS_IN.labels(stage="items").inc(len(events))
-            applied = await runtime.catalogue.apply_async(storage, [(e.key, e.value) for e in events],
+            applied = await context.catalogue.apply_async(storage, [(e.key, e.value) for e in events],
                                                           settings.max_event_bytes)
             if applied.rejected:
-                await runtime.send_dead_letters(settings.topic_items_dlq, [
+                await context.send_dead_letters(settings.topic_items_dlq, [
                     DeadLetter(events[k].key, events[k].value, reason, detail, events[k].message.topic,
                                events[k].message.partition, events[k].message.offset)
                     for k, reason, detail in applied.rejected])
@@ -179,21 +207,21 @@ def _agents(app: faust.App, runtime: Runtime) -> None:
 
         Batches of up to 200 pairs are scored concurrently (the backend guard bounds the
         calls in flight); the offsets are acknowledged after the labels are written."""
-        await runtime.labeller_ready.wait()
-        labeller = runtime.labeller
+        await context.labeller_ready.wait()
+        labeller = context.labeller
         assert labeller is not None  # labeller_ready is set after it is made
         async for events in stream.take_events(200, within=0.5):
             metrics.EVENTS_IN.labels(stage="labelling").inc(len(events))
             report = await labeller.handle(
                 [(e.key, e.value, e.message.partition, e.message.offset) for e in events])
-            runtime.pairs_handled += len(events)
+            context.pairs_handled += len(events)
             log.info("labelled %s, cached %d, dead %s in %.2fs",
                      report.labelled, report.cached, report.dead, report.seconds)
 
 
-def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
+def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
     """The worker's parts, each a start / run / stop over an object of its stage package."""
-    settings, storage, bootstrap = runtime.settings, runtime.storage, runtime.bootstrap
+    settings, storage, bootstrap = context.settings, context.storage, context.bootstrap
 
     async def start_dead_letters() -> None:
         """The producer of every DLQ the agents and parts write (``items``, ``model-updates``,
@@ -202,56 +230,56 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
         await producer.start()
-        runtime.dead_letter_producer.set_result(producer)
+        context.dead_letter_producer.set_result(producer)
 
     async def stop_dead_letters() -> None:
-        if runtime.dead_letter_producer.done():
-            await runtime.dead_letter_producer.result().stop()
+        if context.dead_letter_producer.done():
+            await context.dead_letter_producer.result().stop()
 
     async def start_labeller() -> None:
         from streams.labelling.labeller import Labeller, build_scorer
 
-        producer = await asyncio.shield(runtime.dead_letter_producer)
-        runtime.labeller = Labeller(settings, storage, build_scorer(settings), producer)
-        runtime.labeller_ready.set()
+        producer = await asyncio.shield(context.dead_letter_producer)
+        context.labeller = Labeller(settings, storage, build_scorer(settings), producer)
+        context.labeller_ready.set()
 
     async def stop_labeller() -> None:
-        if runtime.labeller is not None:
-            await runtime.labeller.scorer.backend.close()
+        if context.labeller is not None:
+            await context.labeller.scorer.backend.close()
 
     async def start_ingest() -> None:
-        runtime.ingest = ClickIngest(settings, bootstrap, storage, runtime.catalogue)
-        await runtime.ingest.start()
+        context.ingest = ClickIngest(settings, bootstrap, storage, context.catalogue)
+        await context.ingest.start()
 
     async def run_ingest() -> None:
-        if runtime.ingest is not None:  # made by start_ingest, which Mode runs first
-            await runtime.ingest.run()
+        if context.ingest is not None:  # made by start_ingest, which Mode runs first
+            await context.ingest.run()
 
     async def run_watcher() -> None:
-        if runtime.watcher is not None:
-            await runtime.watcher.run()
+        if context.watcher is not None:
+            await context.watcher.run()
 
     async def stop_ingest() -> None:
-        if runtime.ingest is not None:
-            await runtime.ingest.stop()
+        if context.ingest is not None:
+            await context.ingest.stop()
 
     async def start_serving() -> None:
         from streams.serving.watcher import ModelWatcher
 
-        await runtime.serving.reload()
+        await context.serving.reload()
 
         async def dead_letter(message, reason: str, detail: str) -> None:
-            await runtime.send_dead_letters(settings.topic_model_updates_dlq, [DeadLetter(
+            await context.send_dead_letters(settings.topic_model_updates_dlq, [DeadLetter(
                 message.key, message.value, reason, detail, message.topic, message.partition,
                 message.offset)])
 
-        watcher = runtime.watcher = ModelWatcher(bootstrap, settings.topic_model_updates, runtime.serving,
+        watcher = context.watcher = ModelWatcher(bootstrap, settings.topic_model_updates, context.serving,
                                                  dead_letter)
         await watcher.start()
 
     async def stop_serving() -> None:
-        if runtime.watcher is not None:
-            await runtime.watcher.stop()
+        if context.watcher is not None:
+            await context.watcher.stop()
 
     async def start_training() -> None:
         """The launcher of training runs and its producer (jobs, outputs, announcements)."""
@@ -261,15 +289,15 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
         await producer.start()
-        runtime.launcher = TrainingLauncher(settings, storage, producer)
+        context.launcher = TrainingLauncher(settings, storage, producer)
 
     async def stop_training() -> None:
-        if runtime.launcher is not None:
-            await runtime.launcher.stop()
-            await runtime.launcher.producer.stop()
+        if context.launcher is not None:
+            await context.launcher.stop()
+            await context.launcher.producer.stop()
 
     async def stop_sampling() -> None:
-        await asyncio.to_thread(runtime.lag.close)  # the lag sampler's admin connection
+        await asyncio.to_thread(context.lag.close)  # the lag sampler's admin connection
 
     parts = [
         Hosted("dead-letters", start_dead_letters, stop=stop_dead_letters),
@@ -279,14 +307,14 @@ def _parts(runtime: Runtime, web: bool) -> list[Hosted]:
         Hosted("training", start_training, stop=stop_training),
     ]
     if web:
-        parts.append(_web_part(runtime))
+        parts.append(_web_part(context))
     parts.append(Hosted("on-call-sampling", stop=stop_sampling))
     return parts
 
 
-def _web_part(runtime: Runtime) -> Hosted:
+def _web_part(context: WorkerContext) -> Hosted:
     """``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
-    settings, storage, bootstrap = runtime.settings, runtime.storage, runtime.bootstrap
+    settings, storage, bootstrap = context.settings, context.storage, context.bootstrap
     runner = None
 
     async def start() -> None:
@@ -296,11 +324,11 @@ def _web_part(runtime: Runtime) -> Hosted:
         from streams.serving.routes import add_routes
 
         checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
-                  "partitions": assignment_check(runtime)}
+                  "partitions": assignment_check(context.click_partitions)}
         web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes,
                             api_token=settings.api_token)
-        add_routes(web_app, runtime.serving, settings)
-        add_status_route(web_app, runtime)
+        add_routes(web_app, context.serving, settings)
+        add_status_route(web_app, storage, context.served_versions, context.lag_rows)
         runner = await serve_with_settings(web_app, settings)
         log.info("web endpoints on :%d", settings.web_port)
 

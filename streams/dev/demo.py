@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +25,9 @@ from streams.core.config import Settings
 from streams.core.embedded_broker import free_port
 from streams.core.storage import tiers
 from streams.worker import stack
+
+if TYPE_CHECKING:
+    from streams.app import WorkerContext
 
 # a CPU round that fits the demo's five minutes: 400 labels, the teacher's 10 epochs (a from-scratch
 # teacher needs them), one student epoch, and 500 held-out pairs scored by each model (all 3,300
@@ -122,13 +126,13 @@ async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, 
         await app.start()
         timeline["worker"] = time.time() - started
         start_replay()
-        runtime = app.runtime
-        summary["stream"] = await _stream(runtime, expected, timeline)
-        summary["training"] = await _train(runtime, settings, timeline)
+        context = app.context
+        summary["stream"] = await _stream(context, expected, timeline)
+        summary["training"] = await _train(context, settings, timeline)
         mark = time.time()
-        summary["lookup"] = await _lookup(runtime, settings)
+        summary["lookup"] = await _lookup(context, settings)
         timeline["lookup"] = time.time() - mark
-        summary["lag"] = await asyncio.to_thread(_lag_rows, runtime, settings)
+        summary["lag"] = await asyncio.to_thread(_lag_rows, context, settings)
         summary["seconds"] = round(time.time() - started + timeline["generate"] + timeline["stack"], 1)
         await asyncio.to_thread(_print_summary, storage, settings, summary)
         summary["printed"] = True
@@ -139,45 +143,48 @@ async def _pipeline(settings: Settings, bootstrap: str, storage, expected: int, 
         await asyncio.wait_for(app.stop(), timeout=60)
 
 
-async def _stream(runtime, expected: int, timeline: dict[str, float]) -> dict:
+async def _stream(context: WorkerContext, expected: int, timeline: dict[str, float]) -> dict:
     """[3/6] clicks -> pairs -> tiers -> labels, with a live view."""
     started = time.time()
     with tqdm(total=expected, desc="[3/6] streaming", unit="ev") as bar:
         while True:
             await asyncio.sleep(0.5)
-            ingest = runtime.ingest
-            done = ingest.totals["events"] if ingest else 0
-            bar.n = done
-            bar.set_postfix(ev_s=f"{done / max(time.time() - started, 1e-9):,.0f}",
-                            lag=ingest.lag() if ingest else 0, pairs=ingest.totals["pairs"] if ingest else 0,
-                            labels=runtime.pairs_handled)
+            now = context.progress()
+            bar.n = now.events
+            bar.set_postfix(ev_s=f"{now.events / max(time.time() - started, 1e-9):,.0f}",
+                            lag=now.lag, pairs=now.pair_rows, labels=now.labelled)
             bar.refresh()
-            if done >= expected or time.time() - started > 600:
+            if now.events >= expected or time.time() - started > 600:
                 break
-    totals = dict(runtime.ingest.totals)
-    await runtime.ingest.checkpoint()  # route what the last batches touched
-    await runtime.ingest.drain()
+    if context.ingest is not None:
+        await context.ingest.checkpoint()  # route what the last batches touched
+        await context.ingest.drain()
+    streamed = context.progress()
     timeline["stream"] = time.time() - started
     labelling = time.time()
-    routed = runtime.ingest.router.routed_total
+    routed = streamed.routed
     with tqdm(total=routed, desc="      labelling", unit="pair") as bar:
         deadline = time.time() + 300
-        while runtime.pairs_handled < routed and time.time() < deadline:
+        while context.progress().labelled < routed and time.time() < deadline:
             await asyncio.sleep(0.5)
-            bar.n = runtime.pairs_handled
+            bar.n = context.progress().labelled
             bar.refresh()
-        bar.n = runtime.pairs_handled
+        bar.n = context.progress().labelled
         bar.refresh()
     timeline["label"] = time.time() - labelling
-    return {"events": totals.get("events", 0), "invalid": totals.get("invalid", 0),
-            "pair_rows": totals.get("pairs", 0), "routed": routed,
-            "labelled": runtime.pairs_handled, "seconds": round(time.time() - started, 1)}
+    return {"events": streamed.events, "invalid": streamed.invalid, "pair_rows": streamed.pair_rows,
+            "routed": routed, "labelled": context.progress().labelled,
+            "seconds": round(time.time() - started, 1)}
 
 
-async def _train(runtime, settings: Settings, timeline: dict[str, float]) -> dict:
+async def _train(context: WorkerContext, settings: Settings, timeline: dict[str, float]) -> dict:
     """[4/6] one distillation round in a child process, then [5/6] publish and hot reload."""
-    launcher = runtime.launcher
+    launcher = context.launcher
+    if launcher is None:
+        raise RuntimeError("the worker's training part has not started")
     run_id = await launcher.launch("demo")
+    if run_id is None:  # the worker's own trigger started one first: the demo trains no second
+        return {"status": "failed", "error": "a training run is already in progress", "log": None}
     run_dir = Path(settings.data_dir) / "runs" / run_id
     log_path = run_dir / "train.log"
     started = time.time()
@@ -199,13 +206,13 @@ async def _train(runtime, settings: Settings, timeline: dict[str, float]) -> dic
     if outcome.get("promoted"):
         reloading = time.time()
         deadline = reloading + 30  # the hot reload arrives through model-updates
-        while runtime.serving.current.model_version != outcome["model_version"] and time.time() < deadline:
+        while context.serving.current.model_version != outcome["model_version"] and time.time() < deadline:
             await asyncio.sleep(0.2)
         timeline["reload"] = time.time() - reloading
         pub = outcome.get("publish", {})
         print(f"[5/6] published {pub.get('score_version')}: {pub.get('pairs')} pairs of "
               f"{pub.get('items')} items ({pub.get('cross_rescored')} rescored by the cross-encoder) "
-              f"in {pub.get('seconds')}s; workers now serve {runtime.serving.current.model_version}")
+              f"in {pub.get('seconds')}s; workers now serve {context.serving.current.model_version}")
     outcome["train_seconds"] = round(time.time() - started, 1)
     return outcome
 
@@ -226,11 +233,11 @@ def _doing(path: Path, distilled: bool) -> str:
     return "starting: table snapshot, child process"
 
 
-async def _lookup(runtime, settings: Settings) -> dict:
+async def _lookup(context: WorkerContext, settings: Settings) -> dict:
     """[6/6] the lookup API, over real HTTP: a few items' best partners and their scores."""
     import aiohttp
 
-    index = runtime.serving.current.index
+    index = context.serving.current.index
     if not len(index):
         return {}
     counts = np.diff(index.offsets)
@@ -250,10 +257,10 @@ async def _lookup(runtime, settings: Settings) -> dict:
     return out
 
 
-def _lag_rows(runtime, settings: Settings) -> list[dict]:
+def _lag_rows(context: WorkerContext, settings: Settings) -> list[dict]:
     from streams.ops.lag import LagSampler
 
-    sampler = LagSampler(runtime.bootstrap)
+    sampler = LagSampler(context.bootstrap)
     try:
         groups = [settings.app_id, f"{settings.app_id}-ingest"]
         for _ in range(2):

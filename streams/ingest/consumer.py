@@ -221,6 +221,10 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         highs = ((self.consumer.highwater(tp), state.position) for tp, state in self._tps())
         return sum(max(0, high - position) for high, position in highs if high is not None)
 
+    def held(self) -> tuple[list[int], dict[int, str]]:
+        """The partitions this member holds, and those paused by an offset reset with why."""
+        return sorted(self.partitions), dict(self.resets)
+
     def caught_up(self, end_offsets: dict[int, int]) -> bool:
         """True once every partition in ``end_offsets`` is processed and written up to its end."""
         return not self._busy() and not self.batches.open and all(

@@ -14,11 +14,12 @@ import asyncio
 import html
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aiohttp import web
 
 from streams.core import metrics
-from streams.core.storage import tiers
+from streams.core.storage import Storage, tiers
 from streams.ops.lag import STATUS_CODES
 
 
@@ -42,15 +43,15 @@ def _samples(metric, suffix: str = "") -> list:
             if not suffix or s.name.endswith(suffix)]
 
 
-def gather(runtime, limit: int = 15) -> StatusData:
-    """The worker's state now (runs ClickHouse queries: call it in a thread)."""
-    snap = runtime.serving.current
-    storage = runtime.storage
+def gather(storage: Storage, versions: Callable[[], tuple[str | None, str | None, int]],
+           lag_rows: Callable[[], list[dict]], limit: int = 15) -> StatusData:
+    """The worker's state now (runs ClickHouse queries: call it in a thread). ``versions``:
+    (score version, model version, published pairs) the lookup API serves."""
+    score_version, model_version, published = versions()
     return StatusData(
-        lag=list(getattr(runtime, "lag_rows", [])),
+        lag=list(lag_rows()),
         freshness={s.labels["table"]: s.value for s in _samples(metrics.TABLE_NEWEST)},
-        score_version=snap.index.score_version, model_version=snap.model_version,
-        published_pairs=len(snap.index),
+        score_version=score_version, model_version=model_version, published_pairs=published,
         dead_letters={(s.labels["topic"], s.labels["reason"]): s.value
                       for s in _samples(metrics.DLQ, "_total")},
         events={s.labels["stage"]: s.value for s in _samples(metrics.EVENTS_IN, "_total")},
@@ -131,9 +132,11 @@ th {{ background: #f3f3f3 }}
 </body></html>"""
 
 
-def add_status_route(app: web.Application, runtime) -> None:
+def add_status_route(app: web.Application, storage: Storage,
+                     versions: Callable[[], tuple[str | None, str | None, int]],
+                     lag_rows: Callable[[], list[dict]]) -> None:
     async def status(_request: web.Request) -> web.Response:
-        data = await asyncio.to_thread(gather, runtime)
+        data = await asyncio.to_thread(gather, storage, versions, lag_rows)
         return web.Response(text=render(data), content_type="text/html")
 
     app.router.add_get("/status", status)

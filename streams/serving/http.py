@@ -70,13 +70,16 @@ def broker_check(bootstrap: str) -> Check:
     return check
 
 
-def assignment_check(runtime) -> Check:
+Held = Callable[[], tuple[list[int], dict[int, str]]]  # (held click partitions, paused resets)
+
+
+def assignment_check(held: Held) -> Check:
+    """Ready while the click ingest holds partitions and none is paused by an offset reset."""
     async def check():
-        held = sorted(runtime.ingest.partitions) if runtime.ingest else []
-        resets = getattr(runtime.ingest, "resets", None) or {}
+        held_now, resets = held()
         if resets:  # paused by on_offset_reset=fail: held, but not consuming
             return False, "; ".join(resets[p] for p in sorted(resets))
-        return bool(held), f"click partitions {held}"
+        return bool(held_now), f"click partitions {held_now}"
     return check
 
 

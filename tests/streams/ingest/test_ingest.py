@@ -195,7 +195,7 @@ def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, sto
         assert paused.totals["events"] == 0 and len(paused.resets) == settings.topic_partitions
         assert sorted(still_paused) == list(range(settings.topic_partitions))
         assert "beyond the end" in next(iter(paused.resets.values()))
-        ready, detail = asyncio.run(assignment_check(type("R", (), {"ingest": paused})())())
+        ready, detail = asyncio.run(assignment_check(paused.held)())
         assert not ready and "PAIRSTREAM_ON_OFFSET_RESET=fail" in detail
         assert _table_counts(storage) == dict(old)  # nothing written while paused
 
@@ -467,7 +467,7 @@ def test_a_refilled_log_longer_than_the_checkpoints_is_not_taken_for_the_old_one
         asyncio.run(_run_until([paused], timeout=8, total=1))
         assert paused.totals["events"] == 0 and sorted(paused.resets) == sorted(checkpoints)
         assert all("another log" in detail for detail in paused.resets.values())
-        ready, detail = asyncio.run(assignment_check(type("R", (), {"ingest": paused})())())
+        ready, detail = asyncio.run(assignment_check(paused.held)())
         assert not ready and "PAIRSTREAM_ON_OFFSET_RESET=fail" in detail
         assert _table_counts(storage) == dict(old)  # nothing written while paused
 

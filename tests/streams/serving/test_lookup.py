@@ -200,8 +200,6 @@ def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, se
     escaped 128-char ids (1.5 MB; once 413 from aiohttp's silent 1 MiB default) answered,
     and with ``api_token`` set the lookup API, /status and /metrics want the bearer token while
     the probes stay open."""
-    from types import SimpleNamespace
-
     from streams.ops.status_page import add_status_route
     from streams.serving.http import build_app
 
@@ -213,7 +211,7 @@ def test_hostile_http_requests_get_4xx_and_the_documented_limits_fit(storage, se
         await serving.reload()
         app = build_app({}, client_max_size=settings.lookup_max_body_bytes, api_token=settings.api_token)
         add_routes(app, serving, settings)
-        add_status_route(app, SimpleNamespace())
+        add_status_route(app, storage, lambda: (None, None, 0), list)
         client = TestClient(TestServer(app))
         await client.start_server()
         auth = {"Authorization": "Bearer s3cret-test-token"}

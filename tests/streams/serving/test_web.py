@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,10 +30,9 @@ def _get_all(app, paths):
 
 
 def test_health_readiness_and_metrics(storage, broker):
-    runtime = SimpleNamespace(ingest=SimpleNamespace(partitions={0: None, 2: None}))
     metrics.DLQ.labels(topic="clicks", reason="bad_json").inc()
     app = build_app({"clickhouse": storage_check(storage), "kafka": broker_check(broker.bootstrap),
-                     "partitions": assignment_check(runtime)})
+                     "partitions": assignment_check(lambda: ([0, 2], {}))})
     got = _get_all(app, ["/healthz", "/readyz", "/metrics"])
     assert got["/healthz"][0] == 200
     assert got["/readyz"][0] == 200 and '"ready": true' in got["/readyz"][1]
@@ -55,9 +53,8 @@ def test_not_ready_without_partitions_or_clickhouse(storage, broker):
         def query_value(self, sql):
             raise ConnectionError("refused")
 
-    runtime = SimpleNamespace(ingest=None)
     app = build_app({"clickhouse": storage_check(Down()), "kafka": broker_check(broker.bootstrap),
-                     "partitions": assignment_check(runtime)})
+                     "partitions": assignment_check(lambda: ([], {}))})
     status, body = _get_all(app, ["/readyz"])["/readyz"]
     assert status == 503
     assert '"kafka": {"ok": true' in body and '"clickhouse": {"ok": false' in body
