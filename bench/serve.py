@@ -17,9 +17,11 @@ All in one run, on the same inputs, so every ratio compares like with like:
    client in another process sends sequential keep-alive requests of 1, 10 and 100 pairs;
 6. mixed load (``mixed_small_p99_ms``): the same 1-pair requests while 4 other client
    processes send 1000-pair requests back to back, against the 1-pair p99 alone (same run);
-7. slowloris (``after_idle_small_p99_ms``): 2000 connections send half a request head and
-   stall; once the worker's guarded server has shed them (refused past
-   ``web_max_connections``, closed at ``web_header_timeout_s``, 2 s here) the 1-pair p99.
+7. slowloris: 2000 connections from one address send half a request head and stall. While
+   they are held, another address's 1-pair requests, each on a new connection
+   (``during_idle_other_address_p99_ms``: the per-address cap keeps the port for it); once the
+   worker's guarded server has shed them (refused past ``web_max_connections_per_address``,
+   closed at ``web_header_timeout_s``, 2 s here) the 1-pair p99 (``after_idle_small_p99_ms``).
 
 ``--lookup-only`` runs 5 and 6 with tiny random students (seconds instead of minutes: the
 published answers do not depend on the students).
@@ -70,6 +72,24 @@ def _client(port: int, bodies: dict, n: int, out) -> None:
         result[size] = times
     conn.close()
     out.put(result)
+
+
+def _fresh_client(port: int, body: bytes, n: int, source: str, out) -> None:
+    """``n`` 1-pair requests from address ``source``, each on a new connection (admission is
+    what a connection flood from another address would take away)."""
+    import http.client
+
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, source_address=(source, 0))
+        conn.request("POST", "/v1/pair-scores", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        assert response.status == 200, response.status
+        times.append(time.perf_counter() - t)
+    out.put(times)
 
 
 def _big_client(port: int, body: bytes, stop, out) -> None:
@@ -240,6 +260,9 @@ def _print_lookup(result: dict) -> None:
           f"p50 {result['mixed_small_p50_ms']:.2f} ms, p99 {result['mixed_small_p99_ms']:.2f} ms "
           f"(alone p99 {result['lookup_1_p99_ms']:.2f} ms); {MIXED_BIG_PAIRS}-pair p50 "
           f"{result['mixed_big_p50_ms']:.1f} ms, {result['mixed_big_requests_per_s']:.0f} req/s")
+    print(f"while one address holds {result['idle_connections']} half-sent connections: another "
+          f"address's 1-pair requests, each on a new connection, p99 "
+          f"{result['during_idle_other_address_p99_ms']:.2f} ms")
     print(f"after {result['idle_connections']} idle half-sent connections ({result['idle_closed_by_server']} "
           f"closed by the server): 1-pair p99 {result['after_idle_small_p99_ms']:.2f} ms")
 
@@ -327,6 +350,11 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
             opened, shed, idle_queue = ctx.Event(), ctx.Event(), ctx.Queue()
             opener = ctx.Process(target=_idle_opener, args=(port, IDLE_CONNECTIONS, opened, shed, idle_queue))
             opener.start()
+            while not opened.is_set():
+                if not opener.is_alive() and opener.exitcode:
+                    raise RuntimeError(f"idle connection opener failed with {opener.exitcode}")
+                await asyncio.sleep(0.01)
+            during = await _collect(_fresh_client, (port, bodies[1], 300, "127.0.0.2"))
             while not shed.is_set():
                 if not opener.is_alive() and opener.exitcode:
                     raise RuntimeError(f"idle connection opener failed with {opener.exitcode}")
@@ -334,7 +362,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
             idle_closed = await asyncio.to_thread(idle_queue.get, True, 30)
             opener.join(10)
             after = await _collect(_client, (port, {1: bodies[1]}, n_requests))
-            return alone, mixed[1], big_times, elapsed, idle_closed, after[1]
+            return alone, mixed[1], big_times, elapsed, idle_closed, after[1], during
         finally:
             await runner.cleanup()
 
@@ -355,7 +383,7 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
             client.join(10)
 
     print(f"lookup: {len(pairs)} published pairs in memory; {n_requests} requests per size")
-    latencies, mixed, big_times, elapsed, idle_closed, after_idle = asyncio.run(serve())
+    latencies, mixed, big_times, elapsed, idle_closed, after_idle, during_idle = asyncio.run(serve())
     storage.close()
     out: dict[str, float] = {"lookup_requests_per_size": n_requests, "lookup_published_pairs": len(pairs)}
     for size, times in latencies.items():
@@ -372,4 +400,5 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     out["mixed_clients"], out["mixed_big_pairs"] = MIXED_CLIENTS, MIXED_BIG_PAIRS
     out["idle_connections"], out["idle_closed_by_server"] = IDLE_CONNECTIONS, idle_closed
     out["after_idle_small_p99_ms"] = round(float(np.percentile(np.array(after_idle) * 1000, 99)), 3)
+    out["during_idle_other_address_p99_ms"] = round(float(np.percentile(np.array(during_idle) * 1000, 99)), 3)
     return out

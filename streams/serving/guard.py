@@ -22,7 +22,7 @@ file limit (1024) and crashed the worker (health, metrics and lookups all live o
 
 Implemented as a ``RequestHandler`` subclass made by a ``Server`` wrapper, because aiohttp
 exposes no hook for either limit. It uses aiohttp's ``Server._kwargs`` and the handler's
-``_messages`` / ``_request_in_progress`` (aiohttp 3.9 to 3.14); ``tests/streams/serving/test_web.py`` opens
+``_messages`` / ``_request_in_progress`` (aiohttp 3.9 to 3.14); ``tests/streams/serving/test_http.py`` opens
 slow and surplus connections against a real server, so an aiohttp change that breaks this
 fails there.
 """

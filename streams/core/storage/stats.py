@@ -33,7 +33,7 @@ Everything is SQL over tables that a ClickHouse cluster shards: no process holds
 A refresh writes one ``stats_version`` of ``pair_stats`` for the candidate pairs (>= the low
 tier, plus labelled pairs) and readers use ``pair_stats_latest``; ``pair_evidence`` computes
 count, users and lift for a few given pairs on demand (the labeller), with the same SQL terms.
-``tests/streams/ingest/test_stats.py`` checks both against a plain-Python reference, also after a SIGKILL.
+``tests/streams/core/test_stats.py`` checks both against a plain-Python reference, also after a SIGKILL.
 """
 
 from __future__ import annotations

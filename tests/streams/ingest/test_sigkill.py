@@ -1,6 +1,6 @@
 """A real worker process (``pairstream worker``) killed with SIGKILL mid-stream, then restarted.
 
-The in-process crash tests in ``test_ingest`` stop the ingest after chosen writes; this one
+The in-process crash tests in ``test_consumer`` stop the ingest after chosen writes; this one
 kills the whole OS process wherever it happens to be, with chDB's files and Kafka's group
 state left as a real crash leaves them, and checks ``pair_counts`` against the reference.
 """
@@ -8,7 +8,6 @@ state left as a real crash leaves them, and checks ``pair_counts`` against the r
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,8 @@ from streams.core.storage.stats import StatsParams
 from streams.core.topics import ensure_topics
 from streams.dev.synthetic import write_dataset
 from streams.ingest.reference import reference_counts, reference_stats, reference_visits
-from tests.streams.ingest.test_stats import assert_stats_equal
+from tests.processes import run_python, wait_until, worker_env
+from tests.tables import assert_stats_equal
 
 SEED_CATALOGUE = """
 import sys
@@ -55,44 +55,10 @@ storage.close()
 """
 
 
-def _env(settings, bootstrap):
-    env = dict(os.environ)
-    env.update({
-        "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-        "PAIRSTREAM_DATA_DIR": settings.data_dir,
-        "PAIRSTREAM_APP_ID": settings.app_id,
-        "PAIRSTREAM_TOPIC_CLICKS": settings.topic_clicks,
-        "PAIRSTREAM_TOPIC_ITEMS": settings.topic_items,
-        "PAIRSTREAM_TOPIC_CLICKS_DLQ": settings.topic_clicks_dlq,
-        "PAIRSTREAM_TOPIC_PAIRS_TO_SCORE": settings.topic_pairs_to_score,
-        "PAIRSTREAM_TOPIC_PAIRS_TO_SCORE_DLQ": settings.topic_pairs_to_score_dlq,
-        "PAIRSTREAM_INGEST_BATCH_EVENTS": "300",  # many small batches: the kill lands mid-stream
-        "PAIRSTREAM_CHECKPOINT_INTERVAL_S": "0.3",
-        "PAIRSTREAM_SESSION_TIMEOUT_S": str(settings.session_timeout_s),  # a killed member expires sooner
-    })
-    return env
-
-
-def _python(code, env, *args):
-    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def _committed(admin, group, topic):
     offsets = admin.list_group_offsets(group).get(group, {})
     return {tp.partition: meta.offset for tp, meta in offsets.items()
             if tp.topic == topic and meta.offset >= 0}
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def _start_worker(env, log_path):
@@ -103,10 +69,10 @@ def _start_worker(env, log_path):
 
 @pytest.mark.timeout(240)
 def test_sigkill_mid_stream_then_restart_is_exact(settings, broker, end_offsets, tmp_path):
-    env = _env(settings, broker.bootstrap)
+    env = worker_env(settings, broker.bootstrap)
     ensure_topics(broker.bootstrap, settings)
     write_dataset(tmp_path / "data", n_items=400, n_users=80, n_events=12000, seed=21)
-    _python(SEED_CATALOGUE, env, str(tmp_path / "data" / "items.jsonl"))
+    run_python(SEED_CATALOGUE, env, str(tmp_path / "data" / "items.jsonl"))
 
     from streams.dev.replay import replay
 
@@ -121,7 +87,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(settings, broker, end_offsets,
     try:
         worker = _start_worker(env, log_path)
         # kill -9 once part, but not all, of the stream is committed
-        _wait(lambda: sum(_committed(admin, group, settings.topic_clicks).values()) >= total * 0.15,
+        wait_until(lambda: sum(_committed(admin, group, settings.topic_clicks).values()) >= total * 0.15,
               120, "the first worker to make progress")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
@@ -130,7 +96,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(settings, broker, end_offsets,
         assert killed_at < total, "the worker finished before it was killed"
 
         worker = _start_worker(env, log_path)
-        _wait(lambda: _committed(admin, group, settings.topic_clicks) == ends, 150,
+        wait_until(lambda: _committed(admin, group, settings.topic_clicks) == ends, 150,
               lambda: f"the restarted worker to catch up: committed "
                       f"{_committed(admin, group, settings.topic_clicks)}, end {ends}")
         worker.send_signal(signal.SIGTERM)
@@ -140,7 +106,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(settings, broker, end_offsets,
             worker.kill()
         admin.close()
 
-    dump = json.loads(_python(DUMP_COUNTS, env))
+    dump = json.loads(run_python(DUMP_COUNTS, env))
     got = {(a, b, d): n for a, b, d, n in dump["counts"]}
     clicks = [json.loads(line) for line in open(tmp_path / "data" / "clicks.jsonl")]
     items = [json.loads(line) for line in open(tmp_path / "data" / "items.jsonl")]
@@ -165,7 +131,7 @@ def test_sigterm_with_the_broker_gone_exits_within_the_shutdown_timeout(settings
 
     port = free_port()
     with EmbeddedBroker() as broker:
-        env = _env(settings, broker.bootstrap)
+        env = worker_env(settings, broker.bootstrap)
         env.update({"PAIRSTREAM_WEB_PORT": str(port), "PAIRSTREAM_SHUTDOWN_TIMEOUT_S": "4"})
         ensure_topics(broker.bootstrap, settings)
         log = tmp_path / "worker.log"
@@ -179,7 +145,7 @@ def test_sigterm_with_the_broker_gone_exits_within_the_shutdown_timeout(settings
                 return False
 
         try:
-            _wait(ready, 90, lambda: "worker ready: " + log.read_text()[-2000:])
+            wait_until(ready, 90, lambda: "worker ready: " + log.read_text()[-2000:])
         except AssertionError:
             worker.kill()
             raise

@@ -17,7 +17,7 @@ from streams.core.embedded_broker import free_port
 from streams.core.topics import ensure_topics
 from streams.dev.synthetic import write_dataset
 from tests.paths import REPO_ROOT as ROOT
-from tests.streams.ingest.test_sigkill import _env, _python, _wait
+from tests.processes import run_python, wait_until, worker_env
 from tests.web import http
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "pairstream.json"
@@ -66,7 +66,7 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
     if prometheus is None:
         pytest.skip("prometheus is not installed (make test-tools installs Debian's prometheus package)")
     web_port, prom_port = free_port(), free_port()
-    env = _env(settings, broker.bootstrap)
+    env = worker_env(settings, broker.bootstrap)
     env.update({"PAIRSTREAM_WEB_PORT": str(web_port), "PAIRSTREAM_LAG_SAMPLE_S": "1",
                 "PAIRSTREAM_TOPIC_ITEMS_DLQ": settings.topic_items_dlq,
                 "PAIRSTREAM_TOPIC_MODEL_UPDATES": settings.topic_model_updates,
@@ -75,7 +75,7 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
                 "PAIRSTREAM_TIER_LOW": "2"})
     ensure_topics(broker.bootstrap, settings)
     write_dataset(tmp_path / "data", n_items=200, n_users=60, n_events=4000, seed=5)
-    _python(SEED_AND_PUBLISH, env, str(tmp_path / "data" / "items.jsonl"), str(ROOT))
+    run_python(SEED_AND_PUBLISH, env, str(tmp_path / "data" / "items.jsonl"), str(ROOT))
 
     from kafka import KafkaProducer
 
@@ -109,15 +109,15 @@ def test_a_real_prometheus_scraping_a_real_worker_fills_every_panel(settings, br
         return json.loads(body)["data"]["result"] if status == 200 else []
 
     try:
-        _wait(lambda: http(base + "/readyz")[0] == 200, 90,
+        wait_until(lambda: http(base + "/readyz")[0] == 200, 90,
               lambda: "worker ready: " + (tmp_path / "worker.log").read_text()[-2000:])
         _hostile_control_messages(broker, settings, read_dead_letters)
         # the lookup API: a published pair and a partner list (lookup latency, pairs by source)
         status, body = http(base + "/v1/pair-scores", json.dumps({"pairs": [["nope-1", "nope-2"]]}).encode())
         assert status == 200, body
-        _wait(lambda: query('sum(pairstream_events_in_total{stage="ingest"}) >= 4000'), 90,
+        wait_until(lambda: query('sum(pairstream_events_in_total{stage="ingest"}) >= 4000'), 90,
               "the worker to consume every click (seen by Prometheus)")
-        _wait(lambda: query("pairstream_labels_total"), 60, "labels written")
+        wait_until(lambda: query("pairstream_labels_total"), 60, "labels written")
         for _ in range(3):  # a few requests inside the rate() windows
             http(base + "/v1/pair-scores", json.dumps({"pairs": [["nope-1", "nope-2"]]}).encode())
             http(base + "/v1/items/nope-1/partners?k=5")

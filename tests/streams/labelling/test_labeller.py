@@ -39,14 +39,10 @@ def _labeller(settings, storage, backend, producer=None):
 
 
 async def _with_producer(bootstrap, fn):
-    from aiokafka import AIOKafkaProducer
+    from streams.core.produce import open_producer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
+    async with open_producer(bootstrap) as producer:
         return await fn(producer)
-    finally:
-        await producer.stop()
 
 
 def _handle_once(labeller, bootstrap, messages):

@@ -174,8 +174,9 @@ def test_index_matches_the_table(storage, settings, seeded):
 
 
 def test_kafka_outputs(storage, settings, seeded, broker):
-    from aiokafka import AIOKafkaProducer
     from kafka import KafkaConsumer
+
+    from streams.core.produce import open_producer
 
     _, first = seeded
     settings = settings.replace(topic_pair_scores=f"ps-{settings.app_id}",
@@ -184,12 +185,8 @@ def test_kafka_outputs(storage, settings, seeded, broker):
     published = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
 
     async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await producer.start()
-        try:
+        async with open_producer(broker.bootstrap) as producer:
             return await emit(producer, settings, published)
-        finally:
-            await producer.stop()
 
     counts = asyncio.run(go())
     assert counts == {"pair_scores": len(published.a), "item_partners": len(published.partners)}

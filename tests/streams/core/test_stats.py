@@ -13,32 +13,14 @@ from streams.core.storage import stats
 from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts, reference_stats, reference_visits
 from streams.ingest.user_items import SCHEMA as VISITS_SCHEMA
-from tests.streams.ingest.test_ingest import _catalogue, _dataset, _run_until
-
-
-def table_visits(storage) -> dict:
-    rows = storage.query_rows(
-        f"SELECT user_id, item_id, toUInt32(day), sum(clicks) FROM {storage.table('user_item_days')} "
-        "GROUP BY user_id, item_id, day")
-    return {(u, i, d): n for u, i, d, n in rows}
-
-
-def table_stats(storage) -> dict:
-    table = stats.latest(storage)
-    return {(r["item_a"], r["item_b"]): r for r in table.to_pylist()}
-
-
-def assert_stats_equal(got: dict, want: dict) -> None:
-    assert set(got) == set(want)
-    for pair, row in want.items():
-        for key, value in row.items():
-            assert math.isclose(got[pair][key], value, rel_tol=1e-5, abs_tol=1e-6), (pair, key, got[pair][key], value)
+from tests.ingest_run import dataset, loaded_catalogue, run_until
+from tests.tables import assert_stats_equal, table_stats, table_visits
 
 
 def test_ingest_writes_user_item_days_exactly(settings, storage, broker):
-    items, clicks, messages, expected = _dataset(settings, broker, n_events=4000, bad_every=400)
-    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
-    asyncio.run(_run_until([ingest], len(messages)))
+    items, clicks, messages, expected = dataset(settings, broker, n_events=4000, bad_every=400)
+    ingest = ClickIngest(settings, broker.bootstrap, storage, loaded_catalogue(storage, items))
+    asyncio.run(run_until([ingest], len(messages)))
     assert table_visits(storage) == dict(reference_visits((c.user_id, c.item_id, c.ts) for c in clicks))
 
 

@@ -12,85 +12,17 @@ from kafka import KafkaConsumer
 from streams.core.storage import StorageError
 from streams.core.topics import ensure_topics
 from streams.dev.synthetic import generate
-from streams.ingest.catalogue import Catalogue
 from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts, reference_visits
-
-BAD = [
-    b"{not json",
-    b'{"event_id": "x1", "user_id": "u1", "item_id": "i1"}',
-    b'{"event_id": "x2", "user_id": 3, "item_id": "i1", "ts": 1}',
-    b'{"event_id": "x3", "user_id": "u1", "item_id": "i1", "ts": 99999999999}',
-    b'{"event_id": "x4", "user_id": "u1", "item_id": "' + b"z" * 70000 + b'", "ts": 1}',
-]
-
-
-def _produce(bootstrap, topic, messages):
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 << 20)
-    for key, value in messages:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
-
-
-def _dataset(settings, broker, n_events=6000, bad_every=0):
-    items, clicks = generate(400, 60, n_events, seed=11)
-    ensure_topics(broker.bootstrap, settings)
-    messages = []
-    for i, click in enumerate(clicks):
-        messages.append((click.user_id.encode(), click.to_json()))
-        if bad_every and i % bad_every == 0:
-            messages.append((click.user_id.encode(), BAD[(i // bad_every) % len(BAD)]))
-    _produce(broker.bootstrap, settings.topic_clicks, messages)
-    categories = {item.item_id: item.category for item in items}
-    expected = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories)
-    return items, clicks, messages, expected
-
-
-def _catalogue(storage, items):
-    catalogue = Catalogue()
-    catalogue.upsert(storage, items)
-    return catalogue
-
-
-def _table_counts(storage):
-    rows = storage.query_rows(
-        f"SELECT item_a, item_b, toUInt32(day), sum(count) FROM {storage.table('pair_counts')} "
-        f"GROUP BY item_a, item_b, day")
-    return {(a, b, d): n for a, b, d, n in rows}
-
-
-async def _run_until(ingests, total=None, timeout=90, end_offsets=None, until=None):
-    """Run the ingests until they processed ``total`` events, reached ``end_offsets`` or
-    ``until()`` says so."""
-    for ingest in ingests:
-        await ingest.start()
-    deadline = time.monotonic() + timeout
-
-    def done():
-        if time.monotonic() > deadline:
-            return True
-        if until is not None:
-            return until()
-        if end_offsets is not None:
-            return all(i.caught_up({p: e for p, e in end_offsets.items() if p in i.partitions})
-                       for i in ingests) and set(end_offsets) <= {p for i in ingests for p in i.partitions}
-        return sum(i.totals["events"] for i in ingests) >= total
-    try:
-        await asyncio.gather(*(i.run(until=done) for i in ingests))
-    finally:
-        for ingest in ingests:
-            await ingest.stop()
-    return sum(i.totals["events"] for i in ingests)
+from tests.ingest_run import BAD, dataset, loaded_catalogue, run_until, table_counts
+from tests.kafka import produce
 
 
 def test_counts_exact_and_bad_events_dead_lettered(settings, storage, broker):
-    items, clicks, messages, expected = _dataset(settings, broker, bad_every=500)
-    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
-    assert asyncio.run(_run_until([ingest], len(messages))) == len(messages)
-    assert _table_counts(storage) == dict(expected)
+    items, clicks, messages, expected = dataset(settings, broker, bad_every=500)
+    ingest = ClickIngest(settings, broker.bootstrap, storage, loaded_catalogue(storage, items))
+    assert asyncio.run(run_until([ingest], len(messages))) == len(messages)
+    assert table_counts(storage) == dict(expected)
     n_bad = len(messages) - len(clicks)
     assert ingest.totals["invalid"] == n_bad
     dlq = KafkaConsumer(settings.topic_clicks_dlq, bootstrap_servers=broker.bootstrap,
@@ -120,8 +52,6 @@ def test_poison_pills_are_dead_lettered_and_the_clicks_behind_them_counted(setti
     """A 2000-deep nested extra field (RecursionError in msgspec) and clicks from 2100 and
     2156 whose Kafka CreateTime matches (so not "future"): once they crashed the worker on
     every restart at the same offset. Now: DLQ with a reason, every good click counted."""
-    from kafka import KafkaProducer
-
     items, clicks = generate(200, 30, 1500, seed=5)
     ensure_topics(broker.bootstrap, settings)
     deep = (b'{"event_id":"d","user_id":"%s","item_id":"%s","ts":%d,"x":%s}'
@@ -130,21 +60,18 @@ def test_poison_pills_are_dead_lettered_and_the_clicks_behind_them_counted(setti
     poison = {500: (deep, None), 900: (b'{"event_id":"y","user_id":"u","item_id":"i","ts":5900000000}',
                                        5_900_000_000_000),
               1200: (b'{"event_id":"z","user_id":"u","item_id":"i","ts":4102444800.5}', 4_102_444_800_500)}
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+    messages = []
     for i, click in enumerate(clicks):
-        key = click.user_id.encode()
-        producer.send(settings.topic_clicks, key=key, value=click.to_json())
+        messages.append((click.user_id.encode(), click.to_json()))
         if i in poison:
-            value, stamp = poison[i]
-            producer.send(settings.topic_clicks, key=key, value=value, timestamp_ms=stamp)
-    producer.flush()
-    producer.close()
-    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
+            messages.append((click.user_id.encode(), *poison[i]))
+    produce(broker.bootstrap, settings.topic_clicks, messages)
+    ingest = ClickIngest(settings, broker.bootstrap, storage, loaded_catalogue(storage, items))
     total = len(clicks) + len(poison)
-    assert asyncio.run(_run_until([ingest], total)) == total
+    assert asyncio.run(run_until([ingest], total)) == total
     categories = {item.item_id: item.category for item in items}
     expected = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories)
-    assert _table_counts(storage) == dict(expected)
+    assert table_counts(storage) == dict(expected)
     dlq = KafkaConsumer(settings.topic_clicks_dlq, bootstrap_servers=broker.bootstrap,
                         auto_offset_reset="earliest", consumer_timeout_ms=5000)
     reasons = sorted(dict(m.headers)["reason"].decode() for m in dlq)
@@ -156,11 +83,11 @@ def _first_log(settings, storage, broker, n_clicks: int, seed: int):
     """A first log counted to its end: (catalogue, categories, its reference counts, the ingest)."""
     items, clicks = generate(300, 40, n_clicks, seed=seed)
     categories = {item.item_id: item.category for item in items}
-    catalogue = _catalogue(storage, items)
+    catalogue = loaded_catalogue(storage, items)
     ensure_topics(broker.bootstrap, settings)
-    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
+    produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
     first = ClickIngest(settings, broker.bootstrap, storage, catalogue)
-    assert asyncio.run(_run_until([first], len(clicks))) == len(clicks)
+    assert asyncio.run(run_until([first], len(clicks))) == len(clicks)
     return catalogue, categories, reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories), first
 
 
@@ -176,7 +103,7 @@ def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, sto
     later = generate(300, 40, 4000, seed=21)[1][:300]  # the new log: far fewer messages than the checkpoints' offsets
     with EmbeddedBroker() as restarted:
         ensure_topics(restarted.bootstrap, settings)
-        _produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
+        produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
 
         # small fetches: each partition's records pass the hold limit while it restores, so
         # the partition is paused for holding too; ``fail`` must keep it paused, ``rewind``
@@ -191,18 +118,18 @@ def test_restart_against_a_new_log_fails_loudly_or_rewinds_exactly(settings, sto
             await original_stop()
 
         paused.stop = stop_noting_paused
-        asyncio.run(_run_until([paused], timeout=8, total=1))
+        asyncio.run(run_until([paused], timeout=8, total=1))
         assert paused.totals["events"] == 0 and len(paused.resets) == settings.topic_partitions
         assert sorted(still_paused) == list(range(settings.topic_partitions))
         assert "beyond the end" in next(iter(paused.resets.values()))
         ready, detail = asyncio.run(assignment_check(paused.held)())
         assert not ready and "PAIRSTREAM_ON_OFFSET_RESET=fail" in detail
-        assert _table_counts(storage) == dict(old)  # nothing written while paused
+        assert table_counts(storage) == dict(old)  # nothing written while paused
 
         rewound = ClickIngest(small.replace(on_offset_reset="rewind"), restarted.bootstrap, storage, catalogue)
-        assert asyncio.run(_run_until([rewound], len(later))) == len(later)
+        assert asyncio.run(run_until([rewound], len(later))) == len(later)
     new = reference_counts([(c.user_id, c.item_id, c.ts) for c in later], categories)
-    assert _table_counts(storage) == dict(old + new)
+    assert table_counts(storage) == dict(old + new)
 
 
 def test_clean_restart_at_the_end_of_multi_record_batches_declares_no_reset(settings, storage, broker,
@@ -216,9 +143,9 @@ def test_clean_restart_at_the_end_of_multi_record_batches_declares_no_reset(sett
     from streams.core import metrics
 
     items, clicks = generate(300, 40, 3000, seed=5)
-    catalogue = _catalogue(storage, items)
+    catalogue = loaded_catalogue(storage, items)
     ensure_topics(broker.bootstrap, settings)
-    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
+    produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
     true_end = end_offsets(settings.topic_clicks)
     reader = KafkaConsumer(bootstrap_servers=broker.bootstrap)
     listed = reader.end_offsets([TopicPartition(settings.topic_clicks, p) for p in true_end])
@@ -227,10 +154,10 @@ def test_clean_restart_at_the_end_of_multi_record_batches_declares_no_reset(sett
     assert short, f"the case under test: ListOffsets {listed} short of the true end {true_end}"
     rewind = settings.replace(on_offset_reset="rewind")
     first = ClickIngest(rewind, broker.bootstrap, storage, catalogue)
-    asyncio.run(_run_until([first], end_offsets=true_end))
+    asyncio.run(run_until([first], end_offsets=true_end))
     expected = dict(reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks],
                                      {item.item_id: item.category for item in items}))
-    assert _table_counts(storage) == expected
+    assert table_counts(storage) == expected
 
     resets = metrics.OFFSET_RESETS.labels(policy="rewind")._value.get()
     again = ClickIngest(rewind, broker.bootstrap, storage, catalogue)
@@ -242,10 +169,10 @@ def test_clean_restart_at_the_end_of_multi_record_batches_declares_no_reset(sett
         restored_at.append(time.monotonic())
         return time.monotonic() - restored_at[0] > 2.0
 
-    asyncio.run(_run_until([again], timeout=30, end_offsets=None, total=None, until=settled))
+    asyncio.run(run_until([again], timeout=30, end_offsets=None, total=None, until=settled))
     assert len(again.partitions) == len(true_end) and not again.resets
     assert metrics.OFFSET_RESETS.labels(policy="rewind")._value.get() == resets
-    assert again.totals["events"] == 0 and _table_counts(storage) == expected
+    assert again.totals["events"] == 0 and table_counts(storage) == expected
     assert {p: state.position for p, state in again.partitions.items()} == true_end
 
 
@@ -266,11 +193,11 @@ def test_librdkafka_producer_into_the_embedded_broker_is_counted_exactly(setting
                          on_delivery=lambda err, _msg: err and failures.append(err))
         producer.poll(0)
     assert producer.flush(30) == 0 and not failures
-    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
-    assert asyncio.run(_run_until([ingest], len(clicks))) == len(clicks)
+    ingest = ClickIngest(settings, broker.bootstrap, storage, loaded_catalogue(storage, items))
+    assert asyncio.run(run_until([ingest], len(clicks))) == len(clicks)
     categories = {item.item_id: item.category for item in items}
     expected = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks], categories)
-    assert _table_counts(storage) == dict(expected)
+    assert table_counts(storage) == dict(expected)
 
 
 class SimulatedCrash(Exception):
@@ -312,8 +239,8 @@ def test_crash_mid_batch_then_restart_is_exact(settings, storage, broker, end_of
     # small batches and frequent checkpoints: the crash lands mid-stream, after a checkpoint
     # (records fetched while partitions restore are held up to 700 each, then paused: the
     # first checkpoint cannot cover a partition's ~2500)
-    items, clicks, messages, expected = _dataset(settings, broker, n_events=10000)
-    catalogue = _catalogue(storage, items)
+    items, clicks, messages, expected = dataset(settings, broker, n_events=10000)
+    catalogue = loaded_catalogue(storage, items)
     fast = settings.replace(ingest_batch_events=700, checkpoint_interval_s=0.0)
     first = ClickIngest(fast, broker.bootstrap,
                         FlakyStorage(storage, crash_after, fail_times=2), catalogue)
@@ -332,11 +259,11 @@ def test_crash_mid_batch_then_restart_is_exact(settings, storage, broker, end_of
     # lane (whose count writes may all have landed meanwhile), sessions short of the log's end
     saved = dict(storage.query_rows(
         f"SELECT partition, max(version) FROM {storage.table('user_sessions')} GROUP BY partition"))
-    assert _table_counts(storage) != dict(expected) or any(
+    assert table_counts(storage) != dict(expected) or any(
         saved.get(p, 0) < end for p, end in end_offsets(settings.topic_clicks).items())
     second = ClickIngest(settings, broker.bootstrap, storage, catalogue)
-    asyncio.run(_run_until([second], end_offsets=end_offsets(settings.topic_clicks)))
-    assert _table_counts(storage) == dict(expected)
+    asyncio.run(run_until([second], end_offsets=end_offsets(settings.topic_clicks)))
+    assert table_counts(storage) == dict(expected)
     visits = storage.query_rows(
         f"SELECT user_id, item_id, toUInt32(day), sum(clicks) FROM {storage.table('user_item_days')} "
         "GROUP BY user_id, item_id, day")
@@ -345,22 +272,22 @@ def test_crash_mid_batch_then_restart_is_exact(settings, storage, broker, end_of
 
 
 def test_clickhouse_outage_backs_off_and_catches_up(settings, storage, broker):
-    items, clicks, messages, expected = _dataset(settings, broker, n_events=3000)
-    catalogue = _catalogue(storage, items)
+    items, clicks, messages, expected = dataset(settings, broker, n_events=3000)
+    catalogue = loaded_catalogue(storage, items)
     flaky = FlakyStorage(storage, down_for_s=4.0)
     ingest = ClickIngest(settings.replace(storage_retry_max_s=0.5), broker.bootstrap, flaky, catalogue)
-    asyncio.run(_run_until([ingest], len(messages)))
+    asyncio.run(run_until([ingest], len(messages)))
     assert flaky.failures > 3  # it did hit the outage and retried
-    assert _table_counts(storage) == dict(expected)
+    assert table_counts(storage) == dict(expected)
 
 
 def test_two_workers_split_partitions_and_stay_exact(settings, storage, broker):
-    items, clicks, messages, expected = _dataset(settings, broker, n_events=6000)
-    catalogue = _catalogue(storage, items)
+    items, clicks, messages, expected = dataset(settings, broker, n_events=6000)
+    catalogue = loaded_catalogue(storage, items)
     workers = [ClickIngest(settings, broker.bootstrap, storage, catalogue) for _ in range(2)]
-    asyncio.run(_run_until(workers, len(messages)))
+    asyncio.run(run_until(workers, len(messages)))
     assert all(w.totals["events"] > 0 for w in workers)  # the group split the partitions
-    assert _table_counts(storage) == dict(expected)
+    assert table_counts(storage) == dict(expected)
 
 
 def test_compacting_the_intern_tables_mid_stream_keeps_counts_exact(settings, storage, broker, monkeypatch):
@@ -378,12 +305,12 @@ def test_compacting_the_intern_tables_mid_stream_keeps_counts_exact(settings, st
         return done
 
     monkeypatch.setattr(pairing.Sessionizer, "compact", counting)
-    items, clicks, messages, expected = _dataset(settings, broker, n_events=6000)
+    items, clicks, messages, expected = dataset(settings, broker, n_events=6000)
     settings = settings.replace(checkpoint_interval_s=0.0, ingest_batch_events=200)
-    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
-    asyncio.run(_run_until([ingest], len(messages)))
+    ingest = ClickIngest(settings, broker.bootstrap, storage, loaded_catalogue(storage, items))
+    asyncio.run(run_until([ingest], len(messages)))
     assert sum(rebuilt) >= 3, rebuilt
-    assert _table_counts(storage) == dict(expected)
+    assert table_counts(storage) == dict(expected)
 
 
 def test_clicks_stamped_decades_ahead_neither_hide_crossings_nor_move_the_horizon(settings, storage, broker):
@@ -392,8 +319,6 @@ def test_clicks_stamped_decades_ahead_neither_hide_crossings_nor_move_the_horizo
     check's horizon in 2099 (hiding that checkpoint's crossings) and the statistics' horizon
     too (no publish candidates). Now every honest crossing is routed, the forged pair is
     counted on its day, and the horizon ends on the honest newest day."""
-    from kafka import KafkaProducer
-
     from streams.core.storage.stats import StatsParams, horizon, refresh
 
     items, clicks = generate(400, 60, 6000, seed=11)
@@ -402,21 +327,15 @@ def test_clicks_stamped_decades_ahead_neither_hide_crossings_nor_move_the_horizo
     forged = [(b"forger", orjson.dumps({"event_id": f"f{k}", "user_id": "forger", "item_id": item.item_id,
                                          "ts": forged_ts + k}), int((forged_ts + k) * 1000))
               for k, item in enumerate(items[:2])]
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
-    for i, click in enumerate(clicks):
-        producer.send(settings.topic_clicks, key=click.user_id.encode(), value=click.to_json())
-        if i == 3000:
-            for key, value, stamp in forged:
-                producer.send(settings.topic_clicks, key=key, value=value, timestamp_ms=stamp)
-    producer.flush()
-    producer.close()
-    ingest = ClickIngest(settings, broker.bootstrap, storage, _catalogue(storage, items))
-    assert asyncio.run(_run_until([ingest], len(clicks) + 2)) == len(clicks) + 2
+    messages = [(c.user_id.encode(), c.to_json()) for c in clicks]
+    produce(broker.bootstrap, settings.topic_clicks, messages[:3001] + forged + messages[3001:])
+    ingest = ClickIngest(settings, broker.bootstrap, storage, loaded_catalogue(storage, items))
+    assert asyncio.run(run_until([ingest], len(clicks) + 2)) == len(clicks) + 2
     categories = {item.item_id: item.category for item in items}
     events = [(c.user_id, c.item_id, c.ts) for c in clicks] + [("forger", items[k].item_id, forged_ts + k)
                                                                 for k in range(2)]
     expected = reference_counts(events, categories)
-    assert _table_counts(storage) == dict(expected)
+    assert table_counts(storage) == dict(expected)
     forged_day = int(forged_ts // 86400)
     assert any(day == forged_day for _, _, day in expected)  # the forged pair was counted, on its day
     routed = KafkaConsumer(settings.topic_pairs_to_score, bootstrap_servers=broker.bootstrap,
@@ -455,7 +374,7 @@ def test_a_refilled_log_longer_than_the_checkpoints_is_not_taken_for_the_old_one
     _, later = generate(300, 40, 8000, seed=22)  # other users' clicks, four times as many
     with EmbeddedBroker() as restarted:
         ensure_topics(restarted.bootstrap, settings)
-        _produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
+        produce(restarted.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
         from kafka import KafkaConsumer, TopicPartition
 
         reader = KafkaConsumer(bootstrap_servers=restarted.bootstrap)
@@ -464,21 +383,21 @@ def test_a_refilled_log_longer_than_the_checkpoints_is_not_taken_for_the_old_one
         assert all(ends[TopicPartition(settings.topic_clicks, p)] > checkpoints[p] for p in checkpoints)
 
         paused = ClickIngest(settings.replace(on_offset_reset="fail"), restarted.bootstrap, storage, catalogue)
-        asyncio.run(_run_until([paused], timeout=8, total=1))
+        asyncio.run(run_until([paused], timeout=8, total=1))
         assert paused.totals["events"] == 0 and sorted(paused.resets) == sorted(checkpoints)
         assert all("another log" in detail for detail in paused.resets.values())
         ready, detail = asyncio.run(assignment_check(paused.held)())
         assert not ready and "PAIRSTREAM_ON_OFFSET_RESET=fail" in detail
-        assert _table_counts(storage) == dict(old)  # nothing written while paused
+        assert table_counts(storage) == dict(old)  # nothing written while paused
 
         rewound = ClickIngest(settings.replace(on_offset_reset="rewind"), restarted.bootstrap, storage, catalogue)
-        assert asyncio.run(_run_until([rewound], len(later))) == len(later)
+        assert asyncio.run(run_until([rewound], len(later))) == len(later)
         assert not rewound.resets
         again = ClickIngest(settings.replace(on_offset_reset="fail"), restarted.bootstrap, storage, catalogue)
-        asyncio.run(_run_until([again], timeout=6, total=1))
+        asyncio.run(run_until([again], timeout=6, total=1))
         assert not again.resets  # the new log's own checkpoints prove it
     new = reference_counts([(c.user_id, c.item_id, c.ts) for c in later], categories)
-    assert _table_counts(storage) == dict(old + new)
+    assert table_counts(storage) == dict(old + new)
 
 
 def test_a_recreated_and_refilled_topic_is_another_log_under_fail(settings, storage, broker):
@@ -502,9 +421,9 @@ def test_a_recreated_and_refilled_topic_is_another_log_under_fail(settings, stor
                 raise
             time.sleep(0.5)
     _, later = generate(300, 40, 8000, seed=24)
-    _produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
+    produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in later])
     paused = ClickIngest(settings.replace(on_offset_reset="fail"), broker.bootstrap, storage, catalogue)
-    asyncio.run(_run_until([paused], timeout=8, total=1))
+    asyncio.run(run_until([paused], timeout=8, total=1))
     assert paused.totals["events"] == 0 and sorted(paused.resets) == sorted(first.partitions)
     assert all("another log" in detail for detail in paused.resets.values())
-    assert _table_counts(storage) == dict(old)
+    assert table_counts(storage) == dict(old)

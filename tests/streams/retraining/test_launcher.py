@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from streams.core.produce import open_producer
 from streams.core.storage import runs as run_table
 from streams.core.storage.labels import LabelRow, write_labels
 from streams.core.topics import ensure_topics
 from streams.retraining import trigger as trigger_policy
 from streams.retraining.launcher import TrainingLauncher
+from tests.kafka import produce
 
 
 def _labels(storage, n, start=0, at=None):
@@ -45,18 +47,12 @@ def test_trigger_rules(storage, settings):
 
 
 def _launch(storage, settings, broker, trigger="test"):
-    from aiokafka import AIOKafkaProducer
-
     async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=1 << 20)
-        await producer.start()
-        launcher = TrainingLauncher(settings, storage, producer)
-        try:
+        async with open_producer(broker.bootstrap, max_batch_size=1 << 20) as producer:
+            launcher = TrainingLauncher(settings, storage, producer)
             run_id = await launcher.launch(trigger)
             assert await launcher.launch(trigger) is None  # one at a time
             return run_id, await launcher.wait()
-        finally:
-            await producer.stop()
 
     return asyncio.run(go())
 
@@ -75,22 +71,16 @@ def test_failed_run_is_recorded_and_not_retried_at_once(storage, settings, broke
 def test_the_timer_path_check_starts_a_due_run_and_then_waits(storage, settings, broker):
     """What the worker's ``training_trigger`` timer calls: ``TrainingLauncher.check``. It once
     called a function the package move had taken elsewhere and crashed the worker 30 s after start."""
-    from aiokafka import AIOKafkaProducer
-
     _labels(storage, 3)  # due by labels; too few to train, so the child fails fast
     s = settings.replace(training_min_new_labels=1, training_retry_s=600, training_min_labels=1)
 
     async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await producer.start()
-        launcher = TrainingLauncher(s, storage, producer)
-        try:
+        async with open_producer(broker.bootstrap) as producer:
+            launcher = TrainingLauncher(s, storage, producer)
             first = await launcher.check()
             assert await launcher.check() is None  # one at a time while it runs
             outcome = await launcher.wait()
             return first, outcome, await launcher.check()
-        finally:
-            await producer.stop()
 
     run_id, outcome, after_failure = asyncio.run(go())
     assert run_id is not None and outcome["run_id"] == run_id and outcome["trigger"] == "labels"
@@ -103,25 +93,19 @@ def test_a_run_stopped_with_the_worker_is_cancelled_not_failed(storage, settings
     counted as a failure that an alert would page on), recorded with its reason."""
     import logging
 
-    from aiokafka import AIOKafkaProducer
-
     from streams.core import metrics
 
     _labels(storage, 3)
     failed_before = metrics.TRAINING_RUNS.labels(status="failed")._value.get()
 
     async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await producer.start()
-        launcher = TrainingLauncher(settings, storage, producer)
-        try:
+        async with open_producer(broker.bootstrap) as producer:
+            launcher = TrainingLauncher(settings, storage, producer)
             await launcher.launch("test")
             while launcher.process is None:  # the child is running (it needs seconds to start)
                 await asyncio.sleep(0.05)
             await launcher.stop()
             return launcher.last
-        finally:
-            await producer.stop()
 
     with caplog.at_level(logging.INFO, logger="streams.retraining.launcher"):
         outcome = asyncio.run(go())
@@ -133,22 +117,17 @@ def test_a_run_stopped_with_the_worker_is_cancelled_not_failed(storage, settings
 
 
 def test_trainer_service_skips_bad_job_messages_and_runs_the_next(storage, settings, broker, read_dead_letters):
-    from kafka import KafkaProducer
-
     from streams.cli.training import distill_config_from
     from streams.retraining.trainer_service import run_trainer
 
     s = settings.replace(topic_training_jobs=f"jobs-{settings.app_id}",
                          topic_training_jobs_dlq=f"jobs-dlq-{settings.app_id}")
     ensure_topics(broker.bootstrap, s)
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
-    for value in (None, b"{not json", b'{"trigger": "labels"}', b'{"run_id": "r-x", "args": 7}',
-                  b'{"run_id": "r-bogus", "args": "--bogus"}', b'{"run_id": "r-epochs", "args": "--epochs x"}',
-                  b'{"run_id": "r-quote", "args": "--teacher \'unclosed"}',
-                  b'{"run_id": "r-good", "trigger": "labels", "args": "--backbone tiny"}'):
-        producer.send(s.topic_training_jobs, value, key=b"job")  # None: a tombstone
-    producer.flush()
-    producer.close()
+    produce(broker.bootstrap, s.topic_training_jobs, [(b"job", value) for value in (  # None: a tombstone
+        None, b"{not json", b'{"trigger": "labels"}', b'{"run_id": "r-x", "args": 7}',
+        b'{"run_id": "r-bogus", "args": "--bogus"}', b'{"run_id": "r-epochs", "args": "--epochs x"}',
+        b'{"run_id": "r-quote", "args": "--teacher \'unclosed"}',
+        b'{"run_id": "r-good", "trigger": "labels", "args": "--backbone tiny"}')])
     _labels(storage, 3)  # too few to train: the good job runs and fails, recorded
     for _ in range(4):  # bad args fail their run (argparse's SystemExit once ended the trainer)
         run_trainer(s, broker.bootstrap, storage, distill_config_from, once=True)

@@ -1,0 +1,43 @@
+"""Worker processes for the tests that run one: its environment, a Python snippet in a child
+process, and waiting for a condition with a message that says what did not happen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+
+def worker_env(settings, bootstrap):
+    env = dict(os.environ)
+    env.update({
+        "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "PAIRSTREAM_DATA_DIR": settings.data_dir,
+        "PAIRSTREAM_APP_ID": settings.app_id,
+        "PAIRSTREAM_TOPIC_CLICKS": settings.topic_clicks,
+        "PAIRSTREAM_TOPIC_ITEMS": settings.topic_items,
+        "PAIRSTREAM_TOPIC_CLICKS_DLQ": settings.topic_clicks_dlq,
+        "PAIRSTREAM_TOPIC_PAIRS_TO_SCORE": settings.topic_pairs_to_score,
+        "PAIRSTREAM_TOPIC_PAIRS_TO_SCORE_DLQ": settings.topic_pairs_to_score_dlq,
+        "PAIRSTREAM_INGEST_BATCH_EVENTS": "300",  # many small batches: the kill lands mid-stream
+        "PAIRSTREAM_CHECKPOINT_INTERVAL_S": "0.3",
+        "PAIRSTREAM_SESSION_TIMEOUT_S": str(settings.session_timeout_s),  # a killed member expires sooner
+    })
+    return env
+
+
+def run_python(code, env, *args):
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
