@@ -2,8 +2,9 @@
 package, hosted by one adapter (``Hosted``) that starts it with the worker, runs it for the
 worker's lifetime and stops it with the worker:
 
-- ``catalogue`` agent: the compacted ``items`` topic -> ClickHouse ``items`` + the in-memory
-  catalogue that pairing reads (low rate: a Faust agent with ``take`` batches is plenty);
+- ``catalogue`` agent: the compacted ``items`` topic -> ClickHouse ``items`` and its dead letters
+  (low rate: a Faust agent with ``take`` batches is plenty); the in-memory catalogue that pairing
+  reads follows every ``items`` partition in each worker (``streams.ingest.catalogue_follower``);
 - ``label_pairs`` agent: routed pairs -> ``pair_labels`` (``streams.labelling.labeller``);
 - dead letters: the producer of every DLQ the agents and services write;
 - click ingest: the high-rate click path (``streams.ingest.consumer`` says why it is an aiokafka
@@ -194,7 +195,7 @@ def _agents(app: faust.App, context: WorkerContext) -> None:
         async for events in stream.take_events(1000, within=0.2):
             metrics.EVENTS_IN.labels(stage="items").inc(len(events))
             applied = await context.catalogue.apply_async(storage, [(e.key, e.value) for e in events],
-                                                          settings.max_event_bytes)
+                                                          settings.max_event_bytes, remember=False)
             if applied.rejected:
                 await context.send_dead_letters(settings.topic_items_dlq, [
                     DeadLetter(events[k].key, events[k].value, reason, detail, events[k].message.topic,
@@ -248,7 +249,7 @@ def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
             await context.labeller.scorer.backend.close()
 
     async def start_ingest() -> None:
-        context.ingest = ClickIngest(settings, bootstrap, storage, context.catalogue)
+        context.ingest = ClickIngest(settings, bootstrap, storage, context.catalogue, follow_items=True)
         await context.ingest.start()
 
     async def run_ingest() -> None:

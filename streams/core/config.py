@@ -117,6 +117,10 @@ class Settings:
     ingest_flush_ms: int = setting(
         250, "Longest a consumed event waits before its batch is written (freshness)."
     )
+    catalogue_wait_s: float = setting(
+        30.0, "Longest a fetch of clicks waits for the items follower to read the items created "
+        "before them (a fresh worker replays the whole items topic first); then they are paired "
+        "with the catalogue as it stands.")
     checkpoint_interval_s: float = setting(
         2.0,
         "How often the ingest saves user sessions and routes tier crossings; a restart "

@@ -72,6 +72,12 @@ OFFSET_RESETS = Counter("pairstream_offset_resets_total", "Restored click checkp
                         "the policy applied.", ["policy"])
 OFFSET_RESET_SKIPPED = Counter("pairstream_offset_reset_skipped_messages_total", "Messages deleted by "
                                "retention before they were processed (rewind past the log start).")
+CATALOGUE_WAITS = Counter("pairstream_catalogue_waits_total", "Fetches of clicks held until the items "
+                          "follower had read the items created before them: synced, or timeout "
+                          "(catalogue_wait_s passed; the clicks were paired with the catalogue as it stood).",
+                          ["outcome"])
+for _outcome in ("synced", "timeout"):
+    CATALOGUE_WAITS.labels(_outcome)
 WEB_CONNECTIONS = Gauge("pairstream_web_connections", "Open connections to the worker's web server.")
 WEB_CONNECTIONS_REFUSED = Counter("pairstream_web_connections_refused_total", "Connections closed at "
                                   "once: server_full (web_max_connections open), per_address (that "

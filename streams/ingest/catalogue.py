@@ -81,14 +81,22 @@ class Catalogue(dict):
         return outcome
 
     async def apply_async(self, storage: Storage, messages: list[tuple[bytes | None, bytes | None]],
-                          max_bytes: int = 65536) -> Applied:
+                          max_bytes: int = 65536, remember: bool = True) -> Applied:
         """``apply`` for the worker's event loop: the ClickHouse writes run in a thread (a
         DELETE can take a second, and the loop also runs the click ingest and the web
-        server); the in-memory changes happen on the loop, where pairing reads them."""
+        server); the in-memory changes happen on the loop, where pairing reads them, unless
+        ``remember`` is off (a ``CatalogueFollower`` keeps the memory side)."""
         steps, outcome = _plan(messages, max_bytes)
         await asyncio.to_thread(self._write, storage, steps)
-        self._remember(steps)
+        if remember:
+            self._remember(steps)
         return outcome
+
+    def follow(self, messages: list[tuple[bytes | None, bytes | None]], max_bytes: int = 65536) -> None:
+        """The in-memory side of ``apply`` alone, quietly (the writer of the ``items`` table
+        logs and dead-letters what is invalid): ``CatalogueFollower``'s step."""
+        steps, _ = _plan(messages, max_bytes, quiet=True)
+        self._remember(steps)
 
     @staticmethod
     def _write(storage: Storage, steps: list[tuple[str, list]]) -> None:
@@ -132,7 +140,7 @@ class Catalogue(dict):
         metrics.CATALOGUE_ITEMS.set(len(self))
 
 
-def _plan(messages: list[tuple[bytes | None, bytes | None]], max_bytes: int
+def _plan(messages: list[tuple[bytes | None, bytes | None]], max_bytes: int, quiet: bool = False
           ) -> tuple[list[tuple[str, list]], Applied]:
     """``items`` messages as ordered runs of ("upsert", items) and ("delete", ids), and what
     was rejected: validation only, no I/O."""
@@ -150,12 +158,14 @@ def _plan(messages: list[tuple[bytes | None, bytes | None]], max_bytes: int
                 add("upsert", parse_item(value, max_bytes))
                 outcome.upserted += 1
             except InvalidEvent as bad:
-                log.warning("bad item message skipped: %s", bad)
+                if not quiet:
+                    log.warning("bad item message skipped: %s", bad)
                 outcome.rejected.append((index, bad.reason, bad.detail))
             continue
         item_id = _tombstone_id(key)
         if item_id is None:
-            log.warning("item tombstone without a valid key skipped: %r", (key or b"")[:200])
+            if not quiet:
+                log.warning("item tombstone without a valid key skipped: %r", (key or b"")[:200])
             outcome.rejected.append((index, "bad_tombstone", "a tombstone's key must be an item id "
                                      f"of 1 to {MAX_ID_CHARS} UTF-8 characters"))
             continue

@@ -66,6 +66,8 @@ from streams.ingest.batches import (
     PartitionState,
     SealedBatch,
 )
+from streams.ingest.catalogue import Catalogue
+from streams.ingest.catalogue_follower import CatalogueFollower
 from streams.ingest.recovery import PartitionRecovery
 from streams.ingest.sessions import Sessionizer, Visits
 from streams.ingest.tiers import TierRouter
@@ -95,6 +97,7 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         on_batch: Callable[[BatchReport], None] | None = None,
         clock: Callable[[], float] = time.time,
         router: TierRouter | None = None,
+        follow_items: bool = False,
     ):
         self.settings = settings
         self.bootstrap = bootstrap
@@ -120,6 +123,15 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="ingest-tables")
         self.totals: defaultdict[str, int] = defaultdict(int)
         self.batches = BatchAssembler(settings, self.topic)
+        # the catalogue follows the whole items topic, and clicks wait for it (a worker's
+        # ingest; tests and benchmarks that load the catalogue themselves go without)
+        self.follower: CatalogueFollower | None = None
+        if follow_items:
+            if not isinstance(catalogue, Catalogue):
+                raise TypeError("following the items topic needs a streams.ingest.catalogue.Catalogue")
+            self.follower = CatalogueFollower(bootstrap, settings.topic_items, catalogue,
+                                              settings.max_event_bytes, settings.catalogue_wait_s)
+        self._follow_task: asyncio.Future | None = None
         self.first_message_at: float | None = None  # perf_counter of the first consumed batch
 
     @property
@@ -187,6 +199,9 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         await consumer.start()
         kafka_reader.tune(consumer)
         consumer.subscribe([self.topic], listener=Listener())
+        if self.follower is not None:
+            await self.follower.start()
+            self._follow_task = asyncio.ensure_future(self.follower.run())
 
     async def stop(self) -> None:
         try:
@@ -206,6 +221,10 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         await self._close()
 
     async def _close(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
+        if self._follow_task is not None:
+            self._follow_task.cancel()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -294,6 +313,9 @@ class ClickIngest(PartitionRecovery, WriteLanes):
 
     async def _flush(self, batches: dict, force_checkpoint: bool = False) -> None:
         now = self.clock()
+        if self.follower is not None and batches:  # the items created before these clicks first
+            await self.follower.wait_for(max(records[-1].timestamp or 0 for records in batches.values()
+                                             if records), now)
         for tp in set(batches) | {tp for tp, st in self._tps() if st.pending}:
             state = self.partitions.get(tp.partition)
             if state is None:

@@ -427,3 +427,37 @@ def test_a_recreated_and_refilled_topic_is_another_log_under_fail(settings, stor
     assert paused.totals["events"] == 0 and sorted(paused.resets) == sorted(first.partitions)
     assert all("another log" in detail for detail in paused.resets.values())
     assert table_counts(storage) == dict(old)
+
+
+def test_clicks_wait_for_the_items_created_before_them(settings, storage, broker, monkeypatch):
+    """A fresh worker fed items and clicks at once (``pairstream replay --items --clicks``)
+    once read every click before its catalogue had the items, and counted nothing. The ingest's
+    follower reads the whole items topic, and each fetch of clicks waits until the items created
+    before those clicks are in the catalogue: the counts are exact, no click met an unknown item.
+    The follower is held back 3 s here (a slow start), so the clicks arrive first."""
+    from streams.core import metrics
+    from streams.ingest.catalogue import Catalogue
+    from streams.ingest.catalogue_follower import CatalogueFollower
+
+    follow = CatalogueFollower.run
+
+    async def slow_start(self):
+        await asyncio.sleep(3.0)
+        await follow(self)
+
+    monkeypatch.setattr(CatalogueFollower, "run", slow_start)
+
+    items, clicks = generate(400, 60, 6000, seed=31)
+    ensure_topics(broker.bootstrap, settings)
+    produce(broker.bootstrap, settings.topic_items, [(i.item_id.encode(), i.to_json()) for i in items])
+    produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
+    unknown_before = metrics.UNKNOWN_ITEMS._value.get()
+    synced_before = metrics.CATALOGUE_WAITS.labels(outcome="synced")._value.get()
+    catalogue = Catalogue()  # empty: nothing loaded from the table, as on a fresh data dir
+    ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, follow_items=True)
+    assert asyncio.run(run_until([ingest], len(clicks))) == len(clicks)
+    expected = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks],
+                                {item.item_id: item.category for item in items})
+    assert table_counts(storage) == dict(expected) and expected
+    assert len(catalogue) == len(items) and metrics.UNKNOWN_ITEMS._value.get() == unknown_before
+    assert metrics.CATALOGUE_WAITS.labels(outcome="synced")._value.get() > synced_before
