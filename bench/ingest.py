@@ -103,6 +103,10 @@ def run(args) -> dict:
         items, clicks = generate(n_items, n_users, n_events, seed=1)
         catalogue = Catalogue()
         catalogue.upsert(storage, items)
+        # as in a worker: the items are on their topic too, and the ingest follows it (its
+        # clicks wait for the items created before them: streams.ingest.catalogue_follower)
+        listings = [(i.item_id.encode(), i.to_json()) for i in items]
+        asyncio.run(_produce(broker.bootstrap, settings.topic_items, listings))
         messages = [(c.user_id.encode(), c.to_json()) for c in clicks]
         asyncio.run(_produce(broker.bootstrap, settings.topic_clicks, messages))
         print(f"produced {n_events} clicks ({n_items} items, {n_users} users)")
@@ -133,7 +137,7 @@ def run(args) -> dict:
             marks["last"] = time.perf_counter()
             marks["rss"] = max(marks["rss"], _rss_mb())
 
-        ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, on_batch=on_batch)
+        ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, on_batch=on_batch, follow_items=True)
 
         async def go():
             await ingest.start()
@@ -228,7 +232,7 @@ def _freshness(broker, storage, catalogue, items, tmp, n_events: int, rate: floa
         producer.flush()
         producer.close()
 
-    ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, on_batch=on_batch)
+    ingest = ClickIngest(settings, broker.bootstrap, storage, catalogue, on_batch=on_batch, follow_items=True)
 
     async def go():
         await ingest.start()
