@@ -44,9 +44,16 @@ def register(sub) -> None:
     a.add_argument("--repeats", type=int, default=2, help="scorings of each pair (>= 2)")
     a.add_argument("--json", action="store_true")
     a = actions.add_parser("review", help="unreviewed pairs where label, model and behaviour "
-                                          "disagree, highest impact (spread x ln(1+co-clicks)) first")
+                                          "disagree, highest impact (spread x ln(1+co-clicks)) first",
+                           description="""Each pair as a card: both products field by field (title,
+                               category, brand, colour, condition, model, price), every opinion
+                               (the label's source, the model, behaviour), co-clicks, users, lift,
+                               Swing and the label's dimensions. With --interactive one key sets
+                               the label: 1-9, 0 for 10 (written as a manual label, which wins
+                               everywhere), s or Enter skips, q quits.""")
     a.add_argument("--limit", type=int, default=20)
     a.add_argument("--json", action="store_true", help="JSON lines")
+    a.add_argument("--interactive", action="store_true", help="label as you go, one key a pair")
 
 
 def cmd_labels(args) -> int:
@@ -84,18 +91,7 @@ def run(settings: Settings, args) -> int:
         if args.action == "consistency":
             return _consistency(settings, storage, args)
         if args.action == "review":
-            queue = review_queue(storage, args.limit)
-            for entry in queue:
-                if args.json:
-                    print(json.dumps(entry))
-                else:
-                    opinions = ", ".join(f"{k} {v:.1f}" for k, v in entry["opinions"].items())
-                    print(f"{entry['impact']:7.2f}  {entry['item_a']} | {entry['item_b']}  tier "
-                          f"{entry['tier'] or '-'} ({entry['seed_review']}), {entry['count']} co-clicks: "
-                          f"{opinions}")
-            if not queue:
-                print("nothing to review: no unreviewed pair has two opinions", file=sys.stderr)
-            return 0
+            return _review(storage, args)
         a, b = _pair(args.item_a, args.item_b)
         if args.action == "show":
             table = storage.query_arrow(
@@ -128,6 +124,47 @@ def run(settings: Settings, args) -> int:
         return 0
     finally:
         storage.close()
+
+
+def _review(storage, args) -> int:
+    """``labels review``: the cards, or JSON lines, or the interactive pass."""
+    from streams.labelling.review import cards, render, review
+
+    queue = review_queue(storage, args.limit)
+    if not queue:
+        print("nothing to review: no unreviewed pair has two opinions", file=sys.stderr)
+        return 0
+    if args.json:
+        for entry in queue:
+            print(json.dumps(entry))
+        return 0
+    if args.interactive:
+        done = review(storage, queue, _read_key)
+        print(f"{done['labelled']} labelled, {done['skipped']} skipped" + (" (quit)" if done["quit"] else ""))
+        return 0
+    deck = cards(storage, queue)
+    print("\n\n".join(render(card, k, len(deck)) for k, card in enumerate(deck, 1)))
+    return 0
+
+
+def _read_key(prompt: str) -> str:
+    """One keystroke on a terminal (no Enter needed), else one line (a pipe, a test)."""
+    if not sys.stdin.isatty():
+        print(prompt, end="", flush=True)
+        return sys.stdin.readline()
+    import termios
+    import tty
+
+    print(prompt, end="", flush=True)
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        key = sys.stdin.read(1)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    print(key)
+    return key
 
 
 def _consistency(settings: Settings, storage, args) -> int:

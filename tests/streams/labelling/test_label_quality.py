@@ -109,3 +109,43 @@ def test_self_consistency_finds_the_dimension_a_backend_flips_on():
     assert all(d["mean_abs_diff"] == 0.0 for d in heuristic["dimensions"].values())
     with pytest.raises(ValueError):
         asyncio.run(self_consistency(build_scorer(Settings()), pairs, repeats=1))
+
+
+def test_review_shows_both_products_and_one_key_sets_the_label(storage, settings, tmp_path, capsys, monkeypatch):
+    """``labels review``: a card per pair with both products' fields side by side and every
+    opinion; ``--interactive`` turns a key into a manual label (0 = 10), skips on s, stops on q."""
+    import io
+    from types import SimpleNamespace
+
+    from streams.cli.labels import _review as labels_review
+    from streams.core.storage.items import products
+    from streams.core.storage.labels import effective_labels
+
+    seed_pairs(storage)
+    students = tiny_students(storage, tmp_path, seed=0)
+    publish(storage, settings, Students(students["version"], students["artifacts"]), progress=False)
+    queue = review_queue(storage, limit=3)
+    assert len(queue) == 3
+
+    def cli(interactive=False):
+        args = SimpleNamespace(action="review", limit=3, json=False, interactive=interactive)
+        assert labels_review(storage, args) == 0  # what `pairstream labels review` runs
+        return capsys.readouterr().out
+
+    shown = cli()
+    first = queue[0]
+    names = products(storage, [first["item_a"], first["item_b"]])
+    for item in (first["item_a"], first["item_b"]):
+        assert item in shown and names[item]["title"] in shown and names[item]["category"] in shown
+    opinions = " · ".join(f"{k} {v:.1f}" for k, v in first["opinions"].items())
+    assert "[1/3]" in shown and "[3/3]" in shown and f"opinions: {opinions}" in shown and "users" in shown
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("0\ns\nq\n"))  # 10 for the first, skip, quit
+    printed = cli(interactive=True)
+    assert "1 labelled, 1 skipped (quit)" in printed
+    manual = {(r["item_a"], r["item_b"]): r for r in effective_labels(storage, "source = 'manual'")}
+    assert manual[(first["item_a"], first["item_b"])]["score"] == 10.0
+    reason = dict(manual[(first["item_a"], first["item_b"])]["dim_reasons"])["all"]
+    assert reason == f"review queue; overrode {opinions.replace(' · ', ', ')}"
+    assert (queue[1]["item_a"], queue[1]["item_b"]) not in manual
+    assert (first["item_a"], first["item_b"]) not in {(e["item_a"], e["item_b"]) for e in review_queue(storage, 10)}
