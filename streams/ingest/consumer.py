@@ -56,16 +56,7 @@ from streams.core.config import Settings
 from streams.core.storage import Storage, StorageError
 from streams.ingest import kafka_reader
 from streams.ingest import kernel as pair_kernel
-from streams.ingest.batches import (
-    FETCH_MAX_RECORDS,
-    SESSIONS_SCHEMA,
-    BatchAssembler,
-    BatchReport,
-    Checkpoint,
-    OpenBatch,
-    PartitionState,
-    SealedBatch,
-)
+from streams.ingest.batches import FETCH_MAX_RECORDS, BatchAssembler, BatchReport, PartitionState
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.catalogue_follower import CatalogueFollower
 from streams.ingest.recovery import PartitionRecovery
@@ -75,9 +66,6 @@ from streams.ingest.writes import WriteLanes
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-__all__ = ["ClickIngest", "BatchReport", "Checkpoint", "OpenBatch", "PartitionState", "SealedBatch",
-           "SESSIONS_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +302,8 @@ class ClickIngest(PartitionRecovery, WriteLanes):
     async def _flush(self, batches: dict, force_checkpoint: bool = False) -> None:
         now = self.clock()
         if self.follower is not None and batches:  # the items created before these clicks first
-            await self.follower.wait_for(max(records[-1].timestamp or 0 for records in batches.values()
-                                             if records), now)
+            await self.follower.wait_for(max((records[-1].timestamp or 0 for records in batches.values()
+                                              if records), default=0), now)
         for tp in set(batches) | {tp for tp, st in self._tps() if st.pending}:
             state = self.partitions.get(tp.partition)
             if state is None:
