@@ -61,6 +61,10 @@ class CatalogueFollower:
         if not partitions:
             await consumer.topics()  # a metadata refresh that names every topic
             partitions = consumer.partitions_for_topic(self.topic) or set()
+        if not partitions:  # no items topic: nothing to follow, and nothing to wait for
+            log.warning("items follower: topic %s has no partitions; clicks will not wait for it", self.topic)
+            self.synced_at = float("inf")
+            return
         consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
         await consumer.seek_to_beginning()
 
@@ -69,6 +73,8 @@ class CatalogueFollower:
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("CatalogueFollower.start() has not run")
+        if not consumer.assignment():
+            return  # nothing to follow (``start`` said so)
         while not self._stopping:
             started = time.time()
             try:
