@@ -461,3 +461,23 @@ def test_clicks_wait_for_the_items_created_before_them(settings, storage, broker
     assert table_counts(storage) == dict(expected) and expected
     assert len(catalogue) == len(items) and metrics.UNKNOWN_ITEMS._value.get() == unknown_before
     assert metrics.CATALOGUE_WAITS.labels(outcome="synced")._value.get() > synced_before
+
+
+def test_two_workers_each_know_every_item(settings, storage, broker):
+    """With several workers the items partitions are split among their catalogue agents, and
+    each worker's pairing once knew only its own share of the items. Each ingest's follower
+    reads every items partition: both catalogues hold all items, and the counts are exact."""
+    from streams.ingest.catalogue import Catalogue
+
+    items, clicks = generate(400, 60, 6000, seed=37)
+    ensure_topics(broker.bootstrap, settings)
+    produce(broker.bootstrap, settings.topic_items, [(i.item_id.encode(), i.to_json()) for i in items])
+    produce(broker.bootstrap, settings.topic_clicks, [(c.user_id.encode(), c.to_json()) for c in clicks])
+    catalogues = [Catalogue(), Catalogue()]
+    workers = [ClickIngest(settings, broker.bootstrap, storage, c, follow_items=True) for c in catalogues]
+    assert asyncio.run(run_until(workers, len(clicks))) == len(clicks)
+    assert [len(c) for c in catalogues] == [len(items)] * 2
+    assert all(len(w.partitions) < settings.topic_partitions for w in workers)  # the clicks were split
+    expected = reference_counts([(c.user_id, c.item_id, c.ts) for c in clicks],
+                                {item.item_id: item.category for item in items})
+    assert table_counts(storage) == dict(expected)
