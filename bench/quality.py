@@ -26,17 +26,8 @@ import tempfile
 import time
 
 import numpy as np
-from scipy.stats import rankdata
 
-
-def roc_auc(truth, score) -> float:
-    """Mann-Whitney AUC with ties counted half (no scikit-learn for one formula)."""
-    y = np.asarray(truth, bool)
-    positives, negatives = int(y.sum()), int((~y).sum())
-    if not positives or not negatives:
-        return float("nan")
-    ranks = rankdata(np.asarray(score, np.float64))
-    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+from streams.core.storage.label_worth import roc_auc
 
 
 def _stream(settings, broker, storage, items, clicks) -> dict:

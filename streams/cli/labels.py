@@ -87,7 +87,11 @@ def run(settings: Settings, args) -> int:
                 print("no labels", file=sys.stderr)
             return 0
         if args.action == "quality":
-            return _print_quality(gold_report(storage), args.json)
+            from streams.core.storage.label_worth import label_worth
+
+            report = gold_report(storage)
+            report["behaviour"] = label_worth(storage, settings.tier_medium)
+            return _print_quality(report, args.json)
         if args.action == "consistency":
             return _consistency(settings, storage, args)
         if args.action == "review":
@@ -221,6 +225,18 @@ def _print_quality(report: dict, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report))
         return 0
+    behaviour = report.get("behaviour") or {}
+    if behaviour.get("sources"):
+        print(f"against behaviour on pairs with >= {behaviour['min_count']} co-clicks (goes together = "
+              f"behaviour score of lift >= {report['compatible_at']}); worth = max(0, 2 AUC - 1):")
+        print(f"{'source':20} {'n':>5} {'positives':>9} {'AUC':>6} {'worth':>6}")
+        for source, e in behaviour["sources"].items():
+            auc = "-" if e["auc"] is None else f"{e['auc']:.3f}"
+            worth = "-" if e["worth"] is None else f"{e['worth']:.3f}"
+            note = "  (circular: derived from lift)" if e["circular"] else (
+                "  (at chance: worth nothing)" if e["worth"] == 0 else "")
+            print(f"{source:20} {e['n']:>5} {e['behaviour_positives']:>9} {auc:>6} {worth:>6}{note}")
+        print()
     if not report["gold_pairs"]:
         print("no gold set yet: label pairs by hand with `pairstream labels set A B SCORE`", file=sys.stderr)
         return 0

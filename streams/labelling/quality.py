@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 
 from streams.core.storage import Storage
+from streams.core.storage.label_worth import COMPATIBLE_AT
 from streams.core.storage.labels import SOURCES, effective_labels
 
-COMPATIBLE_AT = 5.5  # a 1..10 score at or above this says "goes together"
+__all__ = ["COMPATIBLE_AT", "cohen_kappa", "gold_report", "review_queue"]
 SEED_REVIEW = {"high": "manual check", "medium": "LLM, then manual check", "low": "few-shot LLM"}
 
 

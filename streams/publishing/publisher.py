@@ -40,6 +40,7 @@ from streams.core.storage import Storage
 from streams.core.storage import scores as score_tables
 from streams.core.storage.base import timestamp_array
 from streams.core.storage.items import products
+from streams.core.storage.label_worth import label_worth
 from streams.core.storage.scores import SCORERS
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,10 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
         "manual": int((scorer == SCORERS.index("manual")).sum()),
         "behaviour_dominant": int((evidence["dominant"] == DOMINANT.index("behaviour")).sum()),
         "blend": fitted,
+        # what each label source was worth against behaviour on well-evidenced pairs: a source
+        # at chance shows 0 here, the default heuristic included (streams.core.storage.label_worth)
+        "label_worth": {source: e["worth"] for source, e in
+                        label_worth(storage, settings.tier_medium)["sources"].items()},
         "provider": students.provider, "steps_s": {k: round(v, 3) for k, v in steps.items()},
     }
     return published
