@@ -286,17 +286,18 @@ class Sessionizer:
     def clock(self) -> float:
         """``eviction_watermark`` over the live users now: the event time this partition has
         reached, robust to a minority of wrong or forged clocks (-inf below the quorum)."""
+        return self._clock_and_newest()[0]
+
+    def _clock_and_newest(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """(clock, which slots hold a user, each slot's newest click time)."""
         used = len(self.slot_users)
         active = self._h_len[:used] > 0
         newest = kernel.newest_times(self._h_time[:used], self._h_len[:used])
-        return self.eviction_watermark(np.where(active, newest, -np.inf))
+        return self.eviction_watermark(np.where(active, newest, -np.inf)), active, newest
 
     def evict_idle(self, idle_s: float) -> list[str]:
         """Drop users whose newest click is more than ``idle_s`` behind ``eviction_watermark``."""
-        used = len(self.slot_users)
-        active = self._h_len[:used] > 0
-        newest = kernel.newest_times(self._h_time[:used], self._h_len[:used])
-        watermark = self.eviction_watermark(np.where(active, newest, -np.inf))
+        watermark, active, newest = self._clock_and_newest()
         idle = np.flatnonzero(active & (newest < watermark - idle_s))
         evicted: list[str] = []
         for slot in idle.tolist():

@@ -27,7 +27,7 @@ from streams.core.storage import Storage
 from streams.core.storage.label_worth import COMPATIBLE_AT
 from streams.core.storage.labels import SOURCES, effective_labels
 
-__all__ = ["COMPATIBLE_AT", "cohen_kappa", "gold_report", "review_queue"]
+__all__ = ["COMPATIBLE_AT", "cohen_kappa", "gold_report", "published_rows", "review_queue"]
 SEED_REVIEW = {"high": "manual check", "medium": "LLM, then manual check", "low": "few-shot LLM"}
 
 
@@ -67,13 +67,13 @@ def _labels_by_source(storage: Storage) -> dict[tuple[str, str], dict[str, dict]
     return out
 
 
-def _published(storage: Storage, pairs) -> dict[tuple[str, str], dict]:
+def published_rows(storage: Storage, pairs) -> dict[tuple[str, str], dict]:
     """The live published rows of ``pairs`` (those that have one)."""
     pairs = list(pairs)
     if not pairs:
         return {}
     table = storage.query_arrow(
-        f"SELECT item_a, item_b, score, model_score, behaviour_score, count, dominant "
+        f"SELECT item_a, item_b, score, model_score, behaviour_score, count, dominant, users, lift, swing "
         f"FROM {storage.table('pair_scores_latest')} "
         "WHERE (item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})",
         {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]})
@@ -84,7 +84,7 @@ def gold_report(storage: Storage) -> dict:
     """Each source against the manual labels (see the module docstring)."""
     labels = _labels_by_source(storage)
     gold = {pair: rows["manual"] for pair, rows in labels.items() if "manual" in rows}
-    published = _published(storage, gold)
+    published = published_rows(storage, gold)
     report: dict = {"gold_pairs": len(gold), "compatible_at": COMPATIBLE_AT, "sources": {}}
     candidates = [s for s in SOURCES if s != "manual"]
     for source in candidates + ["published", "model", "behaviour_evidence"]:
@@ -117,7 +117,7 @@ def gold_report(storage: Storage) -> dict:
 def review_queue(storage: Storage, limit: int = 20) -> list[dict]:
     """Unreviewed pairs where label, model and behaviour disagree most, weighted by traffic."""
     labels = [row for row in effective_labels(storage) if row["source"] != "manual"]
-    published = _published(storage, ((r["item_a"], r["item_b"]) for r in labels))
+    published = published_rows(storage, ((r["item_a"], r["item_b"]) for r in labels))
     queue = []
     for label in labels:
         pair = (label["item_a"], label["item_b"])

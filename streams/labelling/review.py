@@ -15,6 +15,7 @@ from typing import Callable
 from streams.core.storage import Storage
 from streams.core.storage.items import products
 from streams.core.storage.labels import LabelRow, effective_labels, write_labels
+from streams.labelling.quality import published_rows
 
 FIELDS = ("title", "category", "brand", "color", "condition", "model", "price")
 KEYS = "1-9 score, 0 = 10, s skip, q quit"
@@ -41,11 +42,7 @@ def cards(storage: Storage, queue: list[dict]) -> list[Card]:
     labels = {(r["item_a"], r["item_b"]): r for r in effective_labels(
         storage, "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})",
         {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]})}
-    table = storage.query_arrow(
-        f"SELECT item_a, item_b, users, lift, swing FROM {storage.table('pair_scores_latest')} "
-        "WHERE (item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})",
-        {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]})
-    evidence = {(r["item_a"], r["item_b"]): r for r in (table.to_pylist() if table.num_rows else [])}
+    evidence = published_rows(storage, pairs)
     out = []
     for entry, pair in zip(queue, pairs):
         label = labels.get(pair, {})
