@@ -13,6 +13,8 @@ worker's lifetime and stops it with the worker:
   ``model-updates`` (``streams.serving.watcher``);
 - training: the launcher of triggered runs and the leader-only ``training_trigger`` timer
   (``streams.retraining.launcher``);
+- continuous publishing: the leader-only ``refresh_scores`` timer scores again the pairs whose
+  behaviour changed since the live version was written (``streams.publishing.refresh``);
 - web: ``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API;
 - on-call sampling: consumer lag and table freshness on a timer (``streams.ops.sampling``).
 """
@@ -38,6 +40,7 @@ from streams.ops.sampling import LagExport, sample_on_call
 
 if TYPE_CHECKING:
     from streams.labelling.labeller import Labeller
+    from streams.publishing.refresh import RefreshLoop
     from streams.retraining.launcher import TrainingLauncher
     from streams.serving.watcher import ModelWatcher
 
@@ -102,6 +105,8 @@ class WorkerContext:
         self.labeller: Labeller | None = None  # once its part has started
         self.watcher: ModelWatcher | None = None
         self.launcher: TrainingLauncher | None = None
+        self.refresher: RefreshLoop | None = None
+        self.publish_lock = asyncio.Lock()  # one writer of score versions at a time: publish or refresh
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
         self.lag = LagExport(bootstrap, [settings.app_id, f"{settings.app_id}-ingest"], settings.lag_warn_s)
         self._dead_letter_producer: asyncio.Future | None = None
@@ -171,6 +176,13 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
         """Enough new labels, or the schedule: start a training run (leader worker only)."""
         if context.launcher is not None:
             await context.launcher.tick()
+
+    if settings.publish_refresh_s > 0:
+        @app.timer(interval=settings.publish_refresh_s, on_leader=True)
+        async def refresh_scores():
+            """Pairs whose behaviour changed: scored again into the live version (leader only)."""
+            if context.refresher is not None:
+                await context.refresher.tick()
 
     @app.timer(interval=settings.lag_sample_s)
     async def export_lag():
@@ -283,14 +295,17 @@ def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
             await context.watcher.stop()
 
     async def start_training() -> None:
-        """The launcher of training runs and its producer (jobs, outputs, announcements)."""
+        """The launcher of training runs, the refresher of published scores, and their producer
+        (jobs, outputs, announcements)."""
         from aiokafka import AIOKafkaProducer
 
+        from streams.publishing.refresh import RefreshLoop
         from streams.retraining.launcher import TrainingLauncher
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
         await producer.start()
-        context.launcher = TrainingLauncher(settings, storage, producer)
+        context.launcher = TrainingLauncher(settings, storage, producer, publish_lock=context.publish_lock)
+        context.refresher = RefreshLoop(settings, storage, producer, context.serving, context.publish_lock)
 
     async def stop_training() -> None:
         if context.launcher is not None:

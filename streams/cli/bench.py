@@ -24,8 +24,10 @@ def register(sub) -> None:
                     generator, ROC AUC of published score, count, lift, Swing, labels and long-tail
                     lookups against its hidden truth (--events 200000 by default is a good size).
                     memory: a real worker's RSS while --rounds waves of --users new users (--events
-                    clicks each) come and are evicted.""")
-    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory"],
+                    clicks each) come and are evicted. freshness: a real worker with default settings
+                    fed --fresh-rate clicks/s: the first score version's delay, and the staleness of
+                    published pairs (probe clicks until the lookup API shows them) for --window s.""")
+    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory", "freshness"],
                    help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
@@ -49,6 +51,11 @@ def register(sub) -> None:
     p.add_argument("--rounds", type=int, default=3, help="memory: waves of new users")
     p.add_argument("--users", type=int, default=8000,
                    help="quality: marketplace users; memory: new users per wave")
+    p.add_argument("--window", type=float, default=120.0,
+                   help="freshness: seconds of probing after the first score version")
+    p.add_argument("--probes", type=int, default=20, help="freshness: probe pairs")
+    p.add_argument("--first-timeout", type=float, default=900.0,
+                   help="freshness: give up when no score version comes within this many seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
 

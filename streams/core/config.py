@@ -169,11 +169,23 @@ class Settings:
         7200.0, "A run still 'running' after this long is treated as dead.")
     training_args: str = setting(
         "", "Extra `pairstream distill` options for triggered runs, e.g. '--epochs 2'.")
+    training_first_args: str = setting(
+        "--epochs 1 --teacher-epochs 4 --augment 1 --max-labels 400 --max-test 200 --max-length 64",
+        "Options of the first run, while no model is promoted: a fast, smaller round so the first "
+        "score version comes minutes after the first clicks (the runs that follow use "
+        "training_args and replace it when they beat it). Empty = training_args.")
+    publish_first_cross_budget_s: float = setting(
+        15.0, "The cross-encoder's time at the first publish (no model before it): the first "
+        "version's two-tower scores are out sooner; later publishes use publish_cross_budget_s.")
     publish_partners_k: int = setting(50, "Partners kept per item in item_partners.")
     publish_cross_top_k: int = setting(
         10, "The cross-encoder rescores this many top two-tower partners of each item.")
     publish_cross_budget_s: float = setting(
         120.0, "Time the cross-encoder may spend per publish (best partners first).")
+    publish_refresh_s: float = setting(
+        10.0, "Continuous publishing: this often the leader worker scores again the pairs whose "
+        "behaviour changed since the live version was written or last refreshed, and writes them "
+        "as updates of it (streams/publishing/refresh.py); 0 = only full publishes after training.")
     score_versions_kept: int = setting(3, "Complete score versions kept for rollback.")
     onnx_threads: int = setting(0, "ONNX Runtime intra-op threads (0 = its default).")
     on_offset_reset: str = setting(

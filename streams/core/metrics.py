@@ -61,6 +61,21 @@ TRAINING_RUNNING = Gauge("pairstream_training_running", "1 while a training run 
 SCORES_PUBLISHED = Counter("pairstream_scores_published_total", "Pair scores written by publishes.")
 PUBLISH_SECONDS = Histogram("pairstream_publish_seconds", "Duration of a publish.",
                             buckets=(1, 5, 15, 60, 300, 900, 3600))
+REFRESHES = Counter("pairstream_publish_refreshes_total", "Continuous publishing between trainings, by "
+                    "outcome: refreshed (changed pairs scored again), empty (nothing changed), full "
+                    "(the live version re-published whole: its watermark was past the change log's "
+                    "retention), waiting (no model, or this worker has not loaded the live version "
+                    "yet), error.", ["outcome"])
+for _outcome in ("refreshed", "empty", "full", "waiting", "error"):
+    REFRESHES.labels(_outcome)
+REFRESH_PAIRS = Counter("pairstream_publish_refresh_pairs_total", "Pairs written by refreshes: updated "
+                        "(already in the live version) or added (newly at or above the low tier).", ["kind"])
+REFRESH_SECONDS = Histogram("pairstream_publish_refresh_seconds", "Duration of one refresh.",
+                            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+SCORES_BEHAVIOUR_THROUGH = Gauge("pairstream_scores_behaviour_through_timestamp_seconds",
+                                 "Clicks up to this time are reflected in the live published scores "
+                                 "(the live version's last publish or refresh): time() minus it is the "
+                                 "staleness of the re-ranker's table.")
 LIVE_SCORE_VERSION = Gauge("pairstream_live_score_version_info",
                            "1 for the score version readers see.", ["score_version", "model_version"])
 LOOKUP_SECONDS = Histogram("pairstream_lookup_seconds", "Lookup API latency by endpoint.",
@@ -87,7 +102,8 @@ for _reason in ("server_full", "per_address", "reserved"):  # series at 0 before
     WEB_CONNECTIONS_REFUSED.labels(_reason)
 WEB_SLOW_CLIENTS_CLOSED = Counter("pairstream_web_slow_clients_closed_total", "Connections closed "
                                   "because their request head did not arrive within web_header_timeout_s.")
-MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome.",
+MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome "
+                        "(updates: a refresh's new rows applied to the lookup index).",
                         ["outcome"])
 
 
@@ -124,7 +140,7 @@ def initialise(llm_backend: str) -> None:
         TRAINING_RUNS.labels(status=status)
     for outcome in ("started", "busy", "not_due", "error"):
         TRAINING_CHECKS.labels(outcome=outcome)
-    for outcome in ("ok", "failed", "rejected"):
+    for outcome in ("ok", "updates", "failed", "rejected"):
         MODEL_RELOADS.labels(outcome=outcome)
     for outcome in ("ok", "error", "unparsed"):
         telemetry.LLM_CALLS.labels(backend=llm_backend, outcome=outcome)

@@ -147,9 +147,19 @@ MODEL_UPDATE_KEY = b"students"
 
 
 def model_update_value(event: str, model_version: str, score_version: str | None, at: float) -> bytes:
-    """``event``: ``promoted`` or ``rollback``; every worker reloads ``score_version``."""
+    """``event``: ``promoted`` or ``rollback`` (every worker reloads ``score_version``), or
+    ``refreshed`` (every worker applies the version's new updates)."""
     return orjson.dumps({"event": event, "model_version": model_version, "score_version": score_version,
                          "at": at})
+
+
+MODEL_EVENTS = ("promoted", "rollback", "refreshed")  # refreshed: new updates of the version (no new model)
+
+
+def model_update_event(value: bytes | None) -> str:
+    """What a (valid) ``model-updates`` message announces; ``promoted`` where it does not say."""
+    event = json_object(value, "model update").get("event")
+    return event if event in MODEL_EVENTS else "promoted"
 
 
 def parse_model_update(value: bytes | None, is_version) -> str | None:

@@ -39,6 +39,18 @@ def sample_freshness(storage: Storage) -> None:
         value = storage.query_value(f"SELECT toFloat64(max({column})) FROM {storage.table(table)}")
         if value:
             metrics.TABLE_NEWEST.labels(table="pair_counts" if table == "ingest_batches" else table).set(value)
+    through = scores_behaviour_through(storage)
+    if through:
+        metrics.SCORES_BEHAVIOUR_THROUGH.set(through)
+
+
+def scores_behaviour_through(storage: Storage) -> float | None:
+    """Clicks up to this time (seconds) are in the live published scores; None before a publish."""
+    from streams.core.storage import scores
+
+    live = scores.live(storage)
+    state = scores.refresh_state(storage, live["score_version"]) if live else None
+    return state["through"] if state else None
 
 
 class LagExport:

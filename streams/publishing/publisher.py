@@ -111,6 +111,7 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
     """Steps 1-5: the scores of one publish, not yet written."""
     steps: dict[str, float] = {}
     t = time.perf_counter()
+    through = score_tables.clock(storage)  # behaviour up to here is in this version (refreshes go on from it)
     cand = candidate_pairs(storage, settings)
     all_ids = sorted(set(cand.column("item_a").to_pylist()) | set(cand.column("item_b").to_pylist()))
     rows = products(storage, all_ids)  # items no longer in the catalogue cannot be scored
@@ -165,6 +166,7 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
         "label_worth": {source: e["worth"] for source, e in
                         label_worth(storage, settings.tier_medium)["sources"].items()},
         "provider": students.provider, "steps_s": {k: round(v, 3) for k, v in steps.items()},
+        "behaviour_through": through,
     }
     return published
 
@@ -363,6 +365,10 @@ def write(storage: Storage, settings: Settings, published: Published) -> Publish
             "item_id": ids, "embedding": pa.ListArray.from_arrays(offsets, values),
             "model_version": [model] * len(emb), "score_version": [version] * len(emb)}))
     score_tables.set_status(storage, version, model, "complete", n)
+    # where refreshes of this version start, and the k they blend with (streams.publishing.refresh)
+    summary = published.summary
+    score_tables.record_refresh(storage, version, "publish", summary.get("behaviour_through", now),
+                                summary.get("blend", {}).get("k", settings.blend_evidence_count), n)
     score_tables.point_live(storage, version, model)
     dropped = score_tables.drop_old(storage, settings.score_versions_kept)
     published.summary.update(score_version=version, dropped_versions=dropped)

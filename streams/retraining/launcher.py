@@ -29,7 +29,7 @@ from typing import Any
 from streams.core import metrics
 from streams.core.config import Settings
 from streams.core.records import TrainingJob
-from streams.core.storage import Storage
+from streams.core.storage import Storage, registry
 from streams.core.storage import runs as run_table
 from streams.publishing.promotion import publish_and_announce
 from streams.retraining import trigger as trigger_policy
@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 class TrainingLauncher:
     """One run at a time from this worker (see the module docstring)."""
 
-    def __init__(self, settings: Settings, storage: Storage, producer, python: str = sys.executable):
+    def __init__(self, settings: Settings, storage: Storage, producer, python: str = sys.executable,
+                 publish_lock: asyncio.Lock | None = None):
         self.settings = settings
+        self.publish_lock = publish_lock or asyncio.Lock()  # shared with the score refresher
         self.storage = storage
         self.producer = producer
         self.python = python
@@ -83,14 +85,19 @@ class TrainingLauncher:
             return None
         run_id = run_table.new_run_id()
         started = time.time()
+        first = await asyncio.to_thread(registry.promoted, self.storage) is None
+        args = (self.settings.training_first_args or self.settings.training_args) if first \
+            else self.settings.training_args
+        if first:
+            log.info("no promoted model yet: a fast first run (%s)", args)
         if self.settings.training_mode == "kafka":
             await asyncio.to_thread(run_table.record, self.storage, run_id, trigger, "queued", started)
             await self.producer.send_and_wait(
                 self.settings.topic_training_jobs, key=run_id.encode(),
-                value=TrainingJob(run_id, self.settings.training_args, trigger, started).to_json())
+                value=TrainingJob(run_id, args, trigger, started).to_json())
             log.info("training run %s queued on %s (%s)", run_id, self.settings.topic_training_jobs, trigger)
             return run_id
-        self.task = asyncio.ensure_future(self._embedded(run_id, trigger, started))
+        self.task = asyncio.ensure_future(self._embedded(run_id, trigger, started, args, first))
         return run_id
 
     async def wait(self) -> dict | None:
@@ -120,7 +127,7 @@ class TrainingLauncher:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - recorded by the task
                 pass
 
-    async def _embedded(self, run_id: str, trigger: str, started: float) -> None:
+    async def _embedded(self, run_id: str, trigger: str, started: float, args: str, first: bool) -> None:
         from streams.core.storage.snapshot import export_tables, import_tables
 
         st = self.storage
@@ -135,7 +142,7 @@ class TrainingLauncher:
             with open(log_path, "wb") as log_file:
                 self.process = await asyncio.create_subprocess_exec(
                     self.python, "-m", "streams.cli", "train-job", "--run-dir", str(run_dir),
-                    "--data-dir", self.settings.data_dir, *shlex.split(self.settings.training_args),
+                    "--data-dir", self.settings.data_dir, *shlex.split(args),
                     stdout=log_file, stderr=asyncio.subprocess.STDOUT)
                 code = await self.process.wait()
             if code != 0 and self.stopping:
@@ -154,7 +161,11 @@ class TrainingLauncher:
                            promoted=result.promoted, report=result.report,
                            metrics=result.metrics)
             if result.promoted:
-                outcome["publish"] = await publish_and_announce(st, self.settings, self.producer, version)
+                settings = self.settings.replace(publish_cross_budget_s=min(
+                    self.settings.publish_cross_budget_s, self.settings.publish_first_cross_budget_s)) \
+                    if first else self.settings
+                async with self.publish_lock:
+                    outcome["publish"] = await publish_and_announce(st, settings, self.producer, version)
             await asyncio.to_thread(run_table.record, st, run_id, trigger, "succeeded", started,
                                     time.time(), version, result.promoted)
         except asyncio.CancelledError:

@@ -9,6 +9,10 @@ Layout (numpy, ~13 bytes a pair): item ids interned to ints; a pair is one int64
 ``a << 32 | b`` in a sorted array, found with ``searchsorted``; partners are a CSR over both
 directions, best first. Item embeddings of the version let the two-tower head score a pair that
 was never published (two embedding rows and a tiny MLP: no encoder pass).
+
+Continuous publishing (``streams.publishing.refresh``) writes updates of the live version between
+trainings; ``load`` applies them, and ``merged`` applies the ones that came since to a copy (the
+new rows replace the old ones of their pairs, new pairs are added, partners are ranked again).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from streams.core.storage import scores as score_tables
 from streams.core.storage.scores import SCORERS
 
 EVIDENCE = EVIDENCE_FIELDS  # pair_scores columns that say what a published score rests on (migration 5)
+UPDATE_COLUMNS = f"item_a, item_b, score, scorer, {', '.join(EVIDENCE)}"
 
 
 class ScoreIndex:
@@ -50,7 +55,9 @@ class ScoreIndex:
         self.partner_scorer = both_scorer[order]
         self.offsets = np.searchsorted(anchor[order], np.arange(len(ids) + 1))
         self.embeddings = embeddings
-        self.embedded = {item: k for k, item in enumerate(embedded or [])}
+        self.embedded_ids = embedded or []
+        self.embedded = {item: k for k, item in enumerate(self.embedded_ids)}
+        self.updated_through = 0.0  # scored_at (seconds) of the newest update applied
 
     @classmethod
     def empty(cls) -> "ScoreIndex":
@@ -87,9 +94,48 @@ class ScoreIndex:
             flat = pc.list_flatten(emb.column("embedding")).to_numpy()
             embeddings = flat.reshape(emb.num_rows, -1).astype(np.float32)
         evidence = {name: rows.column(name).to_numpy(zero_copy_only=False) for name in EVIDENCE}
-        return cls(score_version, rows.column("model_version")[0].as_py(), ids, codes[:n], codes[n:],
+        base = cls(score_version, rows.column("model_version")[0].as_py(), ids, codes[:n], codes[n:],
                    rows.column("score").to_numpy().astype(np.float32), scorer, embeddings, embedded,
                    evidence)
+        return base.merged(score_tables.updates_after(storage, score_version, 0.0, UPDATE_COLUMNS))
+
+    def merged(self, updates: pa.Table) -> "ScoreIndex":
+        """A copy with ``updates`` (rows of ``pair_score_updates`` with ``scored_ms``, at most one
+        per pair: ``scores.updates_after``) applied; ``self`` itself is left as it is (requests in
+        flight keep reading it)."""
+        if not updates.num_rows:
+            return self
+        ids = list(self.ids)
+        index = dict(self.index)
+        for item in updates.column("item_a").to_pylist() + updates.column("item_b").to_pylist():
+            if item not in index:
+                index[item] = len(ids)
+                ids.append(item)
+        ua = np.array([index[x] for x in updates.column("item_a").to_pylist()], np.int64)
+        ub = np.array([index[x] for x in updates.column("item_b").to_pylist()], np.int64)
+        keys = (ua << 32) | ub
+        pos = np.searchsorted(self.keys, keys)
+        hit = np.zeros(len(keys), bool)
+        inside = pos < len(self.keys)
+        hit[inside] = self.keys[pos[inside]] == keys[inside]
+        scorer_codes = {name: k for k, name in enumerate(SCORERS)}
+        new_score = updates.column("score").to_numpy().astype(np.float32)
+        new_scorer = np.array([scorer_codes.get(x, 0) for x in updates.column("scorer").to_pylist()], np.int8)
+
+        def patched(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+            out = old.copy()
+            out[pos[hit]] = new[hit]
+            return np.concatenate([out, new[~hit].astype(out.dtype)])
+
+        evidence = {name: patched(column, updates.column(name).to_numpy(zero_copy_only=False))
+                    for name, column in self.evidence.items()}
+        a = np.concatenate([self.keys >> 32, ua[~hit]])
+        b = np.concatenate([self.keys & 0xFFFFFFFF, ub[~hit]])
+        out = ScoreIndex(self.score_version, self.model_version, ids, a, b, patched(self.score, new_score),
+                         patched(self.scorer, new_scorer), self.embeddings, self.embedded_ids, evidence)
+        out.updated_through = max(self.updated_through,
+                                  float(updates.column("scored_ms").to_numpy().max()) / 1000.0)
+        return out
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -97,6 +97,30 @@ class Serving:
                      getattr(snapshot.students, "provider", None))
             return snapshot
 
+    async def apply_updates(self, score_version: str) -> Snapshot:
+        """Apply the updates continuous publishing wrote to ``score_version`` since this worker's
+        last (``streams.publishing.refresh``): a copy of the index with them, swapped in like a
+        reload. A worker on another version reloads ``score_version`` whole instead."""
+        from streams.core.storage import scores as score_tables
+        from streams.serving.index import UPDATE_COLUMNS
+
+        if self.current.index.score_version != score_version:
+            return await self.reload(score_version)
+        async with self._reload_lock:
+            snap = self.current
+            if snap.index.score_version != score_version:  # a reload won the lock first
+                return snap
+            rows = await asyncio.to_thread(score_tables.updates_after, self.storage, score_version,
+                                           snap.index.updated_through, UPDATE_COLUMNS)
+            if rows.num_rows:
+                index = await asyncio.to_thread(snap.index.merged, rows)
+                self.current = snap = Snapshot(index, snap.students)
+                gc.freeze()
+                metrics.MODEL_RELOADS.labels(outcome="updates").inc()
+                log.info("applied %d updated pair scores to %s (%d pairs now)", rows.num_rows,
+                         score_version, len(index))
+            return snap
+
     # --- scoring -----------------------------------------------------------------------------
     async def score_pairs(self, pairs: list[tuple[str, str]]) -> dict:
         """Scores for ``pairs`` from one snapshot (``answer_json`` is the same answer, serialised)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from streams.core import metrics
 from streams.core.events import InvalidEvent
-from streams.core.records import parse_model_update
+from streams.core.records import model_update_event, parse_model_update
 from streams.core.storage import StorageError, scores
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ class ModelWatcher:
                     await self.handle(message.value, message)
 
     async def handle(self, value: bytes | None, message=None) -> bool:
-        """Reload to the announced score version; False (logged, counted as ``rejected``,
-        dead-lettered) for a tombstone, malformed JSON or a version that was never published,
-        so the current snapshot keeps serving instead of an empty index."""
+        """Reload to the announced score version (apply its new updates, for ``refreshed``);
+        False (logged, counted as ``rejected``, dead-lettered) for a tombstone, malformed JSON
+        or a version that was never published, so the current snapshot keeps serving instead of an empty index."""
         try:
             score_version = await asyncio.to_thread(self.check, value)
         except StorageError as exc:  # ClickHouse unreachable: keep serving, skip this message
@@ -86,6 +86,9 @@ class ModelWatcher:
             return False
         self.seen += 1
         try:
+            if score_version is not None and model_update_event(value) == "refreshed":
+                await self.serving.apply_updates(score_version)
+                return True
             await self.serving.reload(score_version)
         except Exception:  # noqa: BLE001 - keep serving the old snapshot
             log.exception("hot reload to %s failed; still serving %s", score_version,

@@ -40,10 +40,10 @@ class Worker:
         self.log_path = log_path
         self.env = {**os.environ, "PAIRSTREAM_DATA_DIR": str(data_dir), "PAIRSTREAM_WEB_PORT": str(self.port),
                     "PAIRSTREAM_TRAINING_CHECK_S": str(CHECK_S), "PAIRSTREAM_LAG_SAMPLE_S": "2",
-                    "PAIRSTREAM_TRAINING_ARGS": TRAINING}
+                    "PAIRSTREAM_TRAINING_ARGS": TRAINING, "PAIRSTREAM_TRAINING_FIRST_ARGS": TRAINING}
         for name in [k for k in self.env if k.startswith("PAIRSTREAM_") and k not in (
                 "PAIRSTREAM_DATA_DIR", "PAIRSTREAM_WEB_PORT", "PAIRSTREAM_TRAINING_CHECK_S",
-                "PAIRSTREAM_LAG_SAMPLE_S", "PAIRSTREAM_TRAINING_ARGS")]:
+                "PAIRSTREAM_LAG_SAMPLE_S", "PAIRSTREAM_TRAINING_ARGS", "PAIRSTREAM_TRAINING_FIRST_ARGS")]:
             del self.env[name]  # the defaults, not whatever the calling shell set
         self.started = time.monotonic()
         self.timeline: list[str] = []  # when each wait ended: in a failure's message, and with -s
@@ -168,6 +168,25 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
         assert answer["score_version"] == live[0]["score_version"] and answer["model_version"]
         assert {r["source"] for r in answer["results"]} == {"table"}
         assert all(1.0 <= r["score"] <= 10.0 for r in answer["results"])
+
+        # between trainings the published scores follow the clicks: the same clicks once more
+        # double every count, and the refresh timer writes them into the live version, which
+        # the lookup API applies from model-updates
+        counts = {(r["item_a"], r["item_b"]): r["evidence"]["count"] for r in answer["results"]}
+        assert json.loads(_cli(feed, "replay", "--clicks", str(data / "clicks.jsonl"))) == {"clicks": 20000}
+
+        def counts_grown():
+            status, body = worker.get("/v1/pair-scores", json.dumps({"pairs": pairs}).encode())
+            now = json.loads(body) if status == 200 else {"results": []}
+            grown = {(r["item_a"], r["item_b"]): r["evidence"]["count"] for r in now["results"]
+                     if r["source"] == "table"}
+            return now if grown and all(grown.get(p, 0) > counts[p] for p in counts) else None
+
+        refreshed = worker.wait_for("the counts of the replayed clicks in the lookup", counts_grown, timeout=90)
+        assert refreshed["score_version"] == live[0]["score_version"]  # updates of the live version
+        assert worker.metric("pairstream_publish_refreshes_total", outcome="refreshed") >= 1
+        assert worker.metric("pairstream_model_reloads_total", outcome="updates") >= 1
+        assert worker.metric("pairstream_publish_refreshes_total", outcome="error") == 0
 
         # and it keeps running through more checks of its training timer
         checks = sum(worker.metric("pairstream_training_checks_total", outcome=o)

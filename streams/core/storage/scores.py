@@ -98,7 +98,7 @@ def rollback_target(storage: Storage, version: str) -> dict:
     raise LookupError(f"no complete score version for {version!r}; kept: {kept}")
 
 
-SCORED_TABLES = ("pair_scores", "item_partners", "item_embeddings")
+SCORED_TABLES = ("pair_scores", "pair_score_updates", "item_partners", "item_embeddings")
 
 
 def drop_old(storage: Storage, keep: int) -> list[str]:
@@ -118,3 +118,48 @@ def drop_old(storage: Storage, keep: int) -> list[str]:
         set_status(storage, v, row["model_version"], "dropped", row["rows"], "rolled off")
         dropped.append(v)
     return dropped
+
+
+# --- continuous publishing (streams.publishing.refresh) -----------------------------------------
+def clock(storage: Storage) -> float:
+    """ClickHouse's clock (seconds): refresh watermarks compare with ``created_at`` columns that
+    ClickHouse fills, so they are taken on the same clock, not a worker's."""
+    return int(storage.query_value("SELECT toUnixTimestamp64Milli(now64(3))") or 0) / 1000.0
+
+
+def record_refresh(storage: Storage, score_version: str, kind: str, through: float, blend_k: float,
+                   pairs: int, new_pairs: int = 0, seconds: float = 0.0) -> None:
+    """One publish (``kind`` = publish) or refresh of ``score_version``: behaviour up to
+    ``through`` is reflected, blended with ``blend_k``."""
+    storage.insert_arrow("score_refreshes", pa.table({
+        "score_version": [check_version(score_version)], "kind": [kind],
+        "refreshed_through": timestamp_array([through]), "blend_k": pa.array([float(blend_k)], pa.float64()),
+        "pairs": pa.array([pairs], pa.uint64()), "new_pairs": pa.array([new_pairs], pa.uint64()),
+        "seconds": pa.array([float(seconds)], pa.float64()), "at": timestamp_array([time.time()]),
+    }))
+
+
+def refresh_state(storage: Storage, score_version: str) -> dict | None:
+    """{through, blend_k, refreshes, at} of ``score_version``'s newest publish or refresh; None
+    for a version published before continuous publishing (no row)."""
+    table = storage.query_arrow(
+        f"SELECT toUnixTimestamp64Milli(argMax(refreshed_through, at)) AS through, "
+        f"argMax(blend_k, at) AS blend_k, countIf(kind = 'refresh') AS refreshes, "
+        f"toUnixTimestamp64Milli(max(at)) AS newest_at, count() AS n "
+        f"FROM {storage.table('score_refreshes')} WHERE score_version = {{v:String}}", {"v": score_version})
+    row = table.to_pylist()[0] if table.num_rows else None
+    if not row or not row["n"]:
+        return None
+    return {"through": row["through"] / 1000.0, "blend_k": float(row["blend_k"]),
+            "refreshes": int(row["refreshes"]), "at": row["newest_at"] / 1000.0}
+
+
+def updates_after(storage: Storage, score_version: str, after: float, columns: str) -> pa.Table:
+    """``columns`` of each pair's newest update to ``score_version`` scored after ``after``
+    (seconds; what a worker has not applied yet), with ``scored_ms``."""
+    return storage.query_arrow(
+        f"SELECT {columns}, toUnixTimestamp64Milli(scored_at) AS scored_ms FROM ("
+        f"SELECT * FROM {storage.table('pair_score_updates')} WHERE score_version = {{v:String}} "
+        f"AND scored_at > fromUnixTimestamp64Milli({{after:Int64}}) "
+        f"ORDER BY item_a, item_b, scored_at DESC LIMIT 1 BY item_a, item_b)",
+        {"v": score_version, "after": int(round(after * 1000))})

@@ -250,6 +250,69 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
     return {(r["item_a"], r["item_b"]): r for r in rows.to_pylist()} if rows.num_rows else {}
 
 
+def mark_changes(storage: Storage, p: StatsParams, refresh: int, since: float) -> int:
+    """Write to ``pair_changes`` (as ``refresh``) the pairs whose behaviour changed since ``since``
+    (seconds, ClickHouse's clock): pairs >= the low tier that a click checkpoint touched since
+    (``pair_touched_hashes``, one row per pair and checkpoint), and pairs labelled since. Returns
+    how many. Inside ClickHouse (INSERT ... SELECT): the pairs never pass through Python.
+
+    The touched hashes come with a second-resolution time: a pair touched in the second of
+    ``since`` is taken again (harmless: scored twice)."""
+    span = horizon(storage, p.horizon_days, "pair_counts")
+    t = storage.table
+    params = {"r": refresh, "since": int(since) - 1, "since_ms": int(since * 1000) - 1000,
+              "low": p.low, "lo": span[0].isoformat() if span else "1970-01-01",
+              "hi": span[1].isoformat() if span else "1970-01-01"}
+    storage.command(
+        f"""INSERT INTO {t('pair_changes')} (refresh, item_a, item_b)
+            SELECT {{r:UInt64}}, item_a, item_b FROM (
+                SELECT item_a, item_b FROM {t('pair_counts')}
+                WHERE day >= {{lo:Date}} AND day <= {{hi:Date}} AND pair_hash IN (
+                    SELECT pair_hash FROM {t('pair_touched_hashes')}
+                    WHERE created_at >= fromUnixTimestamp({{since:Int64}}))
+                GROUP BY item_a, item_b HAVING sum(count) >= {{low:UInt64}}
+                UNION DISTINCT
+                SELECT DISTINCT item_a, item_b FROM {t('pair_labels')}
+                WHERE labelled_at >= fromUnixTimestamp64Milli({{since_ms:Int64}}))""", params)
+    return int(storage.query_value(f"SELECT count() FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}}",
+                                   {"r": refresh}) or 0)
+
+
+def changed_evidence(storage: Storage, p: StatsParams, refresh: int) -> pa.Table:
+    """item_a, item_b, count, users, lift, swing of the pairs ``mark_changes`` wrote as
+    ``refresh``, computed now with ``refresh``'s definitions (``pair_evidence``'s SQL terms,
+    on a table of pairs instead of literal arrays). Swing is the newest ``pair_stats``
+    version's (0 where it has none): it needs the whole capped graph, which a refresh of a few
+    pairs does not recompute."""
+    span = horizon(storage, p.horizon_days)
+    t = storage.table
+    params = {"r": refresh, "lo": span[0].isoformat() if span else "1970-01-01",
+              "hi": span[1].isoformat() if span else "1970-01-01"}
+    in_horizon = "day >= {lo:Date} AND day <= {hi:Date}"
+    changes = f"(SELECT item_a, item_b FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}})"
+    items = (f"(SELECT item_a AS item_id FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}} "
+             f"UNION ALL SELECT item_b FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}})")
+    edges = (f"(SELECT DISTINCT user_id, item_id FROM {t('user_item_days')} "
+             f"WHERE {in_horizon} AND item_id IN {items})")
+    marginals = _marginals_sql(t, in_horizon, f"WHERE item_id IN {items}")
+    return storage.query_arrow(
+        f"""SELECT q.item_a AS item_a, q.item_b AS item_b, c0.count AS count, users,
+                   toFloat32({_lift_sql(p)}) AS lift, toFloat32(ifNull(sw.swing, 0)) AS swing
+            FROM {changes} AS q
+            LEFT JOIN (SELECT item_a, item_b, sum(count) AS count FROM {t('pair_counts')}
+                       WHERE {in_horizon} AND (item_a, item_b) IN {changes} GROUP BY item_a, item_b) AS c0
+                ON c0.item_a = q.item_a AND c0.item_b = q.item_b
+            {_user_joins_sql(edges, "q", f"AND (e1.item_id, e2.item_id) IN {changes}")}
+            LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {marginals}) AS ma ON ma.item_id = q.item_a
+            LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {marginals}) AS mb ON mb.item_id = q.item_b
+            LEFT JOIN (SELECT item_a, item_b, swing FROM {t('pair_stats_latest')}
+                       WHERE (item_a, item_b) IN {changes}) AS sw
+                ON sw.item_a = q.item_a AND sw.item_b = q.item_b
+            CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
+            ORDER BY item_a, item_b
+            SETTINGS join_use_nulls = 0""", params)
+
+
 def half_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams):
     """Co-click count and lift of the given canonical pairs in each of two disjoint halves of
     the horizon: even and odd UTC day numbers. ((count_0, lift_0), (count_1, lift_1)), arrays

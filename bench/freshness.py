@@ -1,0 +1,233 @@
+"""``pairstream bench freshness``: how long after a click does the re-ranker's table show it?
+
+A ``pairstream worker`` child process with its default settings (the product as people run it:
+its own training trigger, fast first run, publish and refresh timers) on the embedded broker.
+The bench offers clicks at a steady rate (``--fresh-rate``, default 10k/s) for the whole run:
+the marketplace generator's sessions (``--items``, ``--users``, ``--events``), replayed in
+cycles with new user ids, each click stamped with its send time.
+
+Probes measure staleness without reading anything the worker could not publish: ``--probes``
+pairs of two items that only the bench's probe users click (their own listings, one of a
+device category and one of an accessory category). Once the first version is out, every
+probe pair gets one probe session (a new user clicks both items) every ``PROBE_EVERY_S``; the
+k-th session makes the pair's co-click count k. A pair is a candidate from the low tier (3) on:
+for each probe session with k >= 3 the bench polls the lookup API until the pair's published
+``evidence.count`` is at least k, and the staleness is that moment minus the session's send
+time (the first of them is the "newly at the low tier" path, the rest the "changed" path).
+
+Figures:
+- ``first_publish_s``: first click offered -> the lookup API answers from a score version;
+- ``staleness_p50_s`` / ``staleness_p99_s`` over the probe sessions;
+- ``changed_pairs_per_s``: pairs the refreshes wrote per second of the probe window (worker metrics);
+- ``refresh_wall_share``: seconds spent in refreshes per second of the window (wall time of the
+  refresh thread, which overlaps the ingest: an upper bound of publishing's share of one core);
+- ``worker_cpu_cores``: the worker's CPU seconds per second over the window (training included);
+- ``offered_per_s`` / ``consumed_per_s``: the click rate asked and the one the worker kept up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import numpy as np
+
+PROBE_EVERY_S = 4.0
+EVENTS_KEY = 'pairstream_events_in_total{stage="ingest"}'
+
+
+def _get(base: str, path: str, body: bytes | None = None, timeout: float = 5) -> dict:
+    token = os.environ.get("PAIRSTREAM_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(base + path, data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        raw = response.read()
+    return json.loads(raw) if path != "/metrics" else {"text": raw.decode()}
+
+
+def _metric_sum(base: str, prefix: str) -> float:
+    text = _get(base, "/metrics")["text"]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(prefix) and not line.startswith("#"))
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / ticks  # self + children
+
+
+class Offer(threading.Thread):
+    """Produces the marketplace clicks at ``rate``/s, cycle after cycle with new user ids, each
+    stamped with its send time; probe sessions are slipped in by ``probe``."""
+
+    def __init__(self, bootstrap: str, topic: str, clicks, rate: float):
+        super().__init__(daemon=True)
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024,
+                                      acks=1)
+        self.topic, self.clicks, self.rate = topic, clicks, rate
+        self.sent = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def send(self, user: str, item: str, event_id: str) -> None:
+        value = json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "ts": time.time()}).encode()
+        self.producer.send(self.topic, key=user.encode(), value=value)
+
+    def probe(self, user: str, items: tuple[str, str]) -> float:
+        """One probe session; returns its send time (after the flush: the clicks are in the log)."""
+        with self.lock:
+            self.send(user, items[0], f"{user}-a")
+            self.send(user, items[1], f"{user}-b")
+            self.producer.flush()
+        return time.time()
+
+    def run(self) -> None:
+        started, cycle = time.monotonic(), 0
+        while not self.stop.is_set():
+            for click in self.clicks:
+                if self.stop.is_set():
+                    break
+                ahead = self.sent / self.rate - (time.monotonic() - started)
+                if ahead > 0.01:
+                    time.sleep(ahead)
+                with self.lock:
+                    self.send(f"{click.user_id}-c{cycle}", click.item_id, f"{click.event_id}-c{cycle}")
+                self.sent += 1
+            cycle += 1
+        self.producer.flush()
+        self.producer.close()
+
+
+def run(args) -> dict:
+    from bench.ingest import _produce
+    from streams.core.config import Settings
+    from streams.core.embedded_broker import EmbeddedBroker, free_port
+    from streams.core.events import Item
+    from streams.core.topics import ensure_topics
+    from streams.dev.marketplace import generate
+
+    rate, window = args.fresh_rate, args.window
+    items, clicks, _truth = generate(args.items, args.users, args.events, seed=args.seed)
+    by_category: dict[str, list[Item]] = {}
+    for item in items:
+        by_category.setdefault(item.category, []).append(item)
+    categories = sorted(by_category)
+    rng = random.Random(5)
+    probes = []
+    for k in range(args.probes):  # two listings only probe users click, of two categories
+        first, second = rng.sample(categories, 2)
+        probes.append((Item(f"probe{k:03d}a", first, f"probe listing {k} a"),
+                       Item(f"probe{k:03d}b", second, f"probe listing {k} b")))
+    with tempfile.TemporaryDirectory(prefix="pairstream-freshness-") as tmp, EmbeddedBroker() as broker:
+        settings = Settings(data_dir=tmp, kafka_bootstrap=broker.bootstrap)
+        ensure_topics(broker.bootstrap, settings)
+        catalogue = items + [x for pair in probes for x in pair]
+        asyncio.run(_produce(broker.bootstrap, settings.topic_items,
+                             [(i.item_id.encode(), i.to_json()) for i in catalogue]))
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRSTREAM_") or k == "PAIRSTREAM_API_TOKEN"}
+        env.update(PAIRSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap, PAIRSTREAM_DATA_DIR=tmp,
+                   PAIRSTREAM_WEB_PORT=str(port))
+        log = open(f"{tmp}/worker.log", "wb")
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        offer = Offer(broker.bootstrap, settings.topic_clicks, clicks, rate)
+        samples: list[float] = []
+        result: dict = {}
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the worker did not get ready:\n" + open(f"{tmp}/worker.log").read()[-3000:])
+                try:
+                    if urllib.request.urlopen(base + "/readyz", timeout=5).status == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            pairs_body = json.dumps({"pairs": [[a.item_id, b.item_id] for a, b in probes]}).encode()
+            t0 = time.time()
+            offer.start()
+            print(f"offering {rate:.0f} clicks/s; waiting for the first score version")
+            while _get(base, "/v1/pair-scores", pairs_body).get("score_version") is None:
+                if worker.poll() is not None or time.time() - t0 > args.first_timeout:
+                    raise RuntimeError(f"no score version within {args.first_timeout:.0f}s:\n"
+                                       + open(f"{tmp}/worker.log").read()[-3000:])
+                time.sleep(1.0)
+            first_publish = time.time() - t0
+            print(f"first score version after {first_publish:.1f}s; probing for {window:.0f}s")
+            refreshed_pairs0 = _metric_sum(base, "pairstream_publish_refresh_pairs_total{")
+            refresh_s0 = _metric_sum(base, "pairstream_publish_refresh_seconds_sum")
+            cpu0, w0 = _cpu_seconds(worker.pid), time.time()
+            consumed0, sent0 = _metric_sum(base, EVENTS_KEY), offer.sent
+            sessions = [0] * len(probes)
+            pending: list[tuple[int, int, float]] = []  # (probe, count it makes, sent at)
+            next_probe = [w0 + k * PROBE_EVERY_S / len(probes) for k in range(len(probes))]
+            while time.time() - w0 < window or pending:
+                now = time.time()
+                if now - w0 > window + 120:
+                    print(f"{len(pending)} probe sessions never showed within 120 s of the window's end")
+                    break
+                for k, (a, b) in enumerate(probes):
+                    if now - w0 < window and now >= next_probe[k]:
+                        sessions[k] += 1
+                        sent = offer.probe(f"probe-user-{k}-{sessions[k]}", (a.item_id, b.item_id))
+                        if sessions[k] >= settings.tier_low:
+                            pending.append((k, sessions[k], sent))
+                        next_probe[k] += PROBE_EVERY_S
+                answer = _get(base, "/v1/pair-scores", pairs_body)["results"]
+                seen = time.time()
+                published = [r["evidence"].get("count", 0) if r["source"] == "table" else 0 for r in answer]
+                still = []
+                for k, count, sent in pending:
+                    if published[k] >= count:
+                        samples.append(seen - sent)
+                    else:
+                        still.append((k, count, sent))
+                pending = still
+                time.sleep(0.25)
+            elapsed = time.time() - w0
+            cpu = _cpu_seconds(worker.pid) - cpu0
+            changed = _metric_sum(base, "pairstream_publish_refresh_pairs_total{") - refreshed_pairs0
+            refresh_s = _metric_sum(base, "pairstream_publish_refresh_seconds_sum") - refresh_s0
+            consumed = _metric_sum(base, EVENTS_KEY) - consumed0
+            offered = offer.sent - sent0
+            result = {
+                "offered_per_s": round(offered / elapsed, 1), "consumed_per_s": round(consumed / elapsed, 1),
+                "first_publish_s": round(first_publish, 1),
+                "staleness_p50_s": round(float(np.percentile(samples, 50)), 2) if samples else None,
+                "staleness_p99_s": round(float(np.percentile(samples, 99)), 2) if samples else None,
+                "staleness_max_s": round(max(samples), 2) if samples else None,
+                "staleness_samples": len(samples), "probe_sessions_unseen": len(pending),
+                "changed_pairs_per_s": round(changed / elapsed, 1),
+                "refresh_wall_share": round(refresh_s / elapsed, 3),
+                "worker_cpu_cores": round(cpu / elapsed, 2), "window_s": round(elapsed, 1),
+                "items": args.items, "events_per_cycle": len(clicks),
+            }
+        finally:
+            offer.stop.set()
+            offer.join(timeout=30)
+            worker.terminate()
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            log.close()
+    for name, value in result.items():
+        print(f"{name:>24}: {value}")
+    return result
