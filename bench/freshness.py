@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import random
 import subprocess
 import sys
@@ -70,46 +71,67 @@ def _cpu_seconds(pid: int) -> float:
 
 class Offer(threading.Thread):
     """Produces the marketplace clicks at ``rate``/s, cycle after cycle with new user ids, each
-    stamped with its send time; probe sessions are slipped in by ``probe``."""
+    stamped with its send time, in per-partition batches every ``TICK_S`` (aiokafka's
+    ``send_batch``: a per-message ``send`` in Python took half a core of the two at 10k/s, which
+    the worker under test then lacked); probe sessions go out with the next batch (``probe``)."""
+
+    TICK_S = 0.02
 
     def __init__(self, bootstrap: str, topic: str, clicks, rate: float):
         super().__init__(daemon=True)
-        from kafka import KafkaProducer
-
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024,
-                                      acks=1)
-        self.topic, self.clicks, self.rate = topic, clicks, rate
+        self.bootstrap, self.topic, self.clicks, self.rate = bootstrap, topic, clicks, rate
         self.sent = 0
         self.stop = threading.Event()
-        self.lock = threading.Lock()
-
-    def send(self, user: str, item: str, event_id: str) -> None:
-        value = json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "ts": time.time()}).encode()
-        self.producer.send(self.topic, key=user.encode(), value=value)
+        self.probes: queue.Queue = queue.Queue()
 
     def probe(self, user: str, items: tuple[str, str]) -> float:
-        """One probe session; returns its send time (after the flush: the clicks are in the log)."""
-        with self.lock:
-            self.send(user, items[0], f"{user}-a")
-            self.send(user, items[1], f"{user}-b")
-            self.producer.flush()
-        return time.time()
+        """One probe session; returns the time its batch was acknowledged (the clicks are in the log)."""
+        done: queue.Queue = queue.Queue(maxsize=1)
+        self.probes.put((user, items, done))
+        return done.get(timeout=30)
 
     def run(self) -> None:
-        started, cycle = time.monotonic(), 0
-        while not self.stop.is_set():
-            for click in self.clicks:
-                if self.stop.is_set():
-                    break
-                ahead = self.sent / self.rate - (time.monotonic() - started)
-                if ahead > 0.01:
-                    time.sleep(ahead)
-                with self.lock:
-                    self.send(f"{click.user_id}-c{cycle}", click.item_id, f"{click.event_id}-c{cycle}")
-                self.sent += 1
-            cycle += 1
-        self.producer.flush()
-        self.producer.close()
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        from streams.core.produce import send_batched
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=512 * 1024)
+        await producer.start()
+        started, cycle, k = time.monotonic(), 0, 0
+        clicks = self.clicks
+        try:
+            while not self.stop.is_set():
+                due = int((time.monotonic() - started) * self.rate) - self.sent
+                now = time.time()
+                records = []
+                for _ in range(max(due, 0)):
+                    click = clicks[k]
+                    user = f"{click.user_id}-c{cycle}"
+                    records.append((user.encode(), (
+                        f'{{"event_id":"{click.event_id}-c{cycle}","user_id":"{user}",'
+                        f'"item_id":"{click.item_id}","ts":{now:.3f}}}').encode(), None))
+                    k += 1
+                    if k == len(clicks):
+                        k, cycle = 0, cycle + 1
+                waiting = []
+                while not self.probes.empty():
+                    user, (a, b), done = self.probes.get()
+                    waiting.append(done)
+                    for n, item in enumerate((a, b)):
+                        records.append((user.encode(), (f'{{"event_id":"{user}-{n}","user_id":"{user}",'
+                                                        f'"item_id":"{item}","ts":{now:.3f}}}').encode(), None))
+                if records:
+                    await send_batched(producer, self.topic, records)
+                    self.sent += max(due, 0)
+                acked = time.time()
+                for done in waiting:
+                    done.put(acked)
+                await asyncio.sleep(self.TICK_S)
+        finally:
+            await producer.stop()
 
 
 def run(args) -> dict:

@@ -16,7 +16,7 @@ class DistillConfig:
     gamma: float = 0.2  # weight of the MSE between expected scores
     temperature: float = 2.0
     teacher_path: str = ""  # a local Qwen checkpoint; empty = tiny Qwen2 config (CPU)
-    teacher_epochs: int = 20  # a from-scratch CPU teacher needs many passes over a few hundred labels
+    teacher_epochs: int = 20  # a from-scratch CPU teacher needs many passes over a few hundred labels; 0 = no teacher
     teacher_lr: float = 5e-4
     student_backbone: str = "minilm"  # minilm | tiny | a local BERT checkpoint
     # 5 epochs at 1.5e-4 (not BERT's usual 3 at 5e-5): at 5e-5 the MiniLM student still

@@ -80,19 +80,28 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     test = [e for e in labelled if e.split == "test"]
     if len(train) < 8 or len(test) < 3:
         raise ValueError(f"too few labels to train: {len(train)} train / {len(test)} test pairs")
-    phase("teacher: fine-tuning on %d labelled pairs (%d held out)", len(train), len(test))
-    teacher = Teacher.build(config.teacher_path or None, Path(data_dir) / "models", seed=config.seed,
-                            max_length=config.teacher_max_length)
-    teacher_curve = teacher.fit(train, config.teacher_epochs, config.teacher_lr, config.batch_size,
-                                config.seed)
-    teacher_test = teacher.predict(test) @ BINS
     labels_test = np.array([e.label for e in test], np.float32)
     pairs_test = [(e.item_a, e.item_b) for e in test]
     loss = DistillationLoss(config.alpha, config.beta, config.gamma, config.temperature)
-    phase("teacher: soft targets for %d labelled and %d augmentation pairs", len(train), len(candidates))
-    train_probs = teacher.predict(train)  # the KD targets of the labelled rows, once
-    for row, probs in zip(candidates, teacher.predict(candidates)):
-        row.target = probs.astype(np.float32)  # augmentation: targets = teacher output
+    if config.teacher_epochs > 0:
+        phase("teacher: fine-tuning on %d labelled pairs (%d held out)", len(train), len(test))
+        teacher = Teacher.build(config.teacher_path or None, Path(data_dir) / "models", seed=config.seed,
+                                max_length=config.teacher_max_length)
+        teacher_curve = teacher.fit(train, config.teacher_epochs, config.teacher_lr, config.batch_size,
+                                    config.seed)
+        teacher_test = teacher.predict(test) @ BINS
+        phase("teacher: soft targets for %d labelled and %d augmentation pairs", len(train), len(candidates))
+        train_probs = teacher.predict(train)  # the KD targets of the labelled rows, once
+        for row, probs in zip(candidates, teacher.predict(candidates)):
+            row.target = probs.astype(np.float32)  # augmentation: targets = teacher output
+    else:
+        # no teacher (the fast first run): the distillation term pulls towards each label's own
+        # score distribution, there is nothing to augment with, and "vs teacher" means vs labels
+        phase("teacher: none (--teacher-epochs 0): the students learn from %d labelled pairs alone", len(train))
+        teacher_curve = []
+        teacher_test = labels_test.copy()
+        train_probs = np.stack([e.target for e in train]).astype(np.float32)
+        candidates = []
 
     def students(multiple: float) -> dict:
         augmented = candidates[:int(round(multiple * len(train)))]

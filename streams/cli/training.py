@@ -155,7 +155,10 @@ def distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=D.student_epochs, help="student epochs (default %(default)s)")
     p.add_argument("--lr", type=float, default=D.student_lr,
                    help="student encoder learning rate; the fresh head learns 10x faster (default %(default)s)")
-    p.add_argument("--teacher-epochs", type=int, default=D.teacher_epochs, help="teacher epochs (default %(default)s)")
+    p.add_argument("--teacher-epochs", type=int, default=D.teacher_epochs,
+                   help="teacher epochs; 0 = no teacher: the students learn from the "
+                   "labels' own score distributions and nothing is augmented (the fast first run; "
+                   "default %(default)s)")
     p.add_argument("--alpha", type=float, default=D.alpha, help="weight of the KL to the teacher (default %(default)s)")
     p.add_argument("--beta", type=float, default=D.beta, help="weight of the label cross-entropy (default %(default)s)")
     p.add_argument("--gamma", type=float, default=D.gamma, help="weight of the score MSE (default %(default)s)")

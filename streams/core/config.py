@@ -170,7 +170,7 @@ class Settings:
     training_args: str = setting(
         "", "Extra `pairstream distill` options for triggered runs, e.g. '--epochs 2'.")
     training_first_args: str = setting(
-        "--epochs 1 --teacher-epochs 4 --augment 1 --max-labels 400 --max-test 200 --max-length 64",
+        "--teacher-epochs 0 --augment 0 --epochs 1 --max-labels 200 --max-test 100 --max-length 48",
         "Options of the first run, while no model is promoted: a fast, smaller round so the first "
         "score version comes minutes after the first clicks (the runs that follow use "
         "training_args and replace it when they beat it). Empty = training_args.")

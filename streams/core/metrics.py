@@ -70,6 +70,8 @@ for _outcome in ("refreshed", "empty", "full", "waiting", "error"):
     REFRESHES.labels(_outcome)
 REFRESH_PAIRS = Counter("pairstream_publish_refresh_pairs_total", "Pairs written by refreshes: updated "
                         "(already in the live version) or added (newly at or above the low tier).", ["kind"])
+for _kind in ("updated", "added"):
+    REFRESH_PAIRS.labels(_kind)
 REFRESH_SECONDS = Histogram("pairstream_publish_refresh_seconds", "Duration of one refresh.",
                             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 SCORES_BEHAVIOUR_THROUGH = Gauge("pairstream_scores_behaviour_through_timestamp_seconds",

@@ -21,6 +21,7 @@ from aiohttp import web
 from streams.core import metrics
 from streams.core.storage import Storage, tiers
 from streams.ops.lag import STATUS_CODES
+from streams.ops.sampling import scores_behaviour_through
 
 
 @dataclass
@@ -36,6 +37,7 @@ class StatusData:
     events: dict[str, float]             # stage -> events since start
     newly_frequent: list[dict] = field(default_factory=list)
     now: float = field(default_factory=time.time)
+    behaviour_through: float | None = None  # clicks up to here are in the live published scores
 
 
 def _samples(metric, suffix: str = "") -> list:
@@ -55,7 +57,8 @@ def gather(storage: Storage, versions: Callable[[], tuple[str | None, str | None
         dead_letters={(s.labels["topic"], s.labels["reason"]): s.value
                       for s in _samples(metrics.DLQ, "_total")},
         events={s.labels["stage"]: s.value for s in _samples(metrics.EVENTS_IN, "_total")},
-        newly_frequent=tiers.newest(storage, limit))
+        newly_frequent=tiers.newest(storage, limit),
+        behaviour_through=scores_behaviour_through(storage) if score_version else None)
 
 
 def _utc(at: float) -> str:
@@ -108,6 +111,10 @@ def render(data: StatusData) -> str:
     version = (f"score version <b>{html.escape(data.score_version)}</b>, model "
                f"<b>{html.escape(data.model_version or '-')}</b>, {data.published_pairs:,} pairs in memory"
                if data.score_version else "nothing published yet: the lookup API answers from the model or not at all")
+    if data.score_version and data.behaviour_through:
+        version += (f"; the published scores reflect clicks up to {_utc(data.behaviour_through)} "
+                    f"(<b id=staleness>{_age(max(data.now - data.behaviour_through, 0))}</b> behind: "
+                    f"changed pairs are refreshed every PAIRSTREAM_PUBLISH_REFRESH_S)")
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=15>
 <title>pairstream worker: {html.escape(worst)}</title>

@@ -187,3 +187,16 @@ def test_max_test_keeps_the_same_held_out_pairs_every_run(storage):
     assert held_out == [(e.item_a, e.item_b) for e in again if e.split == "test"]
     train = [(e.item_a, e.item_b) for e in whole if e.split == "train"]
     assert [(e.item_a, e.item_b) for e in capped if e.split == "train"] == train
+
+
+def test_a_run_without_a_teacher_trains_the_students_on_the_labels_alone(storage, tmp_path):
+    """``--teacher-epochs 0`` (the fast first run): no teacher is built or fitted, nothing is
+    augmented, and the students still learn, export and pass the gate."""
+    seed_labels(storage, n_labelled=160)
+    result = run(storage, tmp_path, TINY.__class__(**{**TINY.__dict__, "teacher_epochs": 0, "quantize": False}))
+    m = result.metrics
+    assert m["n_augmented"] == 0 and m["n_train"] > 0
+    assert m["teacher"]["spearman_vs_labels"] == pytest.approx(1.0)  # "the teacher" is the labels
+    assert np.isfinite(m["cross"]["spearman_vs_labels"]) and np.isfinite(m["two_tower"]["spearman_vs_labels"])
+    assert result.decision["promoted"] is True
+    assert Path(result.artifacts["cross_encoder"]).stat().st_size > 0

@@ -319,6 +319,10 @@ def _migrations(db: str) -> list[Migration]:
             ) ENGINE = MergeTree
             PARTITION BY score_version
             ORDER BY (score_version, item_a, item_b, scored_at)""",
+            # a refresh reads the touched hashes of the last seconds: each checkpoint's insert is
+            # one part with one created_at, so a minmax index skips every older part unread
+            f"""ALTER TABLE {db}.pair_touched_hashes ADD INDEX IF NOT EXISTS created_at_minmax
+                created_at TYPE minmax GRANULARITY 1""",
             # the pairs one refresh looks at (INSERT ... SELECT inside ClickHouse, then joined)
             f"""CREATE TABLE IF NOT EXISTS {db}.pair_changes (
                 refresh UInt64,

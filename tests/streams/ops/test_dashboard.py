@@ -194,6 +194,7 @@ def _status_page_in_a_real_browser(url: str, settings, score_version: str) -> No
     fresh = {r[0]: r for r in page.rows.get("freshness", []) if r}
     assert "pair_counts" in fresh and "pair_scores" in fresh
     assert score_version in page.text["serving"]
+    assert "the published scores reflect clicks up to" in page.text["serving"] and page.text.get("staleness")
     assert any(r[:2] == [settings.topic_clicks, "bad_json"] and r[2] == "1"
                for r in page.rows.get("dead-letters", []) if r)
     events = {r[0]: float(r[1]) for r in page.rows.get("events", []) if r}

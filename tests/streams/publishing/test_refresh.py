@@ -49,6 +49,9 @@ def live(storage, settings, tmp_path):
         "day": pa.array([DAY] * len(data["items"])), "clicks": pa.array([1] * len(data["items"]), pa.uint64())}))
     first = tiny_students(storage, tmp_path, seed=0)
     students = Students(first["version"], first["artifacts"])
+    # a refresh reads changes from a second before its watermark (touched hashes carry
+    # seconds): the seed's labels must be older than that, or the first refresh takes them again
+    time.sleep(1.1)
     published = publish(storage, settings, students, progress=False)
     return data, students, published
 
@@ -98,22 +101,18 @@ def test_a_manual_label_given_between_trainings_wins_at_the_next_refresh(storage
     time.sleep(1.1)  # past the publish's second (touched hashes carry seconds)
     write_labels(storage, [LabelRow(*pair, 9.5, "low", "manual", "", "person", "")])
     done = refresh(storage, settings, students, ScoreIndex.load(storage, published.score_version))
-    assert pair in set(zip(done.rows.column("item_a").to_pylist(), done.rows.column("item_b").to_pylist()))
+    assert done.summary["pairs"] == 1
     row = _latest(storage)[pair]
     assert (row["score"], row["scorer"], row["dominant"]) == (9.5, "manual", "manual")
 
 
 def test_nothing_changed_writes_nothing_but_moves_the_watermark(storage, settings, live):
     _data, students, published = live
-    # changes are read from a second before the watermark (touched hashes carry seconds): the
-    # first refresh, a second on, takes the labels written just before the publish again
-    time.sleep(1.1)
-    refresh(storage, settings, students, ScoreIndex.load(storage, published.score_version))
     first = scores.refresh_state(storage, published.score_version)
     done = refresh(storage, settings, students, ScoreIndex.load(storage, published.score_version))
     assert done.rows.num_rows == 0
     state = scores.refresh_state(storage, published.score_version)
-    assert state["through"] > first["through"] and state["refreshes"] == 2
+    assert state["through"] > first["through"] and state["refreshes"] == 1
     assert state["blend_k"] == first["blend_k"]
 
 
