@@ -2,9 +2,14 @@
 
 A ``pairstream worker`` child process with its default settings (the product as people run it:
 its own training trigger, fast first run, publish and refresh timers) on the embedded broker.
-The bench offers clicks at a steady rate (``--fresh-rate``, default 10k/s) for the whole run:
-the marketplace generator's sessions (``--items``, ``--users``, ``--events``), replayed in
-cycles with new user ids, each click stamped with its send time.
+Two phases of clicks at ``--fresh-rate`` (default 10k/s), each stamped with its send time: the
+marketplace generator's ``--events`` clicks (``--items``, ``--users``; the issue's scale is
+200,000) once, then nothing until the first score version is out (the worker trains on them),
+then a steady stream at the same rate for the probe window (the sessions again, in cycles with
+new user ids). Why not steady from the start: at 10k/s for the 5-8 minutes a first version
+takes here, 3-5M clicks on 3,000 items, the publish's full statistics refresh (Swing's user
+pairs) ran past 4 minutes and 13 GB: a limit of its own (see docs/serving.md), not what this
+bench measures.
 
 Probes measure staleness without reading anything the worker could not publish: ``--probes``
 pairs of two items that only the bench's probe users click (their own listings, one of a
@@ -17,6 +22,8 @@ time (the first of them is the "newly at the low tier" path, the rest the "chang
 
 Figures:
 - ``first_publish_s``: first click offered -> the lookup API answers from a score version;
+- ``first_model``: the first run's held-out metrics (``runs/*/result.json``: Spearman of each
+  student against the labels), to set against a full run's;
 - ``staleness_p50_s`` / ``staleness_p99_s`` over the probe sessions;
 - ``changed_pairs_per_s``: pairs the refreshes wrote per second of the probe window (worker metrics);
 - ``refresh_wall_share``: seconds spent in refreshes per second of the window (wall time of the
@@ -81,8 +88,14 @@ class Offer(threading.Thread):
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.clicks, self.rate = bootstrap, topic, clicks, rate
         self.sent = 0
+        self.limit: int | None = len(clicks)  # the load phase: one pass; None = steady, unbounded
         self.stop = threading.Event()
         self.probes: queue.Queue = queue.Queue()
+
+    def steady(self) -> None:
+        """From now on, clicks at ``rate`` without end (cycles with new user ids)."""
+        self.limit = None
+        self._restart = True
 
     def probe(self, user: str, items: tuple[str, str]) -> float:
         """One probe session; returns the time its batch was acknowledged (the clicks are in the log)."""
@@ -100,11 +113,16 @@ class Offer(threading.Thread):
 
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=512 * 1024)
         await producer.start()
-        started, cycle, k = time.monotonic(), 0, 0
+        started, cycle, k, base = time.monotonic(), 0, 0, 0
+        self._restart = False
         clicks = self.clicks
         try:
             while not self.stop.is_set():
-                due = int((time.monotonic() - started) * self.rate) - self.sent
+                if self._restart:  # the steady phase: the rate counts from now
+                    started, base, self._restart = time.monotonic(), self.sent, False
+                due = int((time.monotonic() - started) * self.rate) - (self.sent - base)
+                if self.limit is not None:
+                    due = min(due, self.limit - self.sent)
                 now = time.time()
                 records = []
                 for _ in range(max(due, 0)):
@@ -132,6 +150,20 @@ class Offer(threading.Thread):
                 await asyncio.sleep(self.TICK_S)
         finally:
             await producer.stop()
+
+
+def _first_model(data_dir: str) -> dict:
+    """The first training run's held-out figures, from its result file."""
+    from pathlib import Path
+
+    results = sorted(Path(data_dir, "runs").glob("*/result.json"))
+    if not results:
+        return {}
+    result = json.loads(results[0].read_text())
+    metrics = result.get("metrics", {})
+    return {"minutes": result.get("minutes"), "n_train": metrics.get("n_train"), "n_test": metrics.get("n_test"),
+            **{f"{kind}_spearman_vs_labels": round(metrics.get(kind, {}).get("spearman_vs_labels", float("nan")), 3)
+               for kind in ("cross", "two_tower")}}
 
 
 def run(args) -> dict:
@@ -163,8 +195,10 @@ def run(args) -> dict:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRSTREAM_") or k == "PAIRSTREAM_API_TOKEN"}
         env.update(PAIRSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap, PAIRSTREAM_DATA_DIR=tmp,
-                   PAIRSTREAM_WEB_PORT=str(port))
-        log = open(f"{tmp}/worker.log", "wb")
+                   PAIRSTREAM_WEB_PORT=str(port), PAIRSTREAM_LOG_LEVEL="INFO")
+        log_path = os.path.join(tempfile.gettempdir(), "pairstream-bench-freshness-worker.log")
+        print(f"worker log: {log_path}")
+        log = open(log_path, "wb")
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
@@ -175,7 +209,7 @@ def run(args) -> dict:
             deadline = time.monotonic() + 180
             while True:
                 if worker.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the worker did not get ready:\n" + open(f"{tmp}/worker.log").read()[-3000:])
+                    raise RuntimeError("the worker did not get ready:\n" + open(log_path).read()[-3000:])
                 try:
                     if urllib.request.urlopen(base + "/readyz", timeout=5).status == 200:
                         break
@@ -185,20 +219,30 @@ def run(args) -> dict:
             pairs_body = json.dumps({"pairs": [[a.item_id, b.item_id] for a, b in probes]}).encode()
             t0 = time.time()
             offer.start()
-            print(f"offering {rate:.0f} clicks/s; waiting for the first score version")
-            while _get(base, "/v1/pair-scores", pairs_body).get("score_version") is None:
+            print(f"offering {len(clicks)} clicks at {rate:.0f}/s; then waiting for the first score version")
+            def published_version() -> str | None:
+                try:
+                    return _get(base, "/v1/pair-scores", pairs_body, timeout=30).get("score_version")
+                except OSError:
+                    return None
+
+            while published_version() is None:
                 if worker.poll() is not None or time.time() - t0 > args.first_timeout:
                     raise RuntimeError(f"no score version within {args.first_timeout:.0f}s:\n"
-                                       + open(f"{tmp}/worker.log").read()[-3000:])
+                                       + open(log_path).read()[-3000:])
                 time.sleep(1.0)
             first_publish = time.time() - t0
-            print(f"first score version after {first_publish:.1f}s; probing for {window:.0f}s")
+            print(f"first score version after {first_publish:.1f}s; offering {rate:.0f} clicks/s "
+                  f"and probing for {window:.0f}s")
+            offer.steady()
             refreshed_pairs0 = _metric_sum(base, "pairstream_publish_refresh_pairs_total{")
             refresh_s0 = _metric_sum(base, "pairstream_publish_refresh_seconds_sum")
             cpu0, w0 = _cpu_seconds(worker.pid), time.time()
             consumed0, sent0 = _metric_sum(base, EVENTS_KEY), offer.sent
             sessions = [0] * len(probes)
             pending: list[tuple[int, int, float]] = []  # (probe, count it makes, sent at)
+            poll_s: list[float] = []  # how long each lookup of the probe pairs took
+            poll_errors: list[str] = []
             next_probe = [w0 + k * PROBE_EVERY_S / len(probes) for k in range(len(probes))]
             while time.time() - w0 < window or pending:
                 now = time.time()
@@ -212,8 +256,14 @@ def run(args) -> dict:
                         if sessions[k] >= settings.tier_low:
                             pending.append((k, sessions[k], sent))
                         next_probe[k] += PROBE_EVERY_S
-                answer = _get(base, "/v1/pair-scores", pairs_body)["results"]
+                asked = time.time()
+                try:
+                    answer = _get(base, "/v1/pair-scores", pairs_body, timeout=30)["results"]
+                except OSError as exc:  # TimeoutError included: counted, and the next poll goes on
+                    poll_errors.append(f"{type(exc).__name__} after {time.time() - asked:.1f}s")
+                    continue
                 seen = time.time()
+                poll_s.append(seen - asked)
                 published = [r["evidence"].get("count", 0) if r["source"] == "table" else 0 for r in answer]
                 still = []
                 for k, count, sent in pending:
@@ -238,8 +288,12 @@ def run(args) -> dict:
                 "staleness_samples": len(samples), "probe_sessions_unseen": len(pending),
                 "changed_pairs_per_s": round(changed / elapsed, 1),
                 "refresh_wall_share": round(refresh_s / elapsed, 3),
+                "lookup_poll_p50_ms": round(float(np.percentile(poll_s, 50)) * 1000, 1) if poll_s else None,
+                "lookup_poll_p99_ms": round(float(np.percentile(poll_s, 99)) * 1000, 1) if poll_s else None,
+                "lookup_poll_errors": poll_errors[:10],
                 "worker_cpu_cores": round(cpu / elapsed, 2), "window_s": round(elapsed, 1),
                 "items": args.items, "events_per_cycle": len(clicks),
+                "first_model": _first_model(tmp),
             }
         finally:
             offer.stop.set()

@@ -94,19 +94,57 @@ def _long_tail(settings, storage, published_pairs: set, sample: int, seed: int) 
 
 
 def _dataset(args):
-    """(items, clicks, compatible(a, b), description) of the chosen dataset. The truth is a
-    closure the evaluation step alone calls."""
+    """(items, clicks, compatible(a, b), related(a, b) or None, description) of the chosen
+    dataset. The truth is in closures the evaluation step alone calls; ``related``: the two
+    items' kinds go together (a device and an accessory of its kind), fit or not."""
     if args.dataset == "amazon-magazine":
         from bench import amazon
 
         items, clicks, also_bought = amazon.load()
-        return items, clicks, lambda a, b: (min(a, b), max(a, b)) in also_bought, (
+        return items, clicks, lambda a, b: (min(a, b), max(a, b)) in also_bought, None, (
             f"amazon magazine reviews as sessions, truth also_buy ({len(also_bought)} pairs)")
     from streams.dev import marketplace
 
     items, clicks, truth = marketplace.generate(args.items, args.users, args.events, seed=args.seed)
-    return items, clicks, lambda a, b: marketplace.truth_compatible(truth[a], truth[b]), (
+
+    def related(a: str, b: str) -> bool:
+        x, y = truth[a].kind, truth[b].kind
+        return marketplace.ACCESSORIES.get(y, ("",))[0] == x or marketplace.ACCESSORIES.get(x, ("",))[0] == y
+
+    return items, clicks, lambda a, b: marketplace.truth_compatible(truth[a], truth[b]), related, (
         f"bestseller marketplace (seed {args.seed})")
+
+
+def _never_co_clicked_related(storage, items, related, sample: int, seed: int) -> list[tuple[str, str]]:
+    """Up to ``sample`` canonical pairs of related kinds that nobody co-clicked (no
+    ``pair_counts`` row at all), drawn at random: fit vs misfit where behaviour says nothing."""
+    rng = random.Random(seed)
+    ids = sorted(i.item_id for i in items)
+    seen = set(storage.query_rows(f"SELECT DISTINCT item_a, item_b FROM {storage.table('pair_counts')}"))
+    out: set = set()
+    for _ in range(sample * 200):
+        if len(out) >= sample:
+            break
+        a, b = sorted(rng.sample(ids, 2))
+        if (a, b) not in seen and related(a, b):
+            out.add((a, b))
+    return sorted(out)
+
+
+def precision_at(k: int, pairs, score, compatible) -> float:
+    """Mean over anchor items with at least ``k`` published partners of the share of its top
+    ``k`` partners by ``score`` that fit: what a re-ranker's top slots hold."""
+    partners: dict = {}
+    for (a, b), s in zip(pairs, score):
+        partners.setdefault(a, []).append((s, b))
+        partners.setdefault(b, []).append((s, a))
+    shares = []
+    for anchor, ranked in partners.items():
+        if len(ranked) < k:
+            continue
+        top = sorted(ranked, key=lambda r: (-r[0], r[1]))[:k]
+        shares.append(np.mean([compatible(*sorted((anchor, other))) for _, other in top]))
+    return round(float(np.mean(shares)), 4) if shares else float("nan")
 
 
 def run(args) -> dict:
@@ -132,7 +170,7 @@ def run(args) -> dict:
         storage = ChdbStorage(f"{tmp}/chdb", "quality")
         migrate(storage)
         ensure_topics(broker.bootstrap, settings)
-        items, clicks, compatible, source = _dataset(args)
+        items, clicks, compatible, related, source = _dataset(args)
         print(f"{source}: {len(items)} items, {len(clicks)} clicks")
 
         t = time.time()
@@ -180,6 +218,13 @@ def run(args) -> dict:
         answers = asyncio.run(serving.score_pairs(tail))["results"]
         tail_scored = [(p, r["score"]) for p, r in zip(tail, answers) if r["score"] is not None]
         y_tail = [compatible(a, b) for (a, b), _ in tail_scored]
+        never = _never_co_clicked_related(storage, items, related, args.long_tail, args.seed) if related else []
+        never_answers = asyncio.run(serving.score_pairs(never))["results"] if never else []
+        never_scored = [(p, r["score"]) for p, r in zip(never, never_answers) if r["score"] is not None]
+        y_never = [compatible(a, b) for (a, b), _ in never_scored]
+        from training import held_out
+        held = np.array([held_out(a, b) for a, b in pairs], bool)
+        frequent_pairs = [p for k, p in enumerate(pairs) if frequent[k]]
         steps["evaluate"] = time.time() - t
         storage.close()
 
@@ -188,7 +233,9 @@ def run(args) -> dict:
         "backend": labelled["backend"], "labels": labelled["labels"],
         "frequent_pairs": int(frequent.sum()), "frequent_positive_rate": round(float(y.mean()), 4),
         "auc_published": roc_auc(y, published.score[frequent]),
-        "auc_model": roc_auc(y, ev["model_score"][frequent]),
+        # the model alone only on pairs no training run fitted on (validation and test splits)
+        "auc_model": roc_auc(y_all[frequent & held], ev["model_score"][frequent & held]),
+        "model_held_out_pairs": int((frequent & held).sum()),
         # the same blend with the configured k instead of the fitted one: what the fit changed
         "auc_published_configured_k": roc_auc(y, blend(ev["model_score"], ev["lift"], ev["count"],
                                                        settings.blend_evidence_count)[0][frequent]),
@@ -204,6 +251,11 @@ def run(args) -> dict:
         "auc_long_tail": roc_auc(y_tail, [s for _, s in tail_scored]),
         "long_tail_pairs": len(tail_scored),
         "long_tail_positive_rate": round(float(np.mean(y_tail)), 4) if y_tail else None,
+        # fit vs misfit where behaviour says nothing: related kinds, never co-clicked
+        "auc_long_tail_related": roc_auc(y_never, [s for _, s in never_scored]) if never_scored else float("nan"),
+        "long_tail_related_pairs": len(never_scored),
+        "precision_at_5": precision_at(5, frequent_pairs, published.score[frequent], compatible),
+        "precision_at_5_lift": precision_at(5, frequent_pairs, ev["lift"][frequent], compatible),
         "behaviour_dominant": published.summary.get("behaviour_dominant"),
         "model_version": version, "promoted": result.promoted,
         "steps_min": {k: round(v / 60, 2) for k, v in steps.items()},

@@ -37,5 +37,8 @@ class DistillConfig:
     # blanket defaults give way to them, LLM and manual labels never do (0 = off)
     behaviour_min_count: int = 3
     behaviour_evidence_count: float = 5.0  # a behaviour row weighs count / (count + this)
+    # each label source's examples weigh what the source is worth against behaviour on pairs
+    # with at least this many co-clicks (training.dataset.worth_weights; 0 = every source weighs 1)
+    worth_min_count: int = 20
     max_labels: int = 0  # cap on labelled training pairs (0 = all): bounds a CPU round
     max_test: int = 0  # cap on held-out pairs scored for the metrics and the gate (0 = all): bounds a CPU round

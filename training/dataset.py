@@ -78,9 +78,32 @@ def behaviour_rows(storage, min_count: int, evidence_count: float) -> list[dict]
                                                      stats.column("item_b").to_pylist(), scores, weights)]
 
 
+WORTH_FLOOR = 0.02  # a source at chance still counts a little: never a division of nothing
+WORTH_MIN_PAIRS = 30  # a source measured on fewer well-evidenced pairs keeps weight 1 (not measured)
+
+
+def worth_weights(storage, min_count: int) -> dict[str, float]:
+    """Training weight per label source: what it is worth against behaviour on well-evidenced
+    pairs (``streams.core.storage.label_worth``), floored at ``WORTH_FLOOR``; sources measured on
+    fewer than ``WORTH_MIN_PAIRS`` pairs, manual and behaviour (circular) are not reweighted."""
+    from streams.core.storage.label_worth import label_worth
+
+    if min_count <= 0:
+        return {}
+    out = {}
+    for source, entry in label_worth(storage, min_count)["sources"].items():
+        if entry["circular"] or source == "manual" or entry["worth"] is None or entry["n"] < WORTH_MIN_PAIRS:
+            continue
+        out[source] = max(float(entry["worth"]), WORTH_FLOOR)
+    return out
+
+
 def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
                   rubric_path: str = "", behaviour_min_count: int = 0,
-                  behaviour_evidence_count: float = 5.0) -> list[PairExample]:
+                  behaviour_evidence_count: float = 5.0,
+                  source_weights: dict[str, float] | None = None) -> list[PairExample]:
+    """Labelled pairs as examples; ``source_weights`` (``worth_weights``) scales each label by
+    what its source is worth."""
     from streams.core.storage.items import products
     from streams.core.storage.labels import effective_labels
 
@@ -105,6 +128,7 @@ def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
         else:
             target = smoothed(float(row["score"]), label_sigma)
         weight = manual_weight if row["source"] == "manual" else row.get("weight", 1.0)
+        weight *= (source_weights or {}).get(row["source"], 1.0)
         out.append(catalogue_example(items, a, b, target, float(row["score"]), weight,
                                      split_of(a, b), row["source"]))
     return sorted(out, key=lambda e: (e.item_a, e.item_b))

@@ -23,7 +23,7 @@ from streams.core.storage import registry
 from streams.core.storage.items import products
 from training import distributed
 from training.config import DistillConfig
-from training.dataset import PairExample, candidate_pairs, catalogue_example, load_labelled
+from training.dataset import PairExample, candidate_pairs, catalogue_example, load_labelled, worth_weights
 from training.evaluate import evaluate
 from training.report import write_report
 from training.result import RunResult
@@ -46,9 +46,13 @@ def _candidates(storage, labelled: list[PairExample], multiple: float) -> list[P
 
 def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list, list]:
     """(labelled examples, augmentation candidates for the largest multiple): the run's reads."""
+    weights = worth_weights(storage, config.worth_min_count)
+    if weights:
+        log.info("label sources weighted by what they are worth against behaviour: %s", weights)
     labelled = load_labelled(storage, config.manual_weight,
                              behaviour_min_count=config.behaviour_min_count,
-                             behaviour_evidence_count=config.behaviour_evidence_count)
+                             behaviour_evidence_count=config.behaviour_evidence_count,
+                             source_weights=weights)
     train = [e for e in labelled if e.split == "train"]
     if config.max_labels and len(train) > config.max_labels:
         # a deterministic subset: the same pairs every run, manual labels first
@@ -140,6 +144,8 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         "teacher": evaluate(pairs_test, teacher_test, teacher_test, labels_test),
         "cross": cross["metrics"], "two_tower": tower["metrics"], "onnx_parity_max_abs": parity,
         "n_train": len(train), "n_test": len(test), "n_augmented": main["train_augmented"],
+        # what each label source weighed in this run (sources not listed: 1)
+        "label_source_weights": worth_weights(storage, config.worth_min_count),
     }
     if config.quantize:
         phase("quantisation: int8 cross-encoder, scored against fp32")

@@ -51,7 +51,7 @@ def distill_config(args):
         student_epochs=args.epochs, student_lr=args.lr, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
         beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance,
         max_labels=args.max_labels, max_test=args.max_test, max_length=args.max_length,
-        behaviour_min_count=args.behaviour_min_count)
+        behaviour_min_count=args.behaviour_min_count, worth_min_count=args.worth_min_count)
 
 def distill_config_from(extra: str):
     """The DistillConfig of a triggered run: ``training_args`` parsed like `distill` options."""
@@ -173,6 +173,10 @@ def distill_options(p: argparse.ArgumentParser) -> None:
                         "(0 = off; default %(default)s)")
     p.add_argument("--max-labels", type=int, default=D.max_labels,
                    help="use at most this many labelled training pairs (0 = all; bounds CPU runs)")
+    p.add_argument("--worth-min-count", type=int, default=D.worth_min_count,
+                   help="weigh each label source's examples by what it is worth against behaviour on "
+                        "pairs with at least this many co-clicks (a source at chance weighs ~0; 0 = "
+                        "every source weighs 1; default %(default)s)")
     p.add_argument("--max-test", type=int, default=D.max_test,
                    help="evaluate and gate on at most this many held-out pairs, the same ones every run "
                         "(0 = all; each student scores every one of them: bounds CPU runs)")

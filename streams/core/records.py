@@ -128,6 +128,19 @@ def computed_evidence(model_score: float) -> dict:
     return {"dominant": "model", "model_score": round(model_score, 4)}
 
 
+def pair_score_sql() -> str:
+    """The ClickHouse expression that formats a ``pair_score_value`` from the columns of a
+    ``pair_scores`` / ``pair_score_updates`` row (run with
+    ``output_format_json_quote_64bit_integers = 0``): the same fields and rounding."""
+    evidence = ("CAST((dominant, round(toFloat64(model_score), 4), round(toFloat64(behaviour_score), 4), "
+                "round(toFloat64(behaviour_weight), 4), count, users, round(toFloat64(lift), 4), "
+                "round(toFloat64(swing), 6), mapApply((k, v) -> (k, round(toFloat64(v), 3)), dim_scores)), "
+                "'Tuple(dominant String, model_score Float64, behaviour_score Float64, behaviour_weight Float64, "
+                "count UInt64, users UInt32, lift Float64, swing Float64, dim_scores Map(String, Float64))')")
+    return ("formatRowNoNewline('JSONEachRow', item_a, item_b, round(toFloat64(score), 4) AS score, scorer, "
+            f"model_version, score_version, {evidence} AS evidence)")
+
+
 def pair_score_value(item_a: str, item_b: str, score: float, scorer: str, model_version: str,
                      score_version: str, evidence: dict) -> bytes:
     return orjson.dumps({"item_a": item_a, "item_b": item_b, "score": round(score, 4), "scorer": scorer,

@@ -390,17 +390,24 @@ def publish(storage: Storage, settings: Settings, students, progress: bool = Tru
 
 async def emit(producer, settings: Settings, published: Published) -> dict:
     """Step 7: ``pair-scores`` (key ``a|b``) and ``item-partners`` (key item_id), compacted."""
+    import asyncio
+
     from streams.core.produce import send_batched
 
     ids, model, version = published.ids, published.model_version, published.score_version
-    records = []
-    for x, y, s, sc, evidence in zip(published.a.tolist(), published.b.tolist(), published.score.tolist(),
-                                     published.scorer.tolist(), evidence_json(published)):
-        a, b = ids[x], ids[y]
-        records.append((f"{a}|{b}".encode(),
-                        pair_score_value(a, b, s, SCORERS[sc], model, version, evidence), None))
-    pair_n = await send_batched(producer, settings.topic_pair_scores, records)
-    records = [(item.encode(), item_partners_value(item, partners, model, version), None)
-               for item, partners in published.partners.items()]
+
+    def pair_records() -> list:
+        return [(f"{ids[x]}|{ids[y]}".encode(),
+                 pair_score_value(ids[x], ids[y], s, SCORERS[sc], model, version, evidence), None)
+                for x, y, s, sc, evidence in zip(published.a.tolist(), published.b.tolist(),
+                                                 published.score.tolist(), published.scorer.tolist(),
+                                                 evidence_json(published))]
+
+    # built off the event loop (a publish has every candidate pair): the lookup API and the
+    # ingest share the loop
+    pair_n = await send_batched(producer, settings.topic_pair_scores, await asyncio.to_thread(pair_records))
+    records = await asyncio.to_thread(lambda: [
+        (item.encode(), item_partners_value(item, partners, model, version), None)
+        for item, partners in published.partners.items()])
     item_n = await send_batched(producer, settings.topic_item_partners, records)
     return {"pair_scores": pair_n, "item_partners": item_n}

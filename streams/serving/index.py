@@ -106,21 +106,26 @@ class ScoreIndex:
         if not updates.num_rows:
             return self
         ids = list(self.ids)
-        index = dict(self.index)
-        for item in updates.column("item_a").to_pylist() + updates.column("item_b").to_pylist():
-            if item not in index:
-                index[item] = len(ids)
+        n = updates.num_rows
+        both = pa.chunked_array(updates.column("item_a").chunks + updates.column("item_b").chunks)
+        encoded = both.combine_chunks().dictionary_encode()  # per distinct item, not per row
+        codes = np.empty(len(encoded.dictionary), np.int64)
+        for k, item in enumerate(encoded.dictionary.to_pylist()):
+            code = self.index.get(item)
+            if code is None:
+                code = len(ids)
                 ids.append(item)
-        ua = np.array([index[x] for x in updates.column("item_a").to_pylist()], np.int64)
-        ub = np.array([index[x] for x in updates.column("item_b").to_pylist()], np.int64)
+            codes[k] = code
+        mapped = codes[encoded.indices.to_numpy()]
+        ua, ub = mapped[:n], mapped[n:]
         keys = (ua << 32) | ub
         pos = np.searchsorted(self.keys, keys)
         hit = np.zeros(len(keys), bool)
         inside = pos < len(self.keys)
         hit[inside] = self.keys[pos[inside]] == keys[inside]
-        scorer_codes = {name: k for k, name in enumerate(SCORERS)}
         new_score = updates.column("score").to_numpy().astype(np.float32)
-        new_scorer = np.array([scorer_codes.get(x, 0) for x in updates.column("scorer").to_pylist()], np.int8)
+        new_scorer = pc.index_in(updates.column("scorer"), value_set=pa.array(SCORERS)).fill_null(0) \
+            .to_numpy(zero_copy_only=False).astype(np.int8)
 
         def patched(old: np.ndarray, new: np.ndarray) -> np.ndarray:
             out = old.copy()
@@ -143,6 +148,18 @@ class ScoreIndex:
     def lookup(self, pairs: list[tuple[str, str]]) -> list[tuple[float, str] | None]:
         """(score, scorer) per canonical pair (a < b), or None where the version has none."""
         return [(score, scorer) if hit else None for hit, score, scorer, _ in self.lookup_rows(pairs)]
+
+    def positions(self, a: list[str], b: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(found, row) per canonical pair ``(a[k], b[k])``: ``row`` indexes ``score``,
+        ``scorer`` and ``evidence`` where ``found``. Columnar: what a refresh of many pairs uses."""
+        index = self.index
+        ia = np.fromiter((index.get(x, -1) for x in a), np.int64, len(a))
+        ib = np.fromiter((index.get(x, -1) for x in b), np.int64, len(b))
+        if not len(self.keys):
+            return np.zeros(len(a), bool), np.zeros(len(a), np.int64)
+        keys = (ia << 32) | ib
+        row = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return (ia >= 0) & (ib >= 0) & (self.keys[row] == keys), row
 
     def lookup_rows(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, float, str, int]]:
         """(found, score, scorer, row) per canonical pair; ``row`` indexes ``evidence_rows``."""

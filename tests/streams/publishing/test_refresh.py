@@ -110,7 +110,7 @@ def test_nothing_changed_writes_nothing_but_moves_the_watermark(storage, setting
     _data, students, published = live
     first = scores.refresh_state(storage, published.score_version)
     done = refresh(storage, settings, students, ScoreIndex.load(storage, published.score_version))
-    assert done.rows.num_rows == 0
+    assert done.records == [] and done.rows is None
     state = scores.refresh_state(storage, published.score_version)
     assert state["through"] > first["through"] and state["refreshes"] == 1
     assert state["blend_k"] == first["blend_k"]
@@ -121,3 +121,46 @@ def test_a_version_past_the_change_log_must_be_published_whole(storage, settings
     scores.record_refresh(storage, published.score_version, "refresh", time.time() - 4000, 5.0, 0)
     with pytest.raises(LookupError, match="cannot be caught up"):
         refresh(storage, settings, students, ScoreIndex.load(storage, published.score_version))
+
+
+def test_refreshed_rows_reach_the_pair_scores_topic_as_the_table_shows_them(storage, settings, live, broker):
+    import asyncio
+
+    import orjson
+    from kafka import KafkaConsumer
+
+    from streams.core.produce import open_producer
+    from streams.core.topics import ensure_topics
+    from streams.publishing.refresh import emit
+
+    data, students, published = live
+    settings = settings.replace(topic_pair_scores=f"ps-refresh-{settings.app_id}")
+    ensure_topics(broker.bootstrap, settings)
+    grown = next(p for p, c in zip(data["pairs"], data["counts"]) if c == 30 and p != data["manual"])
+    _click(storage, {grown: 7})
+    write_labels(storage, [LabelRow(*grown, 7.25, "high", "llm", "openai", "m", "v1",
+                                    {"category": 9.12345, "colour": 3.5})])
+    done = refresh(storage, settings, students, ScoreIndex.load(storage, published.score_version))
+
+    async def go():
+        async with open_producer(broker.bootstrap) as producer:
+            return await emit(producer, settings, done)
+
+    assert asyncio.run(go()) == done.rows.num_rows == 1
+    consumer = KafkaConsumer(settings.topic_pair_scores, bootstrap_servers=broker.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    got = {m.key.decode(): orjson.loads(m.value) for m in consumer}
+    consumer.close()
+    value = got[f"{grown[0]}|{grown[1]}"]
+    row = _latest(storage)[grown]
+    assert value["evidence"]["count"] == row["count"] == 37
+    assert value["evidence"]["dim_scores"] == {"category": 9.123, "colour": 3.5}
+    assert value["score"] == pytest.approx(row["score"], abs=1e-4)
+    assert (value["score_version"], value["model_version"]) == (published.score_version, students.version)
+    # ClickHouse formats the message: the same JSON the Python encoder makes of the row
+    from streams.core.records import EVIDENCE_FIELDS, evidence_records, pair_score_value
+
+    row = done.rows.to_pylist()[0]
+    evidence = evidence_records({name: [row[name]] for name in EVIDENCE_FIELDS})[0]
+    assert value == orjson.loads(pair_score_value(row["item_a"], row["item_b"], row["score"], row["scorer"],
+                                                  row["model_version"], row["score_version"], evidence))
