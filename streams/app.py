@@ -13,7 +13,7 @@ worker's lifetime and stops it with the worker:
   ``model-updates`` (``streams.serving.watcher``);
 - training: the launcher of triggered runs and the leader-only ``training_trigger`` timer
   (``streams.retraining.launcher``);
-- continuous publishing: the leader-only ``refresh_scores`` timer scores again the pairs whose
+- continuous publishing: the leader-only ``score-refresh`` loop scores again the pairs whose
   behaviour changed since the live version was written (``streams.publishing.refresh``);
 - web: ``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API;
 - on-call sampling: consumer lag and table freshness on a timer (``streams.ops.sampling``).
@@ -178,11 +178,19 @@ def create_app(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             await context.launcher.tick()
 
     if settings.publish_refresh_s > 0:
-        @app.timer(interval=settings.publish_refresh_s, on_leader=True)
-        async def refresh_scores():
-            """Pairs whose behaviour changed: scored again into the live version (leader only)."""
-            if context.refresher is not None:
-                await context.refresher.tick()
+        async def refresh_scores() -> None:
+            """Pairs whose behaviour changed: scored again into the live version, on the leader
+            only, every ``publish_refresh_s`` or back to back when one refresh takes longer (a
+            loop, not a Faust timer: a timer that overruns its interval is logged as a warning
+            every time, and under load a refresh of every changed pair does)."""
+            while True:
+                started = asyncio.get_running_loop().time()
+                if context.refresher is not None and app.is_leader():
+                    await context.refresher.tick()
+                spent = asyncio.get_running_loop().time() - started
+                await asyncio.sleep(max(settings.publish_refresh_s - spent, 0.5))
+
+        app.service(Hosted("score-refresh", run=refresh_scores))  # type: ignore[arg-type]
 
     @app.timer(interval=settings.lag_sample_s)
     async def export_lag():

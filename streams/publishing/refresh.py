@@ -10,8 +10,8 @@ Steps of ``refresh`` (each timed in the summary):
 
 1. ``changes``: pairs at or above the low tier that click checkpoints touched since the version's
    watermark, and pairs labelled since (``stats.mark_changes``, inside ClickHouse);
-2. ``evidence``: their count, users and lift now, swing from the last statistics refresh
-   (``stats.changed_evidence``);
+2. ``evidence``: their count and lift now, users and swing from the last statistics refresh
+   (``stats.changed_evidence``: those two need the whole user graph);
 3. ``model``: a pair the version already holds keeps its model score and scorer (the
    cross-encoder's included); a new pair is scored by the two-tower head on the two items'
    embeddings (the version's own, or embedded now for an item it never saw);
@@ -22,7 +22,7 @@ Steps of ``refresh`` (each timed in the summary):
    it; ``pair_scores_latest`` shows each pair's newest row), then a ``score_refreshes`` row moves
    the version's watermark to the time the changes were read.
 
-``RefreshLoop`` (the worker's leader timer) runs it, produces the rows to ``pair-scores`` and says
+``RefreshLoop`` (the leader worker's ``score-refresh`` loop) runs it, produces the rows to ``pair-scores`` and says
 ``refreshed`` on ``model-updates``: every worker applies the version's new updates to its lookup
 index (``streams.serving.lookup.Serving.apply_updates``). A version whose watermark is older than
 the change log keeps (``pair_touched_hashes``: an hour), after a rollback to an old version or a
@@ -290,8 +290,8 @@ class RefreshLoop:
         self.last: dict | None = None
 
     async def tick(self) -> dict | None:
-        """One refresh, guarded: an error is logged and counted, never raised (Faust stops the
-        worker on an exception from a timer; the next tick tries again)."""
+        """One refresh, guarded: an error is logged and counted, never raised (the loop, and the
+        worker, go on; the next tick tries again)."""
         try:
             return await self.run_once()
         except Exception:  # noqa: BLE001 - logged with its traceback
