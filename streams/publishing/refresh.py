@@ -327,6 +327,10 @@ class RefreshLoop:
                 self.last = refreshed.summary
                 return self.last
             refreshed.summary["kafka"] = await emit(self.producer, self.settings, refreshed)
+            # this worker's index first, so the next refresh, maybe right after, finds these
+            # pairs in it (not new: no second two-tower pass); the announcement's apply here
+            # then finds nothing left, the other workers' apply everything
+            await self.serving.apply_updates(refreshed.score_version)
             await announce(self.producer, self.settings, "refreshed", refreshed.model_version,
                            refreshed.score_version)
             seconds = time.perf_counter() - started
