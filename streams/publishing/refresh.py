@@ -331,7 +331,7 @@ class RefreshLoop:
             # then finds nothing left, the other workers' apply everything. The table and the
             # lookup API show the rows before the topic gets them: producing ~900k messages
             # took ~10 s of a refresh under load, which the lookup then waited for
-            await self.serving.apply_updates(refreshed.score_version)
+            await self.serving.apply_updates(refreshed.score_version, refreshed.rows)
             await announce(self.producer, self.settings, "refreshed", refreshed.model_version,
                            refreshed.score_version)
             refreshed.summary["kafka"] = await emit(self.producer, self.settings, refreshed)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from models.text import item_text
 from streams.core import metrics
@@ -97,10 +98,12 @@ class Serving:
                      getattr(snapshot.students, "provider", None))
             return snapshot
 
-    async def apply_updates(self, score_version: str) -> Snapshot:
+    async def apply_updates(self, score_version: str, rows=None) -> Snapshot:
         """Apply the updates continuous publishing wrote to ``score_version`` since this worker's
         last (``streams.publishing.refresh``): a copy of the index with them, swapped in like a
-        reload. A worker on another version reloads ``score_version`` whole instead."""
+        reload. A worker on another version reloads ``score_version`` whole instead. ``rows``:
+        the refresh's own rows (the leader has them in memory: no read back); else they are
+        read from ``pair_score_updates``."""
         from streams.core.storage import scores as score_tables
         from streams.serving.index import UPDATE_COLUMNS
 
@@ -110,8 +113,11 @@ class Serving:
             snap = self.current
             if snap.index.score_version != score_version:  # a reload won the lock first
                 return snap
-            rows = await asyncio.to_thread(score_tables.updates_after, self.storage, score_version,
-                                           snap.index.updated_through, UPDATE_COLUMNS)
+            if rows is None:
+                rows = await asyncio.to_thread(score_tables.updates_after, self.storage, score_version,
+                                               snap.index.updated_through, UPDATE_COLUMNS)
+            elif "scored_ms" not in rows.column_names:
+                rows = rows.append_column("scored_ms", rows.column("scored_at").cast(pa.int64()))
             if rows.num_rows:
                 index = await asyncio.to_thread(snap.index.merged, rows)
                 self.current = snap = Snapshot(index, snap.students)
