@@ -66,6 +66,7 @@ def run_demo(settings: Settings, args) -> int:
         web_port=free_port(),
         training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else
                                                                   f" --backbone {args.backbone} --teacher-epochs 2")),
+        training_first_args="",  # its one run is its own configuration, not the fast first run
         training_min_new_labels=10**9, training_interval_s=0,  # the demo starts its one run itself
         publish_cross_budget_s=min(settings.publish_cross_budget_s, DEMO_CROSS_BUDGET_S))
     out = data_dir / "demo-data"
