@@ -24,6 +24,7 @@ trainer service.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -176,7 +177,6 @@ def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score,
     with the evidence of each pair: a fresh ``pair_stats`` version (count, users, lift, swing),
     and the per-dimension scores of its label. Manual labels stay as they are. Returns
     (evidence, dimension scores, how k was chosen)."""
-    from models.blend import blend
     from streams.core.storage import stats
     from streams.core.storage.labels import effective_labels
 
@@ -198,17 +198,27 @@ def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score,
           "model_score": np.asarray(model_score, np.float32).copy()}
     manual = scorer == SCORERS.index("manual")
     fitted = fit_blend_weight(storage, settings, ids, a, b, ev["model_score"], manual)
-    score, behaviour, weight = blend(ev["model_score"], ev["lift"], ev["count"], fitted["k"])
-    score[manual] = ev["model_score"][manual]
-    weight[manual] = 0.0
-    ev.update(score=score, behaviour_score=behaviour, behaviour_weight=weight,
-              dominant=np.where(manual, DOMINANT.index("manual"),
-                                np.where(weight >= 0.5, DOMINANT.index("behaviour"),
-                                         DOMINANT.index("model"))).astype(np.int8))
+    score, behaviour, weight, dominant = blend_sources(ev["model_score"], ev["lift"], ev["count"],
+                                                      fitted["k"], manual)
+    ev.update(score=score, behaviour_score=behaviour, behaviour_weight=weight, dominant=dominant)
     labels = {(r["item_a"], r["item_b"]): r["dim_scores"] for r in effective_labels(storage)}
     dims = [labels.get((ids[x], ids[y]), {}) for x, y in zip(a.tolist(), b.tolist())] if labels \
         else [{} for _ in range(len(a))]
     return ev, dims, fitted
+
+
+def blend_sources(model_score, lift, count, k: float, manual: np.ndarray):
+    """(published score, behaviour score, behaviour weight, dominant source code) per pair: the
+    blend of ``models.blend`` where a model scored the pair; a manual label (``manual``, its
+    score in ``model_score``) stands as it is. A publish and a refresh blend the same way."""
+    from models.blend import blend
+
+    score, behaviour, weight = blend(model_score, lift, count, k)
+    score[manual] = np.asarray(model_score)[manual]
+    weight[manual] = 0.0
+    dominant = np.where(manual, DOMINANT.index("manual"),
+                        np.where(weight >= 0.5, DOMINANT.index("behaviour"), DOMINANT.index("model")))
+    return score, behaviour, weight, dominant.astype(np.int8)
 
 
 def fit_blend_weight(storage: Storage, settings: Settings, ids, a, b, model_score, manual) -> dict:
@@ -390,7 +400,6 @@ def publish(storage: Storage, settings: Settings, students, progress: bool = Tru
 
 async def emit(producer, settings: Settings, published: Published) -> dict:
     """Step 7: ``pair-scores`` (key ``a|b``) and ``item-partners`` (key item_id), compacted."""
-    import asyncio
 
     from streams.core.produce import send_batched
 

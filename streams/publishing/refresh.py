@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from models.blend import blend
 from models.text import item_text
 from streams.core import metrics
 from streams.core.config import Settings
@@ -53,7 +52,7 @@ from streams.core.storage import Storage, stats
 from streams.core.storage import scores as score_tables
 from streams.core.storage.items import products
 from streams.core.storage.scores import SCORERS
-from streams.publishing.publisher import DOMINANT
+from streams.publishing.publisher import DOMINANT, blend_sources
 
 if TYPE_CHECKING:
     from streams.serving.index import ScoreIndex
@@ -122,11 +121,8 @@ def refresh(storage: Storage, settings: Settings, students, index: ScoreIndex,
     keep = ~np.isnan(model_score)  # a pair with an item gone from the catalogue cannot be scored
     count = evidence.column("count").to_numpy().astype(np.uint64)
     lift = evidence.column("lift").to_numpy().astype(np.float32)
-    score, behaviour, weight = blend(np.nan_to_num(model_score, nan=1.0), lift, count, state["blend_k"])
-    score[is_manual] = model_score[is_manual]
-    weight[is_manual] = 0.0
-    dominant = np.where(is_manual, DOMINANT.index("manual"),
-                        np.where(weight >= 0.5, DOMINANT.index("behaviour"), DOMINANT.index("model")))
+    score, behaviour, weight, dominant = blend_sources(np.nan_to_num(model_score, nan=1.0), lift, count,
+                                                      state["blend_k"], is_manual)
     steps["blend"] = time.perf_counter() - t
 
     t = time.perf_counter()
