@@ -19,12 +19,13 @@ Steps of ``refresh`` (each timed in the summary):
 5. ``blend``: with the k the version was published with (``score_refreshes``), so a refreshed
    row and an untouched one are on one scale;
 6. ``write``: one insert into ``pair_score_updates`` (a reader sees all of one refresh or none of
-   it; ``pair_scores_latest`` shows each pair's newest row), then a ``score_refreshes`` row moves
-   the version's watermark to the time the changes were read.
+   it, up to ``WRITE_ATOMIC_ROWS``; ``pair_scores_latest`` shows each pair's newest row), then a
+   ``score_refreshes`` row moves the version's watermark to the time the changes were read.
 
-``RefreshLoop`` (the leader worker's ``score-refresh`` loop) runs it, produces the rows to ``pair-scores`` and says
-``refreshed`` on ``model-updates``: every worker applies the version's new updates to its lookup
-index (``streams.serving.lookup.Serving.apply_updates``). A version whose watermark is older than
+``RefreshLoop`` (the leader worker's ``score-refresh`` loop) runs it, applies the rows to its own
+lookup index, says ``refreshed`` on ``model-updates`` (every other worker applies the version's
+new updates to its index: ``streams.serving.lookup.Serving.apply_updates``), then produces the
+rows to ``pair-scores``. A version whose watermark is older than
 the change log keeps (``pair_touched_hashes``: an hour), after a rollback to an old version or a
 long outage, cannot be caught up from changes: it is published again in full with its own model.
 
@@ -60,7 +61,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANGE_LOG_RETENTION_S = 3000.0  # pair_touched_hashes keeps an hour (TTL); a margin under it
-WRITE_CHUNK_ROWS = 500_000  # one insert per refresh up to this many rows (one insert = one view)
+# a refresh's rows go in one insert, which ClickHouse makes visible at once up to its
+# max_insert_block_size (1,048,576 rows: one part); a larger refresh shows in blocks, each
+# pair's row old or new, never torn
+WRITE_ATOMIC_ROWS = 1_048_576
 
 
 @dataclass
@@ -147,8 +151,7 @@ def refresh(storage: Storage, settings: Settings, students, index: ScoreIndex,
         "swing": evidence.column("swing").cast(pa.float32()).take(at),
         "dim_scores": labels.column("dim_scores").take(at),
     })
-    for i in range(0, m, WRITE_CHUNK_ROWS):
-        storage.insert_arrow("pair_score_updates", rows.slice(i, WRITE_CHUNK_ROWS))
+    storage.insert_arrow("pair_score_updates", rows)  # one insert: see WRITE_ATOMIC_ROWS
     added = int(new[keep].sum())
     steps["write"] = time.perf_counter() - t
     t = time.perf_counter()
