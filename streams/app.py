@@ -316,6 +316,8 @@ def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
         context.refresher = RefreshLoop(settings, storage, producer, context.serving, context.publish_lock)
 
     async def stop_training() -> None:
+        if context.refresher is not None:
+            await context.refresher.stop()
         if context.launcher is not None:
             await context.launcher.stop()
             await context.launcher.producer.stop()

@@ -25,7 +25,7 @@ Steps of ``refresh`` (each timed in the summary):
 ``RefreshLoop`` (the leader worker's ``score-refresh`` loop) runs it, applies the rows to its own
 lookup index, says ``refreshed`` on ``model-updates`` (every other worker applies the version's
 new updates to its index: ``streams.serving.lookup.Serving.apply_updates``), then produces the
-rows to ``pair-scores``. A version whose watermark is older than
+rows to ``pair-scores`` while the next refresh runs. A version whose watermark is older than
 the change log keeps (``pair_touched_hashes``: an hour), after a rollback to an old version or a
 long outage, cannot be caught up from changes: it is published again in full with its own model.
 
@@ -73,9 +73,9 @@ class Refreshed:
 
     score_version: str
     model_version: str
-    records: list  # (key, value, None): its pair-scores messages
+    rows: pa.Table | None  # as written to pair_score_updates (None: nothing changed)
+    scored_at: float = 0.0  # the rows' scored_at (what ``emit`` reads them back by)
     summary: dict = field(default_factory=dict)
-    rows: pa.Table | None = None  # as written to pair_score_updates
 
 
 def refresh(storage: Storage, settings: Settings, students, index: ScoreIndex,
@@ -106,7 +106,7 @@ def refresh(storage: Storage, settings: Settings, students, index: ScoreIndex,
     if not changed:
         score_tables.record_refresh(storage, version, "refresh", now, state["blend_k"], 0, 0,
                                     time.perf_counter() - started)
-        return Refreshed(version, students.version, [], {"pairs": 0, "new_pairs": 0, "through": now})
+        return Refreshed(version, students.version, None, 0.0, {"pairs": 0, "new_pairs": 0, "through": now})
     t = time.perf_counter()
     evidence = stats.changed_evidence(storage, params, refresh_id)
     labels = _labels(storage, refresh_id)  # the same pairs in the same order
@@ -154,9 +154,6 @@ def refresh(storage: Storage, settings: Settings, students, index: ScoreIndex,
     storage.insert_arrow("pair_score_updates", rows)  # one insert: see WRITE_ATOMIC_ROWS
     added = int(new[keep].sum())
     steps["write"] = time.perf_counter() - t
-    t = time.perf_counter()
-    records = _records(storage, version, scored_at)  # the Kafka values, formatted by ClickHouse
-    steps["format"] = time.perf_counter() - t
     score_tables.record_refresh(storage, version, "refresh", now, state["blend_k"], m, added,
                                 time.perf_counter() - started)
     metrics.REFRESH_PAIRS.labels(kind="updated").inc(m - added)
@@ -164,7 +161,7 @@ def refresh(storage: Storage, settings: Settings, students, index: ScoreIndex,
     summary = {"pairs": m, "new_pairs": added, "unscorable": int(len(keep) - m), "through": now,
                "lag_s": round(time.time() - state["through"], 3), "blend_k": state["blend_k"],
                "steps_s": {k: round(v, 3) for k, v in steps.items()}}
-    return Refreshed(version, students.version, records, summary, rows)
+    return Refreshed(version, students.version, rows, scored_at, summary)
 
 
 def _labels(storage: Storage, refresh_id: int) -> pa.Table:
@@ -264,14 +261,15 @@ def _records(storage: Storage, score_version: str, scored_at: float) -> list:
     return [(k, v, None) for k, v in zip(keys, values)]
 
 
-async def emit(producer, settings: Settings, refreshed: Refreshed) -> int:
+async def emit(producer, settings: Settings, storage: Storage, refreshed: Refreshed) -> int:
     """The refreshed rows on ``pair-scores`` (compacted, key ``a|b``): the topic's reader sees
-    the same newest row per pair as the table's."""
+    the same newest row per pair as the table's. Refreshes must be emitted in their order."""
     from streams.core.produce import send_batched
 
-    if not refreshed.records:
+    if refreshed.rows is None or not refreshed.rows.num_rows:
         return 0
-    return await send_batched(producer, settings.topic_pair_scores, refreshed.records)
+    records = await asyncio.to_thread(_records, storage, refreshed.score_version, refreshed.scored_at)
+    return await send_batched(producer, settings.topic_pair_scores, records)
 
 
 class RefreshLoop:
@@ -287,6 +285,28 @@ class RefreshLoop:
         self.lock = lock
         self.embeddings: dict = {}  # (model version, item) -> two-tower embedding
         self.last: dict | None = None
+        # the previous refresh's pair-scores output, produced while the next refresh runs (one
+        # in flight: the topic gets refreshes in their order)
+        self.emitting: asyncio.Task | None = None
+
+    async def _emit(self, refreshed: Refreshed) -> None:
+        started = time.perf_counter()
+        try:
+            sent = await emit(self.producer, self.settings, self.storage, refreshed)
+        except Exception:  # noqa: BLE001 - the table and the lookup API have the rows already
+            metrics.REFRESHES.labels(outcome="error").inc()
+            log.exception("producing refresh %s to %s failed; its rows are in pair_scores_latest",
+                          refreshed.score_version, self.settings.topic_pair_scores)
+            return
+        log.info("produced %d refreshed pair scores to %s in %.2fs", sent, self.settings.topic_pair_scores,
+                 time.perf_counter() - started)
+
+    async def stop(self) -> None:
+        """Let the output in flight finish (the worker is stopping)."""
+        if self.emitting is not None:
+            await asyncio.wait({self.emitting}, timeout=30)
+            if not self.emitting.done():
+                self.emitting.cancel()
 
     async def tick(self) -> dict | None:
         """One refresh, guarded: an error is logged and counted, never raised (the loop, and the
@@ -321,19 +341,21 @@ class RefreshLoop:
                 metrics.REFRESHES.labels(outcome="full").inc()
                 self.last = {"full": summary}
                 return self.last
-            if not refreshed.records:
+            if refreshed.rows is None:
                 metrics.REFRESHES.labels(outcome="empty").inc()
                 self.last = refreshed.summary
                 return self.last
             # this worker's index first, so the next refresh, maybe right after, finds these
             # pairs in it (not new: no second two-tower pass); the announcement's apply here
-            # then finds nothing left, the other workers' apply everything. The table and the
-            # lookup API show the rows before the topic gets them: producing ~900k messages
-            # took ~10 s of a refresh under load, which the lookup then waited for
+            # then finds nothing left, the other workers' apply everything. The topic follows,
+            # while the next refresh runs: formatting and producing ~900k messages took ~15 s
+            # under load, which the next refresh, and so the lookup, waited for
             await self.serving.apply_updates(refreshed.score_version, refreshed.rows)
             await announce(self.producer, self.settings, "refreshed", refreshed.model_version,
                            refreshed.score_version)
-            refreshed.summary["kafka"] = await emit(self.producer, self.settings, refreshed)
+            if self.emitting is not None:
+                await self.emitting  # the previous refresh's output first: the topic keeps the order
+            self.emitting = asyncio.ensure_future(self._emit(refreshed))
             seconds = time.perf_counter() - started
             refreshed.summary["seconds"] = round(seconds, 3)
             metrics.REFRESHES.labels(outcome="refreshed").inc()
