@@ -302,11 +302,13 @@ class RefreshLoop:
                  time.perf_counter() - started)
 
     async def stop(self) -> None:
-        """Let the output in flight finish (the worker is stopping)."""
-        if self.emitting is not None:
-            await asyncio.wait({self.emitting}, timeout=30)
-            if not self.emitting.done():
-                self.emitting.cancel()
+        """The worker is stopping: the output in flight is cancelled, not waited for (its rows are
+        in the table and the lookup index already; a stop must stay prompt under load)."""
+        if self.emitting is not None and not self.emitting.done():
+            self.emitting.cancel()
+            log.warning("stopping: the pair-scores output of refresh %s was cut short; "
+                        "pair_scores_latest has its rows", self.last and self.last.get("through"))
+            await asyncio.wait({self.emitting}, timeout=5)
 
     async def tick(self) -> dict | None:
         """One refresh, guarded: an error is logged and counted, never raised (the loop, and the
