@@ -67,6 +67,9 @@ def run_demo(settings: Settings, args) -> int:
         training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else
                                                                   f" --backbone {args.backbone} --teacher-epochs 2")),
         training_first_args="",  # its one run is its own configuration, not the fast first run
+        # its replay ends before the run: refreshes would have nothing to follow, and under a
+        # loaded machine's test suite they slowed the demo's Ctrl-C past its 60 s bound
+        publish_refresh_s=0.0,
         training_min_new_labels=10**9, training_interval_s=0,  # the demo starts its one run itself
         publish_cross_budget_s=min(settings.publish_cross_budget_s, DEMO_CROSS_BUDGET_S))
     out = data_dir / "demo-data"
