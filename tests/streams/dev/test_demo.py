@@ -76,7 +76,7 @@ def test_demo_end_to_end(tmp_path):
         assert re.search(r"status:\s+http://127\.0\.0\.1:\d+/status", out)
         assert http(re.search(r"status:\s+(\S+)", out).group(1))[0] == 200
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        proc.wait(timeout=180)  # 60 s was exceeded in fresh-clone suites (open: see the stop note)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -130,7 +130,7 @@ def test_demo_ctrl_c_leaves_nothing_behind(tmp_path):
     try:
         # it unwinds in a few seconds; before the fix a Ctrl-C during the worker's start-up left
         # its non-daemon consumer thread running and the process never exited
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=180)  # as above
     finally:
         if proc.poll() is None:
             proc.kill()
