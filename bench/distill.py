@@ -11,6 +11,7 @@ away from the labelled pairs) is exported, checked for ONNX parity and reported.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import tempfile
@@ -25,6 +26,7 @@ from streams.core.storage.migrations import migrate
 from streams.dev.synthetic import co_clicks, generate, truth_pairs
 from streams.ingest.catalogue import Catalogue
 from training import run as run_distillation
+from training.config import TINY_TEACHER
 
 
 def seed_labels(storage, n_labelled: int, seed: int = 1) -> dict:
@@ -60,7 +62,10 @@ def run(args) -> dict:
         storage = ChdbStorage(f"{tmp}/chdb", "bench")
         migrate(storage)
         sizes = seed_labels(storage, args.labelled)
+        # this bench measures distillation from a teacher: the tiny one unless one is named
         config = distill_config(args)
+        if not config.teacher_path:
+            config = dataclasses.replace(config, teacher_path=TINY_TEACHER)
         result = run_distillation(storage, args.out or tmp, config, augmentation_curve=[0.0, 1.0, 4.0])
         storage.close()
     m = result.metrics

@@ -103,6 +103,12 @@ def _dataset(args):
         items, clicks, also_bought = amazon.load()
         return items, clicks, lambda a, b: (min(a, b), max(a, b)) in also_bought, None, (
             f"amazon magazine reviews as sessions, truth also_buy ({len(also_bought)} pairs)")
+    if args.dataset == "ecosystems":
+        from streams.dev import ecosystems
+
+        items, clicks, facts = ecosystems.generate(args.items, args.users, args.events, seed=args.seed)
+        return items, clicks, lambda a, b: ecosystems.truth_compatible(facts[a], facts[b]), \
+            lambda a, b: ecosystems.related(facts[a], facts[b]), f"brand-ecosystem marketplace (seed {args.seed})"
     from streams.dev import marketplace
 
     items, clicks, truth = marketplace.generate(args.items, args.users, args.events, seed=args.seed)

@@ -144,3 +144,59 @@ def candidate_pairs(storage, exclude: set[tuple[str, str]], limit: int) -> list[
         {"lim": limit + len(exclude)})
     out = [(a, b) for a, b, _ in rows if (a, b) not in exclude]
     return out[:limit]
+
+
+HARD_NEGATIVE_SOURCE = "hard_negative"
+
+
+def hard_negatives(storage, positives: list[PairExample], per_positive: int, seed: int = 0,
+                   min_label: float = 7.0, visibility: float = 0.5) -> list[PairExample]:
+    """Behaviour's misfits: for a pair behaviour says goes together (label >= ``min_label``),
+    partners of the same category as either side, at least ``visibility`` times as widely
+    clicked as the real partner, that nobody co-clicked with the anchor.
+
+    Why: a case that fits a phone and one that does not share a category, price range and
+    most words; what tells them apart is the few tokens (a size, a mount, a generation) that
+    behaviour shows going together. A partner as visible as one people co-click with the
+    anchor, yet never co-clicked with it, is most likely a misfit, so these pairs teach the
+    students to read those tokens where plain behaviour labels mostly teach "accessory of a
+    device". Only the train split gets them (val and test stay behaviour's own labels)."""
+    import random
+
+    from streams.core.storage.items import products
+
+    strong = [e for e in positives if e.split == "train" and e.label is not None and e.label >= min_label]
+    if per_positive <= 0 or not strong:
+        return []
+    anchors = sorted({x for e in strong for x in (e.item_a, e.item_b)})
+    reach = dict(storage.query_rows(
+        f"SELECT item_id, uniqExact(user_id) FROM {storage.table('user_item_days')} GROUP BY item_id"))
+    seen = set(storage.query_rows(
+        f"SELECT DISTINCT item_a, item_b FROM {storage.table('pair_counts')} "
+        "WHERE item_a IN {ids:Array(String)} OR item_b IN {ids:Array(String)}", {"ids": anchors}))
+    catalogue = products(storage, sorted(reach))
+    by_category: dict[str, list[str]] = {}
+    for item_id, row in catalogue.items():
+        by_category.setdefault(row["category"], []).append(item_id)
+    rng = random.Random(seed)
+    out: dict[tuple[str, str], PairExample] = {}
+    target = smoothed(1.0)
+    for e in strong:
+        for anchor, partner in ((e.item_a, e.item_b), (e.item_b, e.item_a)):
+            if partner not in catalogue or anchor not in catalogue:
+                continue
+            floor = visibility * reach.get(partner, 0)
+            pool = [x for x in by_category.get(catalogue[partner]["category"], ())
+                    if x != anchor and x != partner and reach.get(x, 0) >= floor]
+            rng.shuffle(pool)
+            taken = 0
+            for other in pool:
+                if taken >= per_positive:
+                    break
+                a, b = min(anchor, other), max(anchor, other)
+                if (a, b) in seen or (a, b) in out or split_of(a, b) != "train":
+                    continue
+                out[a, b] = catalogue_example(catalogue, a, b, target, 1.0, e.weight, "train",
+                                              HARD_NEGATIVE_SOURCE)
+                taken += 1
+    return sorted(out.values(), key=lambda x: (x.item_a, x.item_b))

@@ -22,8 +22,15 @@ from models.scale import SCORE_BINS
 from streams.core.storage import registry
 from streams.core.storage.items import products
 from training import distributed
-from training.config import DistillConfig
-from training.dataset import PairExample, candidate_pairs, catalogue_example, load_labelled, worth_weights
+from training.config import TINY_TEACHER, DistillConfig
+from training.dataset import (
+    PairExample,
+    candidate_pairs,
+    catalogue_example,
+    hard_negatives,
+    load_labelled,
+    worth_weights,
+)
 from training.evaluate import evaluate
 from training.report import write_report
 from training.result import RunResult
@@ -63,6 +70,10 @@ def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list,
         # a deterministic subset as well: the gate compares runs on the same pairs
         kept = {id(e) for e in sorted(test, key=_pair_hash)[:config.max_test]}
         labelled = [e for e in labelled if e.split != "test" or id(e) in kept]
+    negatives = hard_negatives(storage, labelled, config.hard_negatives, config.seed)
+    if negatives:
+        log.info("%d hard negatives: same-category partners nobody co-clicked", len(negatives))
+        labelled = labelled + negatives
     return labelled, _candidates(storage, labelled, max(multiples))
 
 
@@ -87,9 +98,10 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     labels_test = np.array([e.label for e in test], np.float32)
     pairs_test = [(e.item_a, e.item_b) for e in test]
     loss = DistillationLoss(config.alpha, config.beta, config.gamma, config.temperature)
-    if config.teacher_epochs > 0:
+    if config.teacher_epochs > 0 and config.teacher_path:
         phase("teacher: fine-tuning on %d labelled pairs (%d held out)", len(train), len(test))
-        teacher = Teacher.build(config.teacher_path or None, Path(data_dir) / "models", seed=config.seed,
+        path = None if config.teacher_path == TINY_TEACHER else config.teacher_path
+        teacher = Teacher.build(path, Path(data_dir) / "models", seed=config.seed,
                                 max_length=config.teacher_max_length)
         teacher_curve = teacher.fit(train, config.teacher_epochs, config.teacher_lr, config.batch_size,
                                     config.seed)
@@ -99,9 +111,11 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         for row, probs in zip(candidates, teacher.predict(candidates)):
             row.target = probs.astype(np.float32)  # augmentation: targets = teacher output
     else:
-        # no teacher (the fast first run): the distillation term pulls towards each label's own
-        # score distribution, there is nothing to augment with, and "vs teacher" means vs labels
-        phase("teacher: none (--teacher-epochs 0): the students learn from %d labelled pairs alone", len(train))
+        # no teacher (none named, or the fast first run): the distillation term pulls towards
+        # each label's own score distribution, there is nothing to augment with, and "vs
+        # teacher" means vs labels
+        phase("teacher: none (no --teacher, or --teacher-epochs 0): the students learn from %d labelled "
+              "pairs alone", len(train))
         teacher_curve = []
         teacher_test = labels_test.copy()
         train_probs = np.stack([e.target for e in train]).astype(np.float32)

@@ -45,8 +45,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=101, help="quality: marketplace seed")
     p.add_argument("--long-tail", type=int, default=3000, help="quality: long-tail pairs asked of the lookup")
     p.add_argument("--cross-budget", type=float, default=60.0, help="quality: cross-encoder seconds at publish")
-    p.add_argument("--dataset", choices=["marketplace", "amazon-magazine"], default="marketplace",
-                   help="quality: the bestseller marketplace generator, or Amazon Magazine reviews as "
+    p.add_argument("--dataset", choices=["marketplace", "ecosystems", "amazon-magazine"], default="marketplace",
+                   help="quality: the bestseller marketplace (fit in title phrases), the brand-ecosystem "
+                        "marketplace (fit in brand and model fields), or Amazon Magazine reviews as "
                         "sessions with also_buy as truth (read from ../shared/data; skipped if absent)")
     p.add_argument("--rounds", type=int, default=3, help="memory: waves of new users")
     p.add_argument("--users", type=int, default=8000,

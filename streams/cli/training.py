@@ -51,7 +51,8 @@ def distill_config(args):
         student_epochs=args.epochs, student_lr=args.lr, teacher_epochs=args.teacher_epochs, alpha=args.alpha,
         beta=args.beta, gamma=args.gamma, temperature=args.temperature, tolerance=args.tolerance,
         max_labels=args.max_labels, max_test=args.max_test, max_length=args.max_length,
-        behaviour_min_count=args.behaviour_min_count, worth_min_count=args.worth_min_count)
+        behaviour_min_count=args.behaviour_min_count, worth_min_count=args.worth_min_count,
+        hard_negatives=args.hard_negatives)
 
 def distill_config_from(extra: str):
     """The DistillConfig of a triggered run: ``training_args`` parsed like `distill` options."""
@@ -148,7 +149,10 @@ def cmd_publish(args) -> int:
 def distill_options(p: argparse.ArgumentParser) -> None:
     from training import DistillConfig as D  # torch-free: the one place defaults live
 
-    p.add_argument("--teacher", default=D.teacher_path, help="local Qwen checkpoint (LoRA on a GPU)")
+    p.add_argument("--teacher", default=D.teacher_path,
+                   help="the teacher LLM: a local Qwen checkpoint (LoRA on a GPU), or 'tiny' for a "
+                        "from-scratch tiny Qwen2 config (tests, the demo); default none: the students "
+                        "learn from the labels alone (a from-scratch teacher on a CPU teaches them noise)")
     p.add_argument("--backbone", default=D.student_backbone, help="student backbone: minilm | tiny | PATH")
     p.add_argument("--augment", type=float, default=D.augment_multiple,
                    help="teacher-labelled pairs per labelled training pair (default %(default)s)")
@@ -177,6 +181,10 @@ def distill_options(p: argparse.ArgumentParser) -> None:
                    help="weigh each label source's examples by what it is worth against behaviour on "
                         "pairs with at least this many co-clicks (a source at chance weighs ~0; 0 = "
                         "every source weighs 1; default %(default)s)")
+    p.add_argument("--hard-negatives", type=int, default=D.hard_negatives,
+                   help="per pair behaviour says goes together, this many same-category partners as "
+                        "widely clicked that nobody co-clicked with it, as misfit examples "
+                        "(training.dataset.hard_negatives; 0 = none; default %(default)s)")
     p.add_argument("--max-test", type=int, default=D.max_test,
                    help="evaluate and gate on at most this many held-out pairs, the same ones every run "
                         "(0 = all; each student scores every one of them: bounds CPU runs)")

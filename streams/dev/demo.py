@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # a CPU round that fits the demo's five minutes: 400 labels, the teacher's 10 epochs (a from-scratch
 # teacher needs them), one student epoch, and 500 held-out pairs scored by each model (all 3,300
 # took ~95 s of the round)
-DEMO_TRAINING = ("--epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-test 500 "
+DEMO_TRAINING = ("--teacher tiny --epochs 1 --teacher-epochs 10 --augment 1 --max-labels 400 --max-test 500 "
                  "--max-length 64")
 DEMO_CROSS_BUDGET_S = 10.0  # the publish's cross-encoder rescoring: ~110 pairs a second here
 

@@ -27,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.core.embedded_broker import free_port
 from tests.web import http
 
-TRAINING = "--backbone tiny --epochs 1 --teacher-epochs 1 --max-length 48 --max-labels 300 --max-test 200"
+TRAINING = ("--backbone tiny --teacher tiny --epochs 1 --teacher-epochs 1 --max-length 48 --max-labels 300 "
+            "--max-test 200")
 CHECK_S = 2.0
 BAD_LOG_LINE = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback \(most recent call last\)")
 

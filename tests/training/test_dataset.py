@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import pyarrow as pa
+
 from streams.core.events import Item
 from streams.core.storage.labels import LabelRow, write_labels
 from streams.ingest.catalogue import Catalogue
 from tests.streams.core.test_label_worth import _stats
-from training.dataset import WORTH_FLOOR, load_labelled, worth_weights
+from training.dataset import (
+    HARD_NEGATIVE_SOURCE,
+    WORTH_FLOOR,
+    PairExample,
+    hard_negatives,
+    load_labelled,
+    split_of,
+    worth_weights,
+)
 
 
 def test_a_source_at_chance_weighs_almost_nothing_in_training(storage):
@@ -32,3 +43,43 @@ def test_a_source_at_chance_weighs_almost_nothing_in_training(storage):
     assert set(by_source["llm"]) == {1.0} and set(by_source["heuristic"]) == {weights["heuristic"]}
     # unmeasured (too few well-evidenced pairs): nothing reweighted
     assert worth_weights(storage, min_count=1000) == {} and worth_weights(storage, min_count=0) == {}
+
+
+def _clicks(storage, pairs: dict[tuple[str, str], int], reach: dict[str, int]) -> None:
+    """pair_counts rows, and ``reach[item]`` distinct users for each item."""
+    day = pa.array([20000] * len(pairs), pa.int32()).cast(pa.date32())
+    storage.insert_arrow("pair_counts", pa.table({
+        "item_a": [a for a, _ in pairs], "item_b": [b for _, b in pairs], "day": day,
+        "count": pa.array(list(pairs.values()), pa.uint64())}))
+    visits = [(f"u{k}", item) for item, n in reach.items() for k in range(n)]
+    storage.insert_arrow("user_item_days", pa.table({
+        "user_id": [u for u, _ in visits], "item_id": [i for _, i in visits],
+        "day": pa.array([20000] * len(visits), pa.int32()).cast(pa.date32()),
+        "clicks": pa.array([1] * len(visits), pa.uint64())}))
+
+
+def test_hard_negatives_are_visible_same_category_partners_nobody_co_clicked(storage):
+    # phones p0..p9 (c1); cases: k* co-clicked with their phone, x* as widely clicked but never
+    # with it, q* barely clicked (too obscure to say anything), s* in another category
+    phones = [f"p{k}" for k in range(10)]
+    Catalogue().upsert(storage, [Item(p, "c1", f"phone {p}") for p in phones]
+                       + [Item(f"{x}{k}", "c2" if x != "s" else "c3", f"case {x}{k}")
+                          for x in "kxqs" for k in range(10)])
+    co_clicked = {(f"k{k}", f"p{k}"): 30 for k in range(10)}
+    _clicks(storage, co_clicked, {**{f"{x}{k}": 40 for x in "kxs" for k in range(10)},
+                                  **{f"q{k}": 2 for k in range(10)}, **{p: 60 for p in phones}})
+    positives = [PairExample(a, b, "", "", np.zeros(10, np.float32), 9.0, 0.8, split_of(a, b), "behaviour")
+                 for a, b in co_clicked]
+    positives += [PairExample("k0", "k1", "", "", np.zeros(10, np.float32), 3.0, 1.0, "train", "behaviour")]
+    negatives = hard_negatives(storage, positives, per_positive=2, seed=1)
+    train_positives = [e for e in positives if e.split == "train" and e.label >= 7]
+    assert negatives and len(negatives) <= 4 * len(train_positives)
+    for e in negatives:
+        assert e.source == HARD_NEGATIVE_SOURCE and e.split == "train" == split_of(e.item_a, e.item_b)
+        assert e.label == 1.0 and int(np.argmax(e.target)) == 0 and e.weight == 0.8
+        assert (e.item_a, e.item_b) not in co_clicked and e.text_a and e.text_b
+        a, b = e.item_a, e.item_b
+        # a phone with a widely clicked case, or a case with another phone: never the
+        # obscure cases, the other category, or the weak positive's anchors
+        assert {a[0], b[0]} in ({"p", "x"}, {"p", "k"}), (a, b)
+    assert hard_negatives(storage, positives, per_positive=0) == []

@@ -23,7 +23,7 @@ from training.dataset import PairExample, load_labelled, smoothed, split_of
 from training.pipeline import run
 from training.teacher import teacher_text
 
-TINY = DistillConfig(student_backbone="tiny", teacher_epochs=2, teacher_lr=1e-3, student_epochs=2,
+TINY = DistillConfig(student_backbone="tiny", teacher_path="tiny", teacher_epochs=2, teacher_lr=1e-3, student_epochs=2,
                      student_lr=1e-3, max_length=48, augment_multiple=1.0)
 
 
@@ -149,7 +149,8 @@ def test_data_parallel_run_under_torchrun(tmp_path):
     port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         "-m", "streams.cli", "distill", "--backbone", "tiny", "--teacher-epochs", "2", "--epochs", "1",
+         "-m", "streams.cli", "distill", "--backbone", "tiny", "--teacher", "tiny", "--teacher-epochs", "2",
+         "--epochs", "1",
          "--augment", "1", "--max-length", "48", "--json"],
         env={**os.environ, "PAIRSTREAM_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"},
         capture_output=True, text=True, timeout=240)
