@@ -5,7 +5,10 @@
 - Soft targets: the LLM's own distribution where the backend stored one (the rubric-weighted
   mixture of the five dimensions' distributions), otherwise a Gaussian around the label
   (sigma ``label_sigma`` bins): a 7 also says "6 or 8 is not far off".
-- Weights: manual labels count ``manual_weight`` times (a person checked them).
+- Weights: manual labels count ``manual_weight`` times (a person checked them); every other
+  source counts what it is worth against behaviour (``worth_weights``).
+- Behaviour labels (lift, where co-clicks are enough) replace rule labels, except in the train
+  split where the rule was measured worth ``KEEP_BESIDE_BEHAVIOUR_WORTH``: both stay there.
 """
 
 from __future__ import annotations
@@ -54,8 +57,13 @@ def catalogue_example(items: dict[str, dict], a: str, b: str, target: np.ndarray
 
 
 # label sources that a behaviour-derived label replaces: rules and blanket defaults, which do
-# not look at the pair the way an LLM or a person does
+# not look at the pair the way an LLM or a person does ...
 YIELDS_TO_BEHAVIOUR = ("heuristic", "default")
+# ... unless the source was measured worth at least this much against behaviour
+# (``worth_weights``): then its label stays beside the behaviour one, each at its weight. Where
+# fit lives in fields a rule reads, the rule sees what co-clicks blur (brand-loyal browsing
+# co-clicks same-brand misfits); where it is at chance it still gives way
+KEEP_BESIDE_BEHAVIOUR_WORTH = 0.5
 
 
 def behaviour_rows(storage, min_count: int, evidence_count: float) -> list[dict]:
@@ -111,9 +119,15 @@ def load_labelled(storage, manual_weight: float = 3.0, label_sigma: float = 1.0,
     rows = effective_labels(storage)
     behaviour = behaviour_rows(storage, behaviour_min_count, behaviour_evidence_count)
     if behaviour:
+        worthy = {s for s, w in (source_weights or {}).items() if w >= KEEP_BESIDE_BEHAVIOUR_WORTH}
+
+        def yields(row: dict) -> bool:  # held-out pairs keep one label: behaviour's
+            return row["source"] in YIELDS_TO_BEHAVIOUR and (
+                row["source"] not in worthy or split_of(row["item_a"], row["item_b"]) != "train")
+
         keep = {(r["item_a"], r["item_b"]) for r in rows if r["source"] not in YIELDS_TO_BEHAVIOUR}
         replaced = {(r["item_a"], r["item_b"]) for r in behaviour} - keep
-        rows = [r for r in rows if (r["item_a"], r["item_b"]) not in replaced] + \
+        rows = [r for r in rows if (r["item_a"], r["item_b"]) not in replaced or not yields(r)] + \
                [r for r in behaviour if (r["item_a"], r["item_b"]) in replaced]
     items = products(storage, sorted({r["item_a"] for r in rows} | {r["item_b"] for r in rows}))
     out = []

@@ -44,7 +44,7 @@ BINS = np.asarray(SCORE_BINS, np.float32)
 def _candidates(storage, labelled: list[PairExample], multiple: float) -> list[PairExample]:
     """Unlabelled pairs for augmentation, most frequent first (a smaller multiple takes a
     prefix), as catalogue examples whose targets the teacher fills in."""
-    n = int(round(multiple * sum(e.split == "train" for e in labelled)))
+    n = int(round(multiple * len({(e.item_a, e.item_b) for e in labelled if e.split == "train"})))
     pairs = candidate_pairs(storage, {(e.item_a, e.item_b) for e in labelled}, n)
     items = products(storage, sorted({a for a, _ in pairs} | {b for _, b in pairs}))
     return [catalogue_example(items, a, b, np.full(10, 0.1, np.float32), None, 1.0, "train", "teacher")
@@ -61,14 +61,18 @@ def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list,
                              behaviour_evidence_count=config.behaviour_evidence_count,
                              source_weights=weights)
     train = [e for e in labelled if e.split == "train"]
-    if config.max_labels and len(train) > config.max_labels:
-        # a deterministic subset: the same pairs every run, manual labels first
-        train = sorted(train, key=lambda e: (e.source != "manual", _pair_hash(e)))[:config.max_labels]
+    pairs = {(e.item_a, e.item_b) for e in train}
+    if config.max_labels and len(pairs) > config.max_labels:
+        # a deterministic subset of pairs (with every label each holds): the same pairs every
+        # run, pairs with a manual label first
+        manual = {(e.item_a, e.item_b) for e in train if e.source == "manual"}
+        chosen = set(sorted(pairs, key=lambda p: (p not in manual, _pair_hash(*p)))[:config.max_labels])
+        train = [e for e in train if (e.item_a, e.item_b) in chosen]
         labelled = train + [e for e in labelled if e.split != "train"]
     test = [e for e in labelled if e.split == "test"]
     if config.max_test and len(test) > config.max_test:
         # a deterministic subset as well: the gate compares runs on the same pairs
-        kept = {id(e) for e in sorted(test, key=_pair_hash)[:config.max_test]}
+        kept = {id(e) for e in sorted(test, key=lambda e: _pair_hash(e.item_a, e.item_b))[:config.max_test]}
         labelled = [e for e in labelled if e.split != "test" or id(e) in kept]
     negatives = hard_negatives(storage, labelled, config.hard_negatives, config.seed)
     if negatives:
@@ -121,8 +125,10 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         train_probs = np.stack([e.target for e in train]).astype(np.float32)
         candidates = []
 
+    train_pairs = len({(e.item_a, e.item_b) for e in train})
+
     def students(multiple: float) -> dict:
-        augmented = candidates[:int(round(multiple * len(train)))]
+        augmented = candidates[:int(round(multiple * train_pairs))]
         rows = train + augmented
         teacher_probs = np.concatenate([train_probs] + [r.target[None] for r in augmented])
         result: dict = {"multiple": multiple, "train_labelled": len(train), "train_augmented": len(augmented)}
@@ -190,10 +196,10 @@ def phase(message: str, *args) -> None:
         log.info(message, *args)
 
 
-def _pair_hash(example: PairExample) -> str:
+def _pair_hash(item_a: str, item_b: str) -> str:
     import hashlib
 
-    return hashlib.sha1(f"{example.item_a}|{example.item_b}|order".encode()).hexdigest()
+    return hashlib.sha1(f"{item_a}|{item_b}|order".encode()).hexdigest()
 
 
 def _curve_point(result: dict) -> dict:

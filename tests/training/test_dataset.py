@@ -83,3 +83,31 @@ def test_hard_negatives_are_visible_same_category_partners_nobody_co_clicked(sto
         # obscure cases, the other category, or the weak positive's anchors
         assert {a[0], b[0]} in ({"p", "x"}, {"p", "k"}), (a, b)
     assert hard_negatives(storage, positives, per_positive=0) == []
+
+
+def test_a_rule_worth_its_salt_keeps_its_labels_beside_behaviour_in_training(storage):
+    """Behaviour labels replace rule labels; a rule measured worth at least
+    ``KEEP_BESIDE_BEHAVIOUR_WORTH`` keeps its label beside behaviour's in the train split (fit in
+    fields a rule reads, co-clicks blurred by brand-loyal browsing), never in the held-out ones."""
+    from training.dataset import KEEP_BESIDE_BEHAVIOUR_WORTH
+
+    pairs = [(f"a{k:03d}", f"b{k:03d}") for k in range(60)]
+    _stats(storage, pairs, [8.0] * 60, [40] * 60)
+    Catalogue().upsert(storage, [Item(x, "c1", f"item {x}") for pair in pairs for x in pair])
+    write_labels(storage, [LabelRow(a, b, 3.0, "medium", "heuristic", "heuristic", "", "v1") for a, b in pairs])
+
+    def sources(weight: float) -> dict:
+        examples = load_labelled(storage, behaviour_min_count=3, source_weights={"heuristic": weight})
+        out: dict = {}
+        for e in examples:
+            out.setdefault((e.item_a, e.item_b), []).append((e.source, e.weight))
+        return out
+
+    worthy = sources(KEEP_BESIDE_BEHAVIOUR_WORTH)
+    for (a, b), labels in worthy.items():
+        kinds = sorted(source for source, _ in labels)
+        assert kinds == (["behaviour", "heuristic"] if split_of(a, b) == "train" else ["behaviour"]), (a, b)
+        assert dict(labels).get("heuristic", KEEP_BESIDE_BEHAVIOUR_WORTH) == KEEP_BESIDE_BEHAVIOUR_WORTH
+    assert any(len(labels) == 2 for labels in worthy.values())
+    at_chance = sources(0.1)
+    assert all([source for source, _ in labels] == ["behaviour"] for labels in at_chance.values())

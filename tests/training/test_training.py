@@ -201,3 +201,25 @@ def test_a_run_without_a_teacher_trains_the_students_on_the_labels_alone(storage
     assert np.isfinite(m["cross"]["spearman_vs_labels"]) and np.isfinite(m["two_tower"]["spearman_vs_labels"])
     assert result.decision["promoted"] is True
     assert Path(result.artifacts["cross_encoder"]).stat().st_size > 0
+
+
+def test_max_labels_caps_training_pairs_the_same_way_every_run(storage):
+    """The cap counts pairs, not examples (a pair may hold a worthy rule's label beside
+    behaviour's: both stay), manually labelled pairs first, the same pairs every run, and the
+    held-out splits untouched."""
+    from streams.core.storage.labels import LabelRow, write_labels
+    from training.pipeline import _read
+
+    seed_labels(storage, n_labelled=160)
+    whole, _ = _read(storage, DistillConfig(max_labels=0, hard_negatives=0), [1.0])
+    pair = next((e.item_a, e.item_b) for e in whole if e.split == "train")
+    write_labels(storage, [LabelRow(*pair, 9.0, "medium", "manual", "person", "", "")])
+    capped, _ = _read(storage, DistillConfig(max_labels=20, hard_negatives=0), [1.0])
+    again, _ = _read(storage, DistillConfig(max_labels=20, hard_negatives=0), [1.0])
+    chosen = {(e.item_a, e.item_b) for e in capped if e.split == "train"}
+    assert len(chosen) == 20 and pair in chosen  # a manually labelled pair comes first
+    assert chosen == {(e.item_a, e.item_b) for e in again if e.split == "train"}
+    def held(examples):
+        return [(e.item_a, e.item_b, e.source) for e in examples if e.split != "train"]
+
+    assert held(capped) == held(whole)
