@@ -190,8 +190,8 @@ def hard_negatives(storage, positives: list[PairExample], per_positive: int, see
         "WHERE item_a IN {ids:Array(String)} OR item_b IN {ids:Array(String)}", {"ids": anchors}))
     catalogue = products(storage, sorted(reach))
     by_category: dict[str, list[str]] = {}
-    for item_id, row in catalogue.items():
-        by_category.setdefault(row["category"], []).append(item_id)
+    for item_id in sorted(catalogue):  # a fixed order (query rows come in any): same draw every run
+        by_category.setdefault(catalogue[item_id]["category"], []).append(item_id)
     rng = random.Random(seed)
     out: dict[tuple[str, str], PairExample] = {}
     target = smoothed(1.0)
