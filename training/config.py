@@ -55,3 +55,8 @@ class DistillConfig:
     # scored for the metrics and the gate
     max_labels: int = 2000
     max_test: int = 300
+
+    @property
+    def uses_teacher(self) -> bool:
+        """A teacher is named and trained; without one nothing is augmented either."""
+        return self.teacher_epochs > 0 and bool(self.teacher_path)

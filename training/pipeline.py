@@ -78,7 +78,7 @@ def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list,
     if negatives:
         log.info("%d hard negatives: same-category partners nobody co-clicked", len(negatives))
         labelled = labelled + negatives
-    return labelled, _candidates(storage, labelled, max(multiples))
+    return labelled, _candidates(storage, labelled, max(multiples)) if config.uses_teacher else []
 
 
 def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
@@ -102,7 +102,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     labels_test = np.array([e.label for e in test], np.float32)
     pairs_test = [(e.item_a, e.item_b) for e in test]
     loss = DistillationLoss(config.alpha, config.beta, config.gamma, config.temperature)
-    if config.teacher_epochs > 0 and config.teacher_path:
+    if config.uses_teacher:
         phase("teacher: fine-tuning on %d labelled pairs (%d held out)", len(train), len(test))
         path = None if config.teacher_path == TINY_TEACHER else config.teacher_path
         teacher = Teacher.build(path, Path(data_dir) / "models", seed=config.seed,
@@ -123,7 +123,6 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         teacher_curve = []
         teacher_test = labels_test.copy()
         train_probs = np.stack([e.target for e in train]).astype(np.float32)
-        candidates = []
 
     train_pairs = len({(e.item_a, e.item_b) for e in train})
 
