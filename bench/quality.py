@@ -214,8 +214,9 @@ def run(args) -> dict:
         if row is None:
             raise RuntimeError(f"the run {version} wrote no registry row")
         students = Students(version, row["artifacts"], settings.onnx_threads)
-        published = publish(storage, settings.replace(publish_cross_budget_s=args.cross_budget), students,
-                            progress=not args.json)
+        if args.cross_budget is not None:
+            settings = settings.replace(publish_cross_budget_s=args.cross_budget)
+        published = publish(storage, settings, students, progress=not args.json)
         steps["publish"] = time.time() - t
 
         t = time.time()

@@ -44,7 +44,9 @@ def register(sub) -> None:
     p.add_argument("--items", type=int, default=3000, help="quality: marketplace items")
     p.add_argument("--seed", type=int, default=101, help="quality: marketplace seed")
     p.add_argument("--long-tail", type=int, default=3000, help="quality: long-tail pairs asked of the lookup")
-    p.add_argument("--cross-budget", type=float, default=60.0, help="quality: cross-encoder seconds at publish")
+    p.add_argument("--cross-budget", type=float, default=None,
+                   help="quality: cross-encoder seconds at publish (default: the publish_cross_budget_s "
+                        "setting, what the worker's publish gets)")
     p.add_argument("--dataset", choices=["marketplace", "ecosystems", "amazon-magazine"], default="marketplace",
                    help="quality: the bestseller marketplace (fit in title phrases), the brand-ecosystem "
                         "marketplace (fit in brand and model fields), or Amazon Magazine reviews as "

@@ -143,7 +143,9 @@ def cmd_publish(args) -> int:
         summary = asyncio.run(publish_with_own_producer(storage, settings, bootstrap, row["version"]))
     print(json.dumps(summary, default=str) if args.json else
           f"published {summary['score_version']}: {summary['pairs']} pairs of {summary['items']} items, "
-          f"{summary['cross_rescored']} rescored by the cross-encoder, in {summary['seconds']}s")
+          f"{summary['cross_rescored']} rescored by the cross-encoder "
+          f"(its share {summary['cross_mix']['weight']}, {summary['cross_mix']['source']} on "
+          f"{summary['cross_mix']['pairs']} held-out pairs), in {summary['seconds']}s")
     return 0
 
 def distill_options(p: argparse.ArgumentParser) -> None:

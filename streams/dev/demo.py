@@ -215,7 +215,8 @@ async def _train(context: WorkerContext, settings: Settings, timeline: dict[str,
         timeline["reload"] = time.time() - reloading
         pub = outcome.get("publish", {})
         print(f"[5/6] published {pub.get('score_version')}: {pub.get('pairs')} pairs of "
-              f"{pub.get('items')} items ({pub.get('cross_rescored')} rescored by the cross-encoder) "
+              f"{pub.get('items')} items ({pub.get('cross_rescored')} rescored by the cross-encoder, "
+              f"its share {pub.get('cross_mix', {}).get('weight')}) "
               f"in {pub.get('seconds')}s; workers now serve {context.serving.current.model_version}")
     outcome["train_seconds"] = round(time.time() - started, 1)
     return outcome

@@ -12,7 +12,10 @@ Steps (each named, each timed in the summary):
    scores are put on the two-tower's scale by quantile mapping over the rescored pairs (the
    cross-encoder's order among them, the two-tower's score distribution): two students are
    calibrated differently, and a raw cross score next to two-tower scores of other pairs
-   would move the rescored pairs up or down the global ranking for no reason;
+   would move the rescored pairs up or down the global ranking for no reason. How much of
+   that score is published (``cross_mix``: 0..1, mixed with the two-tower's) is measured on
+   each publish against behaviour on held-out rescored pairs, because which
+   student ranks better depends on the round (``streams.publishing.cross_mix``);
 6. ``write``: rows, top partners and embeddings of the new score version, then the version is
    marked complete and the live pointer moves to it (``streams.core.storage.scores``), and versions
    beyond ``score_versions_kept`` are dropped;
@@ -43,6 +46,7 @@ from streams.core.storage.base import timestamp_array
 from streams.core.storage.items import products
 from streams.core.storage.label_worth import label_worth
 from streams.core.storage.scores import SCORERS
+from streams.publishing.cross_mix import CrossMix, fit_cross_weight, mix
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +153,22 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
             score[k], scorer[k] = value, SCORERS.index("manual")
 
     t = time.perf_counter()
-    rescored, exhausted = _cross_rescore(settings, students, texts, a, b, score, scorer, progress)
+    rescored, cross, exhausted = _cross_rescore(settings, students, texts, a, b, score, scorer, progress)
     steps["cross_rescore"] = time.perf_counter() - t
     t = time.perf_counter()
-    evidence, dims, fitted = blend_evidence(storage, settings, ids, a, b, score, scorer)
+    columns = pair_evidence(storage, settings, ids, a, b)
+    mixed = mix_cross_scores(settings, ids, a, b, score, scorer, rescored, cross, columns["count"], columns["lift"])
+    evidence, dims, fitted = blend_evidence(storage, settings, ids, a, b, score, scorer, columns)
     steps["blend"] = time.perf_counter() - t
     published = Published("", students.version, ids, a, b, evidence["score"], scorer, embeddings,
                           evidence=evidence, dim_scores=dims)
     published.summary = {
         "model_version": students.version, "pairs": int(len(a)), "items": len(ids),
-        "cross_rescored": rescored, "cross_budget_exhausted": exhausted,
+        "cross_rescored": int(len(rescored)), "cross_budget_exhausted": exhausted,
+        # the cross-encoder's share of the rescored pairs' score, measured against behaviour
+        # on held-out, well-evidenced ones (streams.publishing.cross_mix)
+        "cross_mix": {"weight": mixed.weight, "source": mixed.source, "pairs": mixed.pairs,
+                      "auc": {str(w): v for w, v in mixed.auc.items()}},
         "manual": int((scorer == SCORERS.index("manual")).sum()),
         "behaviour_dominant": int((evidence["dominant"] == DOMINANT.index("behaviour")).sum()),
         "blend": fitted,
@@ -172,13 +182,10 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
     return published
 
 
-def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score, scorer):
-    """Step 5b: the published score = the model's blended with behaviour (``models.blend``),
-    with the evidence of each pair: a fresh ``pair_stats`` version (count, users, lift, swing),
-    and the per-dimension scores of its label. Manual labels stay as they are. Returns
-    (evidence, dimension scores, how k was chosen)."""
+def pair_evidence(storage: Storage, settings: Settings, ids, a, b) -> dict[str, np.ndarray]:
+    """Each pair's behaviour from a fresh ``pair_stats`` version: count, users, lift, swing
+    (0 co-clicks and lift 1 for a pair it does not hold, a labelled pair nobody co-clicked)."""
     from streams.core.storage import stats
-    from streams.core.storage.labels import effective_labels
 
     stats.refresh(storage, stats.StatsParams.from_settings(settings))
     table = stats.latest(storage)
@@ -193,9 +200,35 @@ def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score,
         out[found] = table.column(name).to_numpy()[rows[found]].astype(dtype)
         return out
 
-    ev = {"count": column("count", np.uint64, 0), "users": column("users", np.uint32, 0),
-          "lift": column("lift", np.float32, 1.0), "swing": column("swing", np.float32, 0.0),
-          "model_score": np.asarray(model_score, np.float32).copy()}
+    return {"count": column("count", np.uint64, 0), "users": column("users", np.uint32, 0),
+            "lift": column("lift", np.float32, 1.0), "swing": column("swing", np.float32, 0.0)}
+
+
+def mix_cross_scores(settings: Settings, ids, a, b, score, scorer, rescored, cross, count, lift) -> CrossMix:
+    """Step 5a: the rescored pairs' score becomes the mix of both students that best agrees
+    with behaviour on the held-out ones among them that behaviour has a verdict on (at least
+    ``tier_low`` co-clicks; ``cross_mix``); ``score`` and ``scorer`` change in place. A share
+    of 0 leaves them the two-tower's."""
+    from training import held_out
+
+    measured = np.array([count[k] >= settings.tier_low and held_out(ids[a[k]], ids[b[k]])
+                         for k in rescored.tolist()], bool)
+    mixed = fit_cross_weight(score[rescored][measured], cross[measured], lift[rescored][measured])
+    log.info("cross-encoder share %s (%s, on %d held-out pairs)", mixed.weight, mixed.source, mixed.pairs)
+    if mixed.weight > 0:
+        score[rescored] = mix(score[rescored], cross, mixed.weight)
+        scorer[rescored] = SCORERS.index("cross_encoder")
+    return mixed
+
+
+def blend_evidence(storage: Storage, settings: Settings, ids, a, b, model_score, scorer, columns: dict):
+    """Step 5b: the published score = the model's blended with behaviour (``models.blend``),
+    with the evidence of each pair (``columns``: ``pair_evidence``) and the per-dimension
+    scores of its label. Manual labels stay as they are. Returns (evidence, dimension scores,
+    how k was chosen)."""
+    from streams.core.storage.labels import effective_labels
+
+    ev = dict(columns, model_score=np.asarray(model_score, np.float32).copy())
     manual = scorer == SCORERS.index("manual")
     fitted = fit_blend_weight(storage, settings, ids, a, b, ev["model_score"], manual)
     score, behaviour, weight, dominant = blend_sources(ev["model_score"], ev["lift"], ev["count"],
@@ -248,12 +281,14 @@ def fit_blend_weight(storage: Storage, settings: Settings, ids, a, b, model_scor
             "errors": {str(k): round(e, 4) for k, e in fit.errors.items()}}
 
 
-def _cross_rescore(settings, students, texts, a, b, score, scorer, progress) -> tuple[int, bool]:
+def _cross_rescore(settings, students, texts, a, b, score, scorer, progress) -> tuple[np.ndarray, np.ndarray, bool]:
     """Rescore the best two-tower partners of every item with the cross-encoder, rank 1 of
-    every item first, then rank 2, ..., until the time budget is spent."""
+    every item first, then rank 2, ..., until the time budget is spent. Returns the rescored
+    pairs, their cross scores on the two-tower's scale (``quantile_map``) and whether the
+    budget ran out; ``mix_cross_scores`` decides how much of them is published."""
     k = settings.publish_cross_top_k
     if k <= 0 or not len(a):
-        return 0, False
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), False
     anchor, _partner, pair = _both_ways(a, b)
     order, rank = _ranked(anchor, np.concatenate([score, score]))
     best_rank = np.full(len(a), np.iinfo(np.int64).max)
@@ -273,9 +308,7 @@ def _cross_rescore(settings, students, texts, a, b, score, scorer, progress) -> 
             done += len(part)
             bar.update(len(part))
     rescored = chosen[:done]
-    score[rescored] = quantile_map(cross[:done], score[rescored])
-    scorer[rescored] = SCORERS.index("cross_encoder")
-    return done, exhausted
+    return rescored, quantile_map(cross[:done], score[rescored]), exhausted
 
 
 def quantile_map(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
