@@ -29,6 +29,7 @@ import asyncio
 import random
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -238,6 +239,11 @@ def run(args) -> dict:
         never_answers = asyncio.run(serving.score_pairs(never))["results"] if never else []
         never_scored = [(p, r["score"]) for p, r in zip(never, never_answers) if r["score"] is not None]
         y_never = [compatible(a, b) for (a, b), _ in never_scored]
+        # the same pairs where neither item was in any training example: the students read
+        # items they never saw (the run lists the ones it saw)
+        seen = set(Path(row["artifacts"]["trained_items"]).read_text().split())
+        cold = [(p, s) for p, s in never_scored if p[0] not in seen and p[1] not in seen]
+        y_cold = [compatible(a, b) for (a, b), _ in cold]
         from training import held_out
         held = np.array([held_out(a, b) for a, b in pairs], bool)
         frequent_pairs = [p for k, p in enumerate(pairs) if frequent[k]]
@@ -270,6 +276,9 @@ def run(args) -> dict:
         # fit vs misfit where behaviour says nothing: related kinds, never co-clicked
         "auc_long_tail_related": roc_auc(y_never, [s for _, s in never_scored]) if never_scored else float("nan"),
         "long_tail_related_pairs": len(never_scored),
+        "auc_long_tail_related_unseen_items": roc_auc(y_cold, [s for _, s in cold]) if cold else float("nan"),
+        "long_tail_related_unseen_pairs": len(cold),
+        "trained_items": len(seen),
         "precision_at_5": precision_at(5, frequent_pairs, published.score[frequent], compatible),
         "precision_at_5_lift": precision_at(5, frequent_pairs, ev["lift"][frequent], compatible),
         # the ceiling: the truth itself as the score (anchors with fewer than 5 fitting

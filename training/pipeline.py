@@ -159,10 +159,16 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
                                         config.max_length, config.seed)
     if max(parity.values()) > config.parity_tolerance:
         raise RuntimeError(f"ONNX parity failed: {parity} > {config.parity_tolerance}")
+    # which items the students saw (labelled, hard-negative and augmented rows): what an
+    # evaluation of items never seen in training needs, and what says whether a model knows an item
+    trained_items = sorted({x for e in train + candidates[:main["train_augmented"]] for x in (e.item_a, e.item_b)})
+    (out / "trained_items.txt").write_text("".join(f"{item}\n" for item in trained_items))
+    artifacts["trained_items"] = str(out / "trained_items.txt")
     metrics = {
         "teacher": evaluate(pairs_test, teacher_test, teacher_test, labels_test),
         "cross": cross["metrics"], "two_tower": tower["metrics"], "onnx_parity_max_abs": parity,
         "n_train": len(train), "n_test": len(test), "n_augmented": main["train_augmented"],
+        "n_train_items": len(trained_items),
         # what each label source weighed in this run (sources not listed: 1)
         "label_source_weights": worth_weights(storage, config.worth_min_count),
     }

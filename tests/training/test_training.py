@@ -59,6 +59,10 @@ def test_end_to_end_registry_and_gate(storage, tmp_path):
     assert max(m["onnx_parity_max_abs"].values()) <= 1e-4
     for name in ("cross_encoder", "item_encoder", "pair_head", "cross_encoder_int8"):
         assert Path(first.artifacts[name]).stat().st_size > 0
+    # the items the students saw: every item of a train-split pair, and the augmented ones
+    trained = Path(first.artifacts["trained_items"]).read_text().split()
+    assert trained == sorted(set(trained)) and len(trained) == m["n_train_items"]
+    assert {x for e in labelled if e.split == "train" for x in (e.item_a, e.item_b)} < set(trained)
     assert "max_abs_score_delta" in m["int8"]
     for key in ("spearman_vs_teacher", "pearson_vs_labels", "mse_vs_labels", "ndcg10"):
         assert np.isfinite(m["cross"][key]) and np.isfinite(m["two_tower"][key])
