@@ -262,6 +262,8 @@ def run(args) -> dict:
         "auc_published_configured_k": roc_auc(y, blend(ev["model_score"], ev["lift"], ev["count"],
                                                        settings.blend_evidence_count)[0][frequent]),
         "blend": published.summary["blend"],
+        # the cross-encoder's measured share of the pairs it rescored (streams.publishing.cross_mix)
+        "cross_mix": published.summary["cross_mix"],
         "auc_count": roc_auc(y, ev["count"][frequent]),
         "auc_lift": roc_auc(y, ev["lift"][frequent]),
         "auc_swing": roc_auc(y, ev["swing"][frequent]),
