@@ -166,7 +166,7 @@ def score_candidates(storage: Storage, settings: Settings, students, progress: b
         "model_version": students.version, "pairs": int(len(a)), "items": len(ids),
         "cross_rescored": int(len(rescored)), "cross_budget_exhausted": exhausted,
         # the cross-encoder's share of the rescored pairs' score, measured against behaviour
-        # on held-out, well-evidenced ones (streams.publishing.cross_mix)
+        # on the held-out ones it has a verdict on (streams.publishing.cross_mix)
         "cross_mix": {"weight": mixed.weight, "source": mixed.source, "pairs": mixed.pairs,
                       "auc": {str(w): v for w, v in mixed.auc.items()}},
         "manual": int((scorer == SCORERS.index("manual")).sum()),
