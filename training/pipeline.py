@@ -51,8 +51,9 @@ def _candidates(storage, labelled: list[PairExample], multiple: float) -> list[P
             for a, b in pairs if a in items and b in items]
 
 
-def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list, list]:
-    """(labelled examples, augmentation candidates for the largest multiple): the run's reads."""
+def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list, list, dict]:
+    """(labelled examples, augmentation candidates for the largest multiple, each label
+    source's weight): the run's reads."""
     weights = worth_weights(storage, config.worth_min_count)
     if weights:
         log.info("label sources weighted by what they are worth against behaviour: %s", weights)
@@ -78,7 +79,7 @@ def _read(storage, config: DistillConfig, multiples: list[float]) -> tuple[list,
     if negatives:
         log.info("%d hard negatives: same-category partners nobody co-clicked", len(negatives))
         labelled = labelled + negatives
-    return labelled, _candidates(storage, labelled, max(multiples)) if config.uses_teacher else []
+    return labelled, _candidates(storage, labelled, max(multiples)) if config.uses_teacher else [], weights
 
 
 def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
@@ -94,7 +95,8 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
     out = Path(data_dir) / "models" / version
     torch.manual_seed(config.seed)
     multiples = sorted({config.augment_multiple, *(augmentation_curve or [])})
-    labelled, candidates = distributed.share(_read(storage, config, multiples) if distributed.is_main() else None)
+    labelled, candidates, source_weights = distributed.share(
+        _read(storage, config, multiples) if distributed.is_main() else None)
     train = [e for e in labelled if e.split == "train"]
     test = [e for e in labelled if e.split == "test"]
     if len(train) < 8 or len(test) < 3:
@@ -170,7 +172,7 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
         "n_train": len(train), "n_test": len(test), "n_augmented": main["train_augmented"],
         "n_train_items": len(trained_items),
         # what each label source weighed in this run (sources not listed: 1)
-        "label_source_weights": worth_weights(storage, config.worth_min_count),
+        "label_source_weights": source_weights,
     }
     if config.quantize:
         phase("quantisation: int8 cross-encoder, scored against fp32")

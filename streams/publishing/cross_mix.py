@@ -56,7 +56,8 @@ def mix(two_tower, cross, weight: float) -> np.ndarray:
 
 def fit_cross_weight(two_tower, cross, lift, grid=WEIGHT_GRID) -> CrossMix:
     """The cross-encoder's share whose mix best orders these pairs as behaviour does.
-    All three arrays cover the same pairs: held-out, rescored, well evidenced."""
+    All three arrays cover the same pairs: held-out, rescored, co-clicked at least
+    ``tier_low`` times."""
     verdict = behaviour_score(lift) >= COMPATIBLE_AT
     n, positives = int(len(verdict)), int(verdict.sum())
     if n < MIN_PAIRS or min(positives, n - positives) < MIN_PER_CLASS:

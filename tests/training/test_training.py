@@ -184,9 +184,9 @@ def test_max_test_keeps_the_same_held_out_pairs_every_run(storage):
     from training.pipeline import _read
 
     seed_labels(storage, n_labelled=160)
-    whole, _ = _read(storage, DistillConfig(), [1.0])
-    capped, _ = _read(storage, DistillConfig(max_test=5), [1.0])
-    again, _ = _read(storage, DistillConfig(max_test=5), [1.0])
+    whole, _, _ = _read(storage, DistillConfig(), [1.0])
+    capped, _, _ = _read(storage, DistillConfig(max_test=5), [1.0])
+    again, _, _ = _read(storage, DistillConfig(max_test=5), [1.0])
     held_out = [(e.item_a, e.item_b) for e in capped if e.split == "test"]
     assert len(held_out) == 5 < sum(e.split == "test" for e in whole)
     assert held_out == [(e.item_a, e.item_b) for e in again if e.split == "test"]
@@ -215,11 +215,11 @@ def test_max_labels_caps_training_pairs_the_same_way_every_run(storage):
     from training.pipeline import _read
 
     seed_labels(storage, n_labelled=160)
-    whole, _ = _read(storage, DistillConfig(max_labels=0, hard_negatives=0), [1.0])
+    whole, _, _ = _read(storage, DistillConfig(max_labels=0, hard_negatives=0), [1.0])
     pair = next((e.item_a, e.item_b) for e in whole if e.split == "train")
     write_labels(storage, [LabelRow(*pair, 9.0, "medium", "manual", "person", "", "")])
-    capped, _ = _read(storage, DistillConfig(max_labels=20, hard_negatives=0), [1.0])
-    again, _ = _read(storage, DistillConfig(max_labels=20, hard_negatives=0), [1.0])
+    capped, _, _ = _read(storage, DistillConfig(max_labels=20, hard_negatives=0), [1.0])
+    again, _, _ = _read(storage, DistillConfig(max_labels=20, hard_negatives=0), [1.0])
     chosen = {(e.item_a, e.item_b) for e in capped if e.split == "train"}
     assert len(chosen) == 20 and pair in chosen  # a manually labelled pair comes first
     assert chosen == {(e.item_a, e.item_b) for e in again if e.split == "train"}
