@@ -20,6 +20,10 @@ from models.text import PRODUCT_FIELDS
 
 DIMENSIONS = ("category", "colour", "brand", "condition", "model")
 PACKAGED = Path(__file__).with_name("rubric.yaml")
+# the pair (and any examples) first, the aspect's question last: the five prompts of a pair then
+# share all but their last line, so a backend that reuses a prompt's prefix (``HFBackend``, or a
+# server with prefix caching) computes the pair once instead of five times
+PROMPT_LAYOUT = "pair-then-aspect"
 
 
 class RubricError(ValueError):
@@ -51,8 +55,9 @@ class Rubric:
 
     @property
     def prompt_version(self) -> str:
-        """One id for the whole rubric: changes when any prompt, weight or the system text does."""
-        text = json.dumps([self.system, self.few_shot_intro,
+        """One id for the whole rubric: changes when any prompt, weight, the system text or the
+        layout of the messages does."""
+        text = json.dumps([PROMPT_LAYOUT, self.system, self.few_shot_intro,
                            [(d.name, d.weight, d.version, d.question) for d in self.dimensions]])
         versions = "-".join(d.version for d in self.dimensions)
         return f"{versions}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
@@ -68,7 +73,7 @@ class Rubric:
                  product_b: Mapping[str, object], examples: Sequence[Example] = ()) -> list[dict]:
         """The chat messages of one dimension's prompt for one pair."""
         dim = next(d for d in self.dimensions if d.name == dimension)
-        parts = [f"Aspect: {dim.name}. {dim.question}"]
+        parts = []
         if examples:
             parts.append(self.few_shot_intro)
             for ex in examples:
@@ -77,6 +82,7 @@ class Rubric:
             parts.append("Now the pair to rate:")
         parts.append(f"<product_a>{quote(product_a)}</product_a>\n"
                      f"<product_b>{quote(product_b)}</product_b>")
+        parts.append(f"Aspect: {dim.name}. {dim.question}")
         return [{"role": "system", "content": self.system},
                 {"role": "user", "content": "\n\n".join(parts)}]
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
+
+import numpy as np
+import pyarrow as pa
 
 from streams.core.storage import stats
+from streams.core.storage.base import timestamp_array
 
 
 def table_visits(storage) -> dict:
@@ -24,3 +29,16 @@ def assert_stats_equal(got: dict, want: dict) -> None:
     for pair, row in want.items():
         for key, value in row.items():
             assert math.isclose(got[pair][key], value, rel_tol=1e-5, abs_tol=1e-6), (pair, key, got[pair][key], value)
+
+
+def insert_pair_stats(storage, pairs: list[tuple[str, str]], lifts: list[float], counts: list[int]) -> None:
+    """One ``pair_stats`` version holding these pairs with these lifts and co-click counts."""
+    n = len(pairs)
+    storage.insert_arrow("pair_stats", pa.table({
+        "stats_version": pa.array([1] * n, pa.uint64()),
+        "item_a": [a for a, _ in pairs], "item_b": [b for _, b in pairs],
+        "count": pa.array(counts, pa.uint64()), "decayed_count": pa.array([float(c) for c in counts]),
+        "users": pa.array(counts, pa.uint32()), "users_a": pa.array([50] * n, pa.uint32()),
+        "users_b": pa.array([50] * n, pa.uint32()), "lift": pa.array(lifts, pa.float32()),
+        "pmi": pa.array(np.log(lifts), pa.float32()), "jaccard": pa.array([0.1] * n, pa.float32()),
+        "swing": pa.array([0.0] * n), "computed_at": timestamp_array([time.time()] * n)}))

@@ -180,8 +180,8 @@ def run(storage, data_dir: str | Path, config: DistillConfig | None = None,
                                 cross["scores"], config.max_length)
         artifacts["cross_encoder_int8"] = metrics["int8"].pop("path")
     phase("registry: the promotion gate against the incumbent")
-    decision = _gate(storage, version, metrics, artifacts, test, cross["tokenizer"], config,
-                     started) if register else {"promoted": None, "reason": "not registered"}
+    decision = (_gate(storage, version, metrics, artifacts, test, config, started) if register
+                else {"promoted": None, "reason": "not registered"})
     result = RunResult(
         version=version, config=asdict(config), processes=distributed.accelerator().num_processes,
         metrics=metrics, artifacts=artifacts, augmentation_curve=curve_points, decision=decision,
@@ -238,23 +238,34 @@ def _int8(path: Path, tokenizer, test, fp32_scores, max_length: int) -> dict:
             "spearman_vs_labels_delta": float(spearmanr(scores, labels)[0] - spearmanr(fp32_scores, labels)[0])}
 
 
-def _gate(storage, version, metrics, artifacts, test, tokenizer, config, started) -> dict:
-    candidate = metrics["cross"][registry.GATE_METRIC]
-    incumbent_row = registry.promoted(storage)
-    incumbent = None
-    if incumbent_row is not None:
-        from transformers import AutoTokenizer
+def _incumbent_scores(artifacts: dict[str, str], test) -> dict[str, np.ndarray]:
+    """The promoted bundle's two students re-scored from its ONNX files on the current test
+    split, as serving runs them (its own tokenizer and ``max_length``)."""
+    from models.runtime import Students
 
-        old = incumbent_row["artifacts"]
-        old_scores = _onnx_scores(Path(old["cross_encoder"]), AutoTokenizer.from_pretrained(old["tokenizer"]),
-                                  test, config.max_length)
-        incumbent = evaluate([(e.item_a, e.item_b) for e in test], old_scores, old_scores,
-                             [e.label for e in test])[registry.GATE_METRIC]
-    ok = registry.gate(candidate, incumbent, config.tolerance)
+    students = Students("incumbent", artifacts)
+    texts_a, texts_b = [e.text_a for e in test], [e.text_b for e in test]
+    tower = students.two_tower
+    return {"cross": students.cross.predict(list(zip(texts_a, texts_b))),
+            "two_tower": tower.score_embeddings(tower.embed(texts_a), tower.embed(texts_b))}
+
+
+def _gate(storage, version, metrics, artifacts, test, config, started) -> dict:
+    """Promote the candidate unless its deciding student (``registry.GATE_STUDENT``) is worse
+    than the incumbent's on the same pairs; both students' comparisons are recorded."""
+    pairs, labels = [(e.item_a, e.item_b) for e in test], [e.label for e in test]
+    students = {kind: {"candidate": metrics[kind][registry.GATE_METRIC], "incumbent": None}
+                for kind in ("two_tower", "cross")}
+    incumbent_row = registry.promoted(storage)
+    if incumbent_row is not None:
+        for kind, scores in _incumbent_scores(incumbent_row["artifacts"], test).items():
+            students[kind]["incumbent"] = evaluate(pairs, scores, scores, labels)[registry.GATE_METRIC]
+    deciding = students[registry.GATE_STUDENT]
+    ok = registry.gate(deciding["candidate"], deciding["incumbent"], config.tolerance)
     if ok:
         registry.promote(storage, version, metrics, artifacts, started)
     else:
         registry.record(storage, version, "rejected", metrics, artifacts, started)
-    return {"promoted": ok, "metric": registry.GATE_METRIC, "candidate": candidate,
-            "incumbent": incumbent, "incumbent_version": incumbent_row and incumbent_row["version"],
-            "tolerance": config.tolerance}
+    return {"promoted": ok, "metric": registry.GATE_METRIC, "student": registry.GATE_STUDENT,
+            "candidate": deciding["candidate"], "incumbent": deciding["incumbent"], "students": students,
+            "incumbent_version": incumbent_row and incumbent_row["version"], "tolerance": config.tolerance}

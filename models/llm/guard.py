@@ -108,6 +108,7 @@ class GuardedBackend:
         self.max_backoff_s = max_backoff_s
         self.breaker = breaker or CircuitBreaker()
         self.limiter = TokenBucket(rate_per_s)
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self.calls = 0  # calls that reached the backend
 

@@ -5,11 +5,14 @@ followed by the answer prefix ``score:``. The score is not generated: the model'
 of each answer "1".."10" is read off, stored as the distribution, and its expected value is
 the score (a 6-vs-7 hesitation shows up as 6.5, not as a coin flip).
 
+- The prompt runs only from the first token where it differs from the previous prompt: the
+  rest comes from that prompt's key-value cache (prefix reuse; a pair's five prompts share all
+  but their last line).
 - Where every answer is one token (BERT-style vocabularies), one forward pass: the
   next-token logits over those ten tokens, renormalised.
 - Otherwise (Qwen and Gemma split "10" into "1","0"), each answer followed by a newline is
   scored as a continuation: P("1\\n") and P("10\\n") are then told apart properly. The prompt
-  runs once; each answer's tokens run on a copy of its key-value cache.
+  runs once; the answers' remaining tokens run as one batch on copies of its key-value cache.
 
 The model runs in a worker thread (torch releases the GIL) with one call at a time.
 
@@ -24,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+from typing import Any
 
 from models.llm.base import Backend, BackendError, DimensionRequest
 from models.reply import DimensionReply
 from models.scale import SCORE_BINS
 
 ANSWERS = [str(k) for k in SCORE_BINS]
+MIN_SHARED = 8  # tokens a prompt must share with the previous one for its cache to be reused
 
 
 class HFBackend(Backend):
@@ -69,6 +74,8 @@ class HFBackend(Backend):
         self._continuations = [self.tokenizer.encode(a, add_special_tokens=False) + newline
                                for a in ANSWERS]
         self._lock = threading.Lock()
+        self._previous: tuple[list[int], Any] | None = None  # the last prompt and its cache
+        self.tokens_run = 0  # prompt tokens the model ran (those reused from a cache are not)
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         if getattr(self.tokenizer, "chat_template", None):
@@ -77,31 +84,60 @@ class HFBackend(Backend):
             text = "\n\n".join(m["content"] for m in messages) + "\n\n"
         return self.tokenizer.encode(text + "score:", add_special_tokens=False)
 
+    def _prompt_pass(self, prompt: list[int]):
+        """The model's output after ``prompt`` (last logits and the key-value cache), run only
+        on the tokens after those it shares with the previous prompt: the five prompts of a
+        pair differ only in their last line (``models.rubric.PROMPT_LAYOUT``), and every
+        prompt starts with the same system message."""
+        import torch
+
+        previous, self._previous = self._previous, None  # left empty if this pass fails
+        shared, cache = 0, None
+        if previous is not None:
+            ids, cache = previous
+            limit = min(len(ids), len(prompt) - 1)  # at least one token runs: its logits answer
+            while shared < limit and ids[shared] == prompt[shared]:
+                shared += 1
+            if shared < MIN_SHARED:
+                shared, cache = 0, None
+            else:
+                try:
+                    cache.crop(shared - len(ids))  # the tokens after the shared ones go
+                except RuntimeError:  # a sliding-window layer past its window cannot go back
+                    shared, cache = 0, None
+        out = self.model(torch.tensor([prompt[shared:]], device=self.device), past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        self.tokens_run += len(prompt) - shared
+        self._previous = (prompt, out.past_key_values)
+        return out
+
     def distribution(self, messages: list[dict]) -> list[float]:
         """P(answer = 1..10) for one prompt (blocking; call from a thread)."""
         import torch
 
         prompt = self._prompt_ids(messages)
         with self._lock, torch.inference_mode():
+            out = self._prompt_pass(prompt)
             if self.single_token:
-                logits = self.model(torch.tensor([prompt], device=self.device)).logits[0, -1]
-                chosen = logits[self._answer_ids].float()
+                chosen = out.logits[0, -1][self._answer_ids].float()
                 return torch.softmax(chosen, dim=-1).tolist()
-            # the prompt once, then each answer's few tokens on a copy of its cache: the ten
-            # answers share the prompt, and a real vocabulary (Gemma's 262k tokens) made ten
-            # full-length passes with logits at every position cost minutes a pair
-            out = self.model(torch.tensor([prompt], device=self.device), use_cache=True, logits_to_keep=1)
+            # the prompt once, then every answer's remaining tokens in one batch on copies of
+            # its key-value cache: a real vocabulary (Gemma's 262k tokens) made one full pass
+            # per answer cost minutes a pair, and one small pass per answer most of a second
             first = torch.log_softmax(out.logits[0, -1].float(), -1)
-            totals = []
-            for cont in self._continuations:
-                total = first[cont[0]]
-                if len(cont) > 1:
-                    rest = self.model(torch.tensor([cont[:-1]], device=self.device),
-                                      past_key_values=copy.deepcopy(out.past_key_values), use_cache=True)
-                    logp = torch.log_softmax(rest.logits[0].float(), -1)
-                    total = total + logp[torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum()
-                totals.append(total)
-            return torch.softmax(torch.stack(totals), dim=-1).tolist()
+            conts = self._continuations
+            totals = first[torch.tensor([c[0] for c in conts], device=self.device)]
+            width = max(len(c) - 1 for c in conts)  # every answer ends with a newline or EOS
+            # right padding is never attended to by the real tokens before it (causal attention)
+            rows = [c[:-1] + [c[-2]] * (width - len(c) + 1) for c in conts]
+            cache = copy.deepcopy(out.past_key_values)  # the prompt's own stays for the next prompt
+            cache.batch_repeat_interleave(len(conts))
+            rest = self.model(torch.tensor(rows, device=self.device), past_key_values=cache, use_cache=True)
+            logp = torch.log_softmax(rest.logits.float(), -1)
+            for i, cont in enumerate(conts):
+                steps = torch.arange(len(cont) - 1, device=self.device)
+                totals[i] = totals[i] + logp[i, steps, torch.tensor(cont[1:], device=self.device)].sum()
+            return torch.softmax(totals, dim=-1).tolist()
 
     async def score(self, request: DimensionRequest) -> DimensionReply:
         dist = await asyncio.to_thread(self.distribution, request.messages)

@@ -96,10 +96,12 @@ def cmd_distill(args) -> int:
     if args.json:
         print(result.to_json())
     else:
-        print(f"{result.version}: cross-encoder Spearman vs labels "
-              f"{result.metrics['cross']['spearman_vs_labels']:.3f}, "
-              f"{'promoted' if result.promoted else 'rejected'} (incumbent {result.decision['incumbent']}); "
-              f"report {result.report['json']}")
+        metrics, decision = result.metrics, result.decision
+        incumbent = decision.get("incumbent")
+        print(f"{result.version}: Spearman vs labels two-tower {metrics['two_tower']['spearman_vs_labels']:.3f}, "
+              f"cross-encoder {metrics['cross']['spearman_vs_labels']:.3f}; "
+              f"{'promoted' if result.promoted else 'rejected'} on the two-tower (incumbent's "
+              f"{'none' if incumbent is None else f'{incumbent:.3f}'}); report {result.report['json']}")
     return 0
 
 def cmd_train_job(args) -> int:

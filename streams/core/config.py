@@ -137,7 +137,7 @@ class Settings:
     llm_model: str = setting("", "Model name (openai) or local path (hf).")
     llm_api_key: str = setting("", "API key for the openai backend (read from env, never stored).")
     llm_timeout_s: float = setting(30.0, "Per-call timeout of one prompt.")
-    llm_concurrency: int = setting(16, "Most prompts in flight at once.")
+    llm_concurrency: int = setting(16, "Most prompts in flight at once (openai; a local hf model runs one at a time).")
     llm_rate_per_s: float = setting(50.0, "Most prompts started per second.")
     llm_retries: int = setting(3, "Retries of a failed call (exponential back-off with jitter).")
     rubric_path: str = setting("", "Rubric YAML (weights, prompts). Empty = the packaged one.")

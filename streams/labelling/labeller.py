@@ -234,8 +234,10 @@ def build_scorer(settings: Settings) -> PairScorer:
     backend = make_backend(settings.llm_backend, url=settings.llm_url, model=settings.llm_model,
                            api_key=settings.llm_api_key, timeout_s=settings.llm_timeout_s)
     remote = backend.name == "openai"  # the rate limit protects an endpoint, not local models
+    # a local model runs one prompt at a time (``HFBackend``'s lock): prompts queue in the
+    # guard, before the timeout starts, instead of timing out while they wait for the model
     guarded = GuardedBackend(backend, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
-                             concurrency=settings.llm_concurrency,
+                             concurrency=settings.llm_concurrency if remote else 1,
                              rate_per_s=settings.llm_rate_per_s if remote else 0)
     return PairScorer(load_rubric(settings.rubric_path), guarded)
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 from streams.core.events import Item
 from streams.core.storage.labels import LabelRow, write_labels
 from streams.ingest.catalogue import Catalogue
-from tests.streams.core.test_label_worth import _stats
+from tests.tables import insert_pair_stats
 from training.dataset import (
     HARD_NEGATIVE_SOURCE,
     WORTH_FLOOR,
@@ -28,7 +28,7 @@ def test_a_source_at_chance_weighs_almost_nothing_in_training(storage):
     llm_pairs = [(f"a{k:03d}", f"b{k:03d}") for k in range(100)]
     rule_pairs = [(f"c{k:03d}", f"d{k:03d}") for k in range(100)]
     fits = [k % 2 == 0 for k in range(100)]
-    _stats(storage, llm_pairs + rule_pairs, [8.0 if f else 0.5 for f in fits] * 2, [40] * 200)
+    insert_pair_stats(storage, llm_pairs + rule_pairs, [8.0 if f else 0.5 for f in fits] * 2, [40] * 200)
     Catalogue().upsert(storage, [Item(x, "c1" if x[0] in "ac" else "c2", f"item {x}")
                                  for pair in llm_pairs + rule_pairs for x in pair])
     write_labels(storage, [LabelRow(a, b, 8.0 if f else 2.0, "medium", "llm", "openai", "m", "v1")
@@ -92,7 +92,7 @@ def test_a_rule_worth_its_salt_keeps_its_labels_beside_behaviour_in_training(sto
     from training.dataset import KEEP_BESIDE_BEHAVIOUR_WORTH
 
     pairs = [(f"a{k:03d}", f"b{k:03d}") for k in range(60)]
-    _stats(storage, pairs, [8.0] * 60, [40] * 60)
+    insert_pair_stats(storage, pairs, [8.0] * 60, [40] * 60)
     Catalogue().upsert(storage, [Item(x, "c1", f"item {x}") for pair in pairs for x in pair])
     write_labels(storage, [LabelRow(a, b, 3.0, "medium", "heuristic", "heuristic", "", "v1") for a, b in pairs])
 

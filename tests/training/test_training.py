@@ -1,6 +1,6 @@
 """Training end to end on a CPU with tiny configs: labels in chDB -> teacher -> augmentation ->
-both students -> ONNX with parity -> registry -> the gate refuses a candidate that is not
-good enough."""
+both students -> ONNX with parity -> registry -> the gate refuses a candidate whose two-tower
+is not good enough."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from training import RunResult
 from training.batches import warmup_cosine
 from training.config import DistillConfig
 from training.dataset import PairExample, load_labelled, smoothed, split_of
-from training.pipeline import run
+from training.pipeline import _gate, run
 from training.teacher import teacher_text
 
 TINY = DistillConfig(student_backbone="tiny", teacher_path="tiny", teacher_epochs=2, teacher_lr=1e-3, student_epochs=2,
@@ -83,9 +83,22 @@ def test_end_to_end_registry_and_gate(storage, tmp_path):
     assert Path(second.report["augmentation_curve"]).stat().st_size > 0
     decision = second.decision
     assert decision["promoted"] is False and decision["incumbent_version"] == first.version
-    assert decision["incumbent"] == pytest.approx(m["cross"]["spearman_vs_labels"], abs=1e-3)
+    # the incumbent's students, re-scored from ONNX on the same split, score what they scored
+    assert decision["student"] == "two_tower" == registry.GATE_STUDENT
+    assert decision["incumbent"] == pytest.approx(m["two_tower"]["spearman_vs_labels"], abs=1e-3)
+    for kind in ("two_tower", "cross"):
+        assert decision["students"][kind]["incumbent"] == pytest.approx(m[kind]["spearman_vs_labels"], abs=1e-3)
+        assert decision["students"][kind]["candidate"] == second.metrics[kind]["spearman_vs_labels"]
     statuses = {r["version"]: r["status"] for r in registry.models(storage)}
     assert statuses == {first.version: "promoted", second.version: "rejected"}
+
+    # the two-tower decides: it scores every pair; the cross-encoder's share is measured at publish
+    test = [e for e in labelled if e.split == "test"]
+    tower, cross = (m[k]["spearman_vs_labels"] for k in ("two_tower", "cross"))
+    weak_cross = {"two_tower": {"spearman_vs_labels": tower}, "cross": {"spearman_vs_labels": cross - 1}}
+    assert _gate(storage, "v-weak-cross", weak_cross, first.artifacts, test, TINY, 0.0)["promoted"] is True
+    weak_tower = {"two_tower": {"spearman_vs_labels": tower - 0.5}, "cross": {"spearman_vs_labels": 1.0}}
+    assert _gate(storage, "v-weak-tower", weak_tower, first.artifacts, test, TINY, 0.0)["promoted"] is False
 
 
 def test_gate_rule():

@@ -1,9 +1,13 @@
 """The ``models`` registry and the promotion gate.
 
 A run registers its bundle as ``candidate``; the gate compares it with the promoted bundle on
-the *current* held-out split (the promoted cross-encoder is re-scored from its ONNX file, so
-both are judged on the same pairs) and promotes only if the candidate is not worse than
-``tolerance`` on the gate metric; otherwise it is ``rejected``. One bundle is ``promoted`` at a
+the *current* held-out split (the promoted students are re-scored from their ONNX files, so
+both bundles are judged on the same pairs) and promotes only if the candidate's two-tower is
+not worse than ``tolerance`` on the gate metric; otherwise it is ``rejected``. The two-tower
+decides because it scores every published pair and every pair the lookup API computes; the
+cross-encoder's share of the published score is measured at each publish
+(``streams.publishing.cross_mix``), so a weaker cross-encoder costs nothing there. Both
+students' comparisons are recorded with the decision. One bundle is ``promoted`` at a
 time; the one it replaces becomes ``retired`` (kept for rollback).
 """
 
@@ -18,6 +22,7 @@ from streams.core.storage.base import timestamp_array
 
 KIND = "students"
 GATE_METRIC = "spearman_vs_labels"
+GATE_STUDENT = "two_tower"
 
 
 def record(storage, version: str, status: str, metrics: dict, artifacts: dict[str, str],

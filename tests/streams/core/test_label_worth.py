@@ -4,26 +4,12 @@ as behaviour does is worth ~1, one at chance ~0, and only pairs with enough co-c
 from __future__ import annotations
 
 import random
-import time
 
 import numpy as np
-import pyarrow as pa
 
-from streams.core.storage.base import timestamp_array
 from streams.core.storage.label_worth import label_worth, roc_auc
 from streams.core.storage.labels import LabelRow, write_labels
-
-
-def _stats(storage, pairs: list[tuple[str, str]], lifts: list[float], counts: list[int]) -> None:
-    n = len(pairs)
-    storage.insert_arrow("pair_stats", pa.table({
-        "stats_version": pa.array([1] * n, pa.uint64()),
-        "item_a": [a for a, _ in pairs], "item_b": [b for _, b in pairs],
-        "count": pa.array(counts, pa.uint64()), "decayed_count": pa.array([float(c) for c in counts]),
-        "users": pa.array(counts, pa.uint32()), "users_a": pa.array([50] * n, pa.uint32()),
-        "users_b": pa.array([50] * n, pa.uint32()), "lift": pa.array(lifts, pa.float32()),
-        "pmi": pa.array(np.log(lifts), pa.float32()), "jaccard": pa.array([0.1] * n, pa.float32()),
-        "swing": pa.array([0.0] * n), "computed_at": timestamp_array([time.time()] * n)}))
+from tests.tables import insert_pair_stats
 
 
 def test_a_source_that_follows_behaviour_is_worth_much_and_one_at_chance_nothing(storage):
@@ -32,7 +18,7 @@ def test_a_source_that_follows_behaviour_is_worth_much_and_one_at_chance_nothing
     fits = [k % 2 == 0 for k in range(120)]
     lifts = [8.0 if fit else 0.5 for fit in fits]
     counts = [40] * 100 + [2] * 20  # the last 20 are too thin to judge anything by
-    _stats(storage, pairs, lifts, counts)
+    insert_pair_stats(storage, pairs, lifts, counts)
     rows = []
     for (a, b), fit in zip(pairs, fits):
         rows.append(LabelRow(a, b, 8.0 if fit else 2.0, "medium", "llm", "openai", "m", "v1"))  # agrees

@@ -245,3 +245,18 @@ def test_labels_cli_override_show_and_list(tmp_path):
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [(r["item_a"], r["item_b"], r["source"]) for r in rows] == [("c1", "p1", "manual")]
     assert cli("set", "c1", "p1", "11")[0] != 0  # out of range: refused
+
+
+def test_a_local_model_takes_one_prompt_at_a_time_and_an_endpoint_many(settings, tmp_path):
+    """A local model runs one prompt at a time: more in flight would wait on its lock under the
+    per-call timeout and time out on a slow machine; an endpoint gets the configured limits."""
+    import dataclasses
+
+    from models.local import build_tiny_causal_lm
+    from streams.labelling.labeller import build_scorer
+
+    tiny = build_tiny_causal_lm(tmp_path / "tiny-lm", seed=1)
+    local = build_scorer(dataclasses.replace(settings, llm_backend="hf", llm_model=str(tiny))).backend
+    assert local.name == "hf" and local.concurrency == 1 and local.limiter.rate == 0
+    remote = build_scorer(dataclasses.replace(settings, llm_backend="openai", llm_url="http://127.0.0.1:9/v1")).backend
+    assert remote.concurrency == settings.llm_concurrency == 16 and remote.limiter.rate == settings.llm_rate_per_s
