@@ -40,7 +40,8 @@ MIN_SHARED = 8  # tokens a prompt must share with the previous one for its cache
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, path: str, device: str | None = None, single_token: bool | None = None):
+    def __init__(self, path: str, device: str | None = None, single_token: bool | None = None,
+                 prefix_reuse: bool = True):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -74,6 +75,7 @@ class HFBackend(Backend):
         self._continuations = [self.tokenizer.encode(a, add_special_tokens=False) + newline
                                for a in ANSWERS]
         self._lock = threading.Lock()
+        self.prefix_reuse = prefix_reuse  # off: every prompt runs whole (the bench's baseline)
         self._previous: tuple[list[int], Any] | None = None  # the last prompt and its cache
         self.tokens_run = 0  # prompt tokens the model ran (those reused from a cache are not)
 
@@ -91,7 +93,7 @@ class HFBackend(Backend):
         prompt starts with the same system message."""
         import torch
 
-        previous, self._previous = self._previous, None  # left empty if this pass fails
+        previous, self._previous = self._previous if self.prefix_reuse else None, None  # empty if this fails
         shared, cache = 0, None
         if previous is not None:
             ids, cache = previous

@@ -26,8 +26,12 @@ def register(sub) -> None:
                     memory: a real worker's RSS while --rounds waves of --users new users (--events
                     clicks each) come and are evicted. freshness: a real worker with default settings
                     fed --fresh-rate clicks/s: the first score version's delay, and the staleness of
-                    published pairs (probe clicks until the lookup API shows them) for --window s.""")
-    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory", "freshness"],
+                    published pairs (probe clicks until the lookup API shows them) for --window s.
+                    llm: a local causal LM (Gemma 3 270M from the realllm extra, or --model)
+                    labelling --llm-pairs pairs through the hf backend, every prompt run whole vs
+                    with prefix reuse (the default), in the same run.""")
+    p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory", "freshness",
+                                    "llm"],
                    help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
@@ -59,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--probes", type=int, default=20, help="freshness: probe pairs")
     p.add_argument("--first-timeout", type=float, default=900.0,
                    help="freshness: give up when no score version comes within this many seconds")
+    p.add_argument("--model", default="",
+                   help="llm: a local model directory or .gguf file (default: Gemma 3 270M, realllm extra)")
+    p.add_argument("--llm-pairs", type=int, default=10, help="llm: pairs to label each way")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
 
