@@ -36,16 +36,15 @@ BAD_LOG_LINE = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback \(most recent call 
 class Worker:
     """A ``pairstream worker`` child process, its log file and its HTTP endpoints."""
 
-    def __init__(self, data_dir: Path, log_path: Path):
+    def __init__(self, data_dir: Path, log_path: Path, settings: dict[str, str] | None = None):
         self.port = free_port()
         self.log_path = log_path
-        self.env = {**os.environ, "PAIRSTREAM_DATA_DIR": str(data_dir), "PAIRSTREAM_WEB_PORT": str(self.port),
-                    "PAIRSTREAM_TRAINING_CHECK_S": str(CHECK_S), "PAIRSTREAM_LAG_SAMPLE_S": "2",
-                    "PAIRSTREAM_TRAINING_ARGS": TRAINING, "PAIRSTREAM_TRAINING_FIRST_ARGS": TRAINING}
-        for name in [k for k in self.env if k.startswith("PAIRSTREAM_") and k not in (
-                "PAIRSTREAM_DATA_DIR", "PAIRSTREAM_WEB_PORT", "PAIRSTREAM_TRAINING_CHECK_S",
-                "PAIRSTREAM_LAG_SAMPLE_S", "PAIRSTREAM_TRAINING_ARGS", "PAIRSTREAM_TRAINING_FIRST_ARGS")]:
-            del self.env[name]  # the defaults, not whatever the calling shell set
+        chosen = {"PAIRSTREAM_DATA_DIR": str(data_dir), "PAIRSTREAM_WEB_PORT": str(self.port),
+                  "PAIRSTREAM_TRAINING_CHECK_S": str(CHECK_S), "PAIRSTREAM_LAG_SAMPLE_S": "2",
+                  "PAIRSTREAM_TRAINING_ARGS": TRAINING, "PAIRSTREAM_TRAINING_FIRST_ARGS": TRAINING,
+                  **(settings or {})}
+        # the defaults for everything else, not whatever the calling shell set
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAIRSTREAM_")}, **chosen}
         self.started = time.monotonic()
         self.timeline: list[str] = []  # when each wait ended: in a failure's message, and with -s
         self._log = open(log_path, "wb")
@@ -111,19 +110,11 @@ def _cli(env: dict, *args: str) -> str:
 def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
     worker = Worker(tmp_path / "state", tmp_path / "worker.log")
     try:
-        bootstrap = worker.wait_for("broker address", lambda: (m := re.search(
-            r"worker: Kafka (\S+),", worker.log())) and m.group(1), timeout=60)
-        worker.wait_for("/readyz 200", lambda: worker.get("/readyz")[0] == 200, timeout=90)
-        feed = {**worker.env, "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap}
-        feed.pop("PAIRSTREAM_DATA_DIR")
-        data = tmp_path / "marketplace"
-        _cli(feed, "generate", "--items", "600", "--users", "400", "--events", "20000", "--seed", "3",
-             "--out", str(data))
         # items and clicks in one go, as a newcomer replays them: the clicks wait for the items
         # created before them (once all 20,000 clicks were read before the 600 items landed and
         # paired with nothing)
-        assert json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"), "--clicks",
-                               str(data / "clicks.jsonl"))) == {"items": 600, "clicks": 20000}
+        feed = _feed(worker, tmp_path, items=600, users=400, events=20000)
+        bootstrap, data = feed["PAIRSTREAM_KAFKA_BOOTSTRAP"], tmp_path / "marketplace"
 
         # its own timer starts a run once enough labels arrived; the run promotes and publishes
         worker.wait_for("a succeeded training run", lambda: worker.metric(
@@ -196,6 +187,45 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
             worker.metric("pairstream_training_checks_total", outcome=o)
             for o in ("started", "busy", "not_due")) >= checks + 3, timeout=10 * CHECK_S + 10)
         assert worker.metric("pairstream_training_checks_total", outcome="error") == 0
+        assert worker.alive() and worker.get("/healthz")[0] == 200
+    finally:
+        code = worker.stop()
+    log = worker.log()
+    assert code == 0, log[-4000:]
+    bad = [line for line in log.splitlines() if BAD_LOG_LINE.search(line)]
+    assert not bad, "the worker logged errors:\n" + "\n".join(bad[:40])
+
+
+def _feed(worker: Worker, tmp_path: Path, items: int, users: int, events: int) -> dict:
+    """A marketplace generated and replayed through the worker's broker, as a user feeds it."""
+    bootstrap = worker.wait_for("broker address", lambda: (m := re.search(
+        r"worker: Kafka (\S+),", worker.log())) and m.group(1), timeout=60)
+    worker.wait_for("/readyz 200", lambda: worker.get("/readyz")[0] == 200, timeout=90)
+    feed = {**worker.env, "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap}
+    feed.pop("PAIRSTREAM_DATA_DIR")
+    data = tmp_path / "marketplace"
+    _cli(feed, "generate", "--items", str(items), "--users", str(users), "--events", str(events), "--seed", "3",
+         "--out", str(data))
+    assert json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"), "--clicks",
+                           str(data / "clicks.jsonl"))) == {"items": items, "clicks": events}
+    return feed
+
+
+def test_worker_labels_with_a_local_model(tmp_path):
+    """``pairstream worker --llm hf``: the labelling agent runs a local causal LM (a tiny Qwen2
+    config here) in its worker thread, one prompt at a time, and labels routed pairs as ``llm``
+    without a dead letter or an error line."""
+    from models.local import build_tiny_causal_lm
+
+    tiny = build_tiny_causal_lm(tmp_path / "tiny-lm", seed=1)
+    worker = Worker(tmp_path / "state", tmp_path / "worker.log",
+                    {"PAIRSTREAM_LLM_BACKEND": "hf", "PAIRSTREAM_LLM_MODEL": str(tiny)})
+    try:
+        _feed(worker, tmp_path, items=300, users=300, events=8000)
+        worker.wait_for("50 labels from the local model", lambda: worker.metric(
+            "pairstream_labels_total", source="llm") >= 50, timeout=120)
+        dead = sum(v for (name, _), v in worker.metrics().items() if name == "pairstream_dead_letters_total")
+        assert dead == 0 and worker.metric("pairstream_labels_total", source="heuristic") == 0
         assert worker.alive() and worker.get("/healthz")[0] == 200
     finally:
         code = worker.stop()
