@@ -107,6 +107,29 @@ def _cli(env: dict, *args: str) -> str:
     return done.stdout
 
 
+def _assert_clean_exit(worker: Worker, code: int | None) -> None:
+    """Stopped with SIGTERM, it exits 0 with nothing at ERROR or CRITICAL and no traceback."""
+    log = worker.log()
+    assert code == 0, log[-4000:]
+    bad = [line for line in log.splitlines() if BAD_LOG_LINE.search(line)]
+    assert not bad, "the worker logged errors:\n" + "\n".join(bad[:40])
+
+
+def _feed(worker: Worker, tmp_path: Path, items: int, users: int, events: int) -> dict:
+    """A marketplace generated and replayed through the worker's broker, as a user feeds it."""
+    bootstrap = worker.wait_for("broker address", lambda: (m := re.search(
+        r"worker: Kafka (\S+),", worker.log())) and m.group(1), timeout=60)
+    worker.wait_for("/readyz 200", lambda: worker.get("/readyz")[0] == 200, timeout=90)
+    feed = {**worker.env, "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap}
+    feed.pop("PAIRSTREAM_DATA_DIR")
+    data = tmp_path / "marketplace"
+    _cli(feed, "generate", "--items", str(items), "--users", str(users), "--events", str(events), "--seed", "3",
+         "--out", str(data))
+    assert json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"), "--clicks",
+                           str(data / "clicks.jsonl"))) == {"items": items, "clicks": events}
+    return feed
+
+
 def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
     worker = Worker(tmp_path / "state", tmp_path / "worker.log")
     try:
@@ -190,25 +213,7 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
         assert worker.alive() and worker.get("/healthz")[0] == 200
     finally:
         code = worker.stop()
-    log = worker.log()
-    assert code == 0, log[-4000:]
-    bad = [line for line in log.splitlines() if BAD_LOG_LINE.search(line)]
-    assert not bad, "the worker logged errors:\n" + "\n".join(bad[:40])
-
-
-def _feed(worker: Worker, tmp_path: Path, items: int, users: int, events: int) -> dict:
-    """A marketplace generated and replayed through the worker's broker, as a user feeds it."""
-    bootstrap = worker.wait_for("broker address", lambda: (m := re.search(
-        r"worker: Kafka (\S+),", worker.log())) and m.group(1), timeout=60)
-    worker.wait_for("/readyz 200", lambda: worker.get("/readyz")[0] == 200, timeout=90)
-    feed = {**worker.env, "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap}
-    feed.pop("PAIRSTREAM_DATA_DIR")
-    data = tmp_path / "marketplace"
-    _cli(feed, "generate", "--items", str(items), "--users", str(users), "--events", str(events), "--seed", "3",
-         "--out", str(data))
-    assert json.loads(_cli(feed, "replay", "--items", str(data / "items.jsonl"), "--clicks",
-                           str(data / "clicks.jsonl"))) == {"items": items, "clicks": events}
-    return feed
+    _assert_clean_exit(worker, code)
 
 
 def test_worker_labels_with_a_local_model(tmp_path):
@@ -229,10 +234,7 @@ def test_worker_labels_with_a_local_model(tmp_path):
         assert worker.alive() and worker.get("/healthz")[0] == 200
     finally:
         code = worker.stop()
-    log = worker.log()
-    assert code == 0, log[-4000:]
-    bad = [line for line in log.splitlines() if BAD_LOG_LINE.search(line)]
-    assert not bad, "the worker logged errors:\n" + "\n".join(bad[:40])
+    _assert_clean_exit(worker, code)
 
 
 @pytest.mark.parametrize("line, bad", [
