@@ -29,7 +29,8 @@ from pathlib import Path
 
 from streams.core.events import Click, Item
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon_magazine_2018"
+CHECKOUT = Path(__file__).resolve().parents[1]  # bench/amazon.py -> the checkout
+DEFAULT_DIR = CHECKOUT.parent / "shared" / "data" / "amazon_magazine_2018"
 REVIEWS = "Magazine_Subscriptions_5.json"
 META = "meta_Magazine_Subscriptions.json"
 BASE_TS = 1_700_000_000.0  # sessions are laid out from here, one per reviewer, 10 min apart
