@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -94,5 +95,17 @@ def cmd_bench(args) -> int:
             return 0
     result = bench_module(args.what).run(args)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(json_safe(result), allow_nan=False))
     return 0
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinity as ``null``: an AUC with one class is NaN, and
+    Python's ``json`` would write a bare ``NaN`` that jq and most parsers refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
