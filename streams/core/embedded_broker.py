@@ -3,7 +3,8 @@
 Started on a free loopback port with memory storage, waited on until it answers Kafka
 metadata requests, and stopped on exit. The child is tied to our lifetime three ways so no
 broker outlives us: ``stop()``/context manager, an ``atexit`` hook, and the Linux
-parent-death signal (which also covers SIGKILL of the parent).
+parent-death signal (which also covers SIGKILL of the parent). It runs in its own session, so
+a terminal's Ctrl-C reaches only us, and we stop it after the clients that use it.
 """
 
 from __future__ import annotations
@@ -68,8 +69,12 @@ class EmbeddedBroker:
         ]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        # its own session: a Ctrl-C in the terminal signals the whole foreground process group,
+        # and a broker that died with it left the worker's consumers logging connection errors
+        # (thousands of ERROR lines and a traceback) while they stopped; we stop it last
         self._proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         atexit.register(self.stop)
         self._wait_ready(timeout_s)

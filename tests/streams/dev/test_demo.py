@@ -61,7 +61,7 @@ def test_demo_end_to_end(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "demo", "--events", "20000", "--items", "800",
          "--users", "400", "--backbone", "tiny"],
-        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
+        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240  # under the suite's 300 s: the output shows
         while "stop:      Ctrl-C" not in log_path.read_text(errors="replace"):
@@ -75,8 +75,13 @@ def test_demo_end_to_end(tmp_path):
         assert status == 200 and b'"partners"' in body, (status, body[:300])
         assert re.search(r"status:\s+http://127\.0\.0\.1:\d+/status", out)
         assert http(re.search(r"status:\s+(\S+)", out).group(1))[0] == 200
-        proc.send_signal(signal.SIGINT)
+        # Ctrl-C as a terminal sends it: to the whole foreground process group. The broker
+        # once died with it and the worker's consumers logged thousands of ERROR lines and a
+        # traceback while they stopped
+        os.killpg(proc.pid, signal.SIGINT)
+        started = time.monotonic()
         proc.wait(timeout=180)  # 60 s was exceeded in fresh-clone suites (open: see the stop note)
+        print(f"stopped {time.monotonic() - started:.1f} s after Ctrl-C")
     finally:
         if proc.poll() is None:
             proc.kill()
