@@ -93,7 +93,8 @@ class HFBackend(Backend):
         prompt starts with the same system message."""
         import torch
 
-        previous, self._previous = self._previous if self.prefix_reuse else None, None  # empty if this fails
+        previous = self._previous if self.prefix_reuse else None
+        self._previous = None  # empty until this pass succeeds: a failed pass leaves nothing to reuse
         shared, cache = 0, None
         if previous is not None:
             ids, cache = previous

@@ -89,14 +89,13 @@ def test_a_pairs_prompts_reuse_what_they_share_and_score_as_if_run_whole(tiny_lm
 
     rubric = load_rubric()
     backend = HFBackend(str(tiny_lm), single_token=single_token)
-    alone = HFBackend(str(tiny_lm), single_token=single_token)
+    alone = HFBackend(str(tiny_lm), single_token=single_token, prefix_reuse=False)  # every prompt whole
     pairs = [({"title": "case for iPhone 13"}, {"title": "iPhone 13"}), ({"title": "red scarf"}, {"title": "lens"})]
     lengths = []
     for a, b in pairs:
         for dim in rubric.weights():
             messages = rubric.messages(dim, a, b)
             lengths.append(len(backend._prompt_ids(messages)))
-            alone._previous = None  # nothing to reuse: the whole prompt runs
             assert backend.distribution(messages) == pytest.approx(alone.distribution(messages), abs=1e-5)
     assert alone.tokens_run == sum(lengths)
     # the first prompt runs whole; the rest only from their aspect line (or, for the next
