@@ -84,6 +84,13 @@ LOOKUP_SECONDS = Histogram("pairstream_lookup_seconds", "Lookup API latency by e
                            ["endpoint"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1))
 LOOKUP_PAIRS = Counter("pairstream_lookup_pairs_total", "Pairs answered by the lookup API, by "
                        "where the score came from.", ["source"])
+FENCED_WRITES = Counter("pairstream_fenced_writes_total", "Ingest lane steps refused because another "
+                        "member claimed the click partition since (a paused or lost member's late "
+                        "write): nothing of it landed; the member dropped its partitions and re-joined.")
+INGEST_PARTITIONS_DROPPED = Counter("pairstream_ingest_partitions_dropped_total", "Partitions the click "
+                                 "ingest dropped without writing: membership lost, a fenced "
+                                 "write, or a revoke that could not finish within the rebalance.",
+                                 ["reason"])
 OFFSET_RESETS = Counter("pairstream_offset_resets_total", "Restored click checkpoints found outside "
                         "their partition's log (topic recreated, broker storage lost, retention), by "
                         "the policy applied.", ["policy"])

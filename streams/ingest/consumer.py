@@ -52,6 +52,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
+from streams.core import metrics
 from streams.core.config import Settings
 from streams.core.storage import Storage, StorageError
 from streams.ingest import kafka_reader
@@ -59,6 +60,8 @@ from streams.ingest import kernel as pair_kernel
 from streams.ingest.batches import FETCH_MAX_RECORDS, BatchAssembler, BatchReport, PartitionState
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.catalogue_follower import CatalogueFollower
+from streams.ingest.fencing import OwnerFence, PartitionsFenced
+from streams.ingest.membership import membership_lost, request_rejoin
 from streams.ingest.recovery import PartitionRecovery
 from streams.ingest.sessions import Sessionizer, Visits
 from streams.ingest.tiers import TierRouter
@@ -101,6 +104,7 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         self._held_paused: set[int] = set()  # restoring partitions paused for holding enough
         self._cover_waiters: dict[int, tuple] = {}  # partition -> (checkpoint, future): see _outside_log
         self.router = router or TierRouter(settings, storage)
+        self.fence = OwnerFence(storage, self.topic)  # claims: ``streams.ingest.fencing``
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
@@ -150,14 +154,7 @@ class ClickIngest(PartitionRecovery, WriteLanes):
 
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked):
-                async with ingest._flush_lock:  # let an in-progress flush finish
-                    await ingest._flush({}, force_checkpoint=True)
-                    await ingest.drain()
-                    for tp in revoked:
-                        ingest.partitions.pop(tp.partition, None)
-                        ingest._restoring.pop(tp.partition, None)
-                        ingest._held_paused.discard(tp.partition)
-                        ingest.resets.pop(tp.partition, None)
+                await ingest._hand_over(revoked)
 
             async def on_partitions_assigned(self, assigned):
                 # together: one query per table, and each partition's broker offset
@@ -196,9 +193,77 @@ class ClickIngest(PartitionRecovery, WriteLanes):
             if self._consumer is not None and self.partitions:
                 await self.checkpoint()
             await self.drain()
+        except PartitionsFenced as exc:  # another member owns them now: nothing of ours landed
+            self._fenced(exc)
         finally:
             self._stopping.set()
         await self._close()
+
+    # --- giving partitions up ---------------------------------------------------------
+
+    async def _hand_over(self, revoked) -> None:
+        """A revoke: in an orderly rebalance, write what is open and checkpoint, within a
+        bound (``revoke_budget_s``) so a ClickHouse outage cannot hold the rebalance past its
+        timeout; after a lost membership, drop everything without writing (aiokafka calls
+        this revoke too, and the partitions may already be another member's)."""
+        if self._consumer is not None and membership_lost(self._consumer):
+            log.warning("group membership lost (the coordinator dropped this member): dropping "
+                        "partitions %s without writing", sorted(self.partitions))
+            self._forget_partitions("membership_lost")
+            return
+
+        async def flush_and_drain():
+            async with self._flush_lock:  # let an in-progress flush finish
+                await self._flush({}, force_checkpoint=True)
+                await self.drain()
+
+        try:
+            await asyncio.wait_for(flush_and_drain(), self.revoke_budget_s())
+        except asyncio.TimeoutError:
+            log.error("revoke could not write within %.1f s (ClickHouse slow or down): dropping "
+                      "partitions %s without writing; the next owner replays them",
+                      self.revoke_budget_s(), sorted(self.partitions))
+            self._forget_partitions("revoke_timeout")
+            return
+        except PartitionsFenced as exc:
+            self._fenced(exc)
+            return
+        for tp in revoked:
+            self.partitions.pop(tp.partition, None)
+            self._restoring.pop(tp.partition, None)
+            self._held_paused.discard(tp.partition)
+            self.resets.pop(tp.partition, None)
+        self.fence.release([tp.partition for tp in revoked])
+
+    def revoke_budget_s(self) -> float:
+        """How long a revoke may write: half the rebalance timeout (the consumer's session
+        timeout here), so the member re-joins in time and keeps its place in the group."""
+        return max(0.5, self.settings.session_timeout_s / 2)
+
+    def _fenced(self, exc: PartitionsFenced) -> None:
+        """Another member claimed partitions we wrote to: said loudly, everything dropped (what
+        was refused never landed; ClickHouse holds all that did) and the group re-joined."""
+        metrics.FENCED_WRITES.inc(len(exc.partitions))
+        log.error("%s; dropping every partition without writing and re-joining the group", exc)
+        self._forget_partitions("fenced")
+        if self._consumer is not None:
+            request_rejoin(self._consumer)
+
+    def _forget_partitions(self, reason: str) -> None:
+        """Drop every partition's in-memory state and every write not yet made, as a crashed
+        member would: a write already in a thread may still run, but under claims that the
+        next owner's claim supersedes, so it changes nothing then."""
+        metrics.INGEST_PARTITIONS_DROPPED.labels(reason=reason).inc(len(self.partitions))
+        for task in self._lanes():
+            task.cancel()
+            task.add_done_callback(_consume_outcome)
+        self._write_task = self._checkpoint_task = self._commit_task = None
+        self.partitions.clear()
+        self._restoring.clear()
+        self._held_paused.clear()
+        self.resets.clear()
+        self.batches = BatchAssembler(self.settings, self.topic)
+        self.fence.release()
 
     async def abort(self) -> None:
         """Close the connections and write nothing more: what a killed process leaves behind."""
@@ -250,7 +315,11 @@ class ClickIngest(PartitionRecovery, WriteLanes):
             if until is not None and until():
                 break
             if self._failed():
-                await self.drain()  # surface a failed write at once
+                try:
+                    await self.drain()  # surface a failed write at once
+                except PartitionsFenced as exc:
+                    self._fenced(exc)
+                    continue
             # paired events wait for the write in flight: look again soon, so they are sealed
             # into the next write as soon as it returns, not when the fetch times out
             wait_ms = OPEN_POLL_MS if self.batches.open else int(flush_s * 1000)
@@ -346,13 +415,21 @@ class ClickIngest(PartitionRecovery, WriteLanes):
     def _seal(self, due: bool, now: float) -> None:
         """Hand the open batches (and a checkpoint when due) to the lanes."""
         sealed = self.batches.seal(self.partitions, due)
+        claims = self.fence.current()  # the writes carry the claims they were sealed under
         if sealed.tables or sealed.dlq:
             self._write_task = asyncio.ensure_future(self._write_after(
-                self._write_task, sealed.tables, sealed.dlq, now, sealed.events, sealed.event_times))
+                self._write_task, sealed.tables, sealed.dlq, now, sealed.events, sealed.event_times, claims))
             self._write_task.add_done_callback(self._on_write_done)
         if sealed.checkpoint is not None:
             self._checkpoint_task = asyncio.ensure_future(self._checkpoint_after(
-                self._checkpoint_task, self._write_task, sealed.checkpoint))
+                self._checkpoint_task, self._write_task, sealed.checkpoint, claims))
+
+
+def _consume_outcome(task: asyncio.Future) -> None:
+    """Retrieve a dropped lane's outcome (a refusal or an error nobody waits for any more), so
+    asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _warm_up() -> None:

@@ -19,7 +19,9 @@ import pyarrow.compute as pc
 
 from streams.core import metrics
 from streams.ingest.batches import FETCH_MAX_RECORDS, PartitionState
+from streams.ingest.fencing import OwnerFence
 from streams.ingest.log_identity import RecordMark, read_marks
+from streams.ingest.membership import request_rejoin
 from streams.ingest.part import IngestPart
 from streams.ingest.sessions import Sessionizer
 
@@ -33,6 +35,7 @@ class PartitionRecovery(IngestPart):
     """The recovery half of ``ClickIngest`` (a mixin: it shares the ingest's state)."""
 
     bootstrap: str
+    fence: OwnerFence
     catalogue: Any
     partitions: dict[int, PartitionState]
     resets: dict[int, str]
@@ -45,9 +48,22 @@ class PartitionRecovery(IngestPart):
         module docstring), then place each partition's reading at its checkpoint.
 
         One query per table for all of them: the chDB calls run one at a time, and eight
-        small queries (two per partition) took ~70 ms while the first fetches waited."""
+        small queries (two per partition) took ~70 ms while the first fetches waited.
+
+        First the partitions are claimed (``streams.ingest.fencing``): from then on a previous
+        owner's writes are refused, so what is read below is all that will ever land of them.
+        A partition whose claim lost a race is not restored; the member re-joins instead."""
         for tp in tps:
             self._restoring[tp.partition] = []  # the fetcher runs on meanwhile: keep what it returns
+        wanted = sorted(tp.partition for tp in tps)
+        self.fence.release(wanted)
+        claimed = await self._with_retry(lambda: self.fence.claim(wanted))
+        if claimed != wanted:
+            lost = sorted(set(wanted) - set(claimed))
+            self._claim_lost(lost)
+            tps = [tp for tp in tps if tp.partition in claimed]
+            if not tps:
+                return
         partitions = sorted(tp.partition for tp in tps)
         params = {"topic": self.topic, "ps": partitions}
         rows = await self._with_retry(lambda: self.storage.query_arrow(
@@ -67,9 +83,11 @@ class PartitionRecovery(IngestPart):
                                               mine.column("items").to_pylist(),
                                               mine.column("times").to_pylist())
                     state.position = int(pc.max(mine.column("v")).as_py())
-        # intents at or after each checkpoint: batches that may have been (partly) written
+        # intents at or after each checkpoint: batches that may have been (partly) written; at
+        # one start offset, the newest owner's (an older owner's cannot land after our claim,
+        # but one that landed before an owner that wrote past it must not be followed)
         intents = await self._with_retry(lambda: self.storage.query_rows(
-            f"""SELECT partition, start_offset, max(end_offset)
+            f"""SELECT partition, start_offset, argMax(end_offset, (owner_epoch, end_offset))
                 FROM {self.storage.table('ingest_batches')}
                 WHERE topic = {{topic:String}} AND partition IN {{ps:Array(UInt32)}}
                   AND start_offset >= {{vs:Array(UInt64)}}[indexOf({{ps:Array(UInt32)}}, partition)]
@@ -94,6 +112,19 @@ class PartitionRecovery(IngestPart):
         replaced = await self._replaced_logs(states)
         await asyncio.gather(*(self._resume_at_checkpoint(tp, states[tp.partition], replaced.get(tp.partition))
                                for tp in tps))
+
+    def _claim_lost(self, lost: list[int]) -> None:
+        """Partitions another member claimed at the same moment: not restored, paused, and the
+        group asked to rebalance (whoever the coordinator names claims them again)."""
+        from aiokafka.structs import TopicPartition
+
+        log.error("partitions %s were claimed by another member at the same moment: not restored; "
+                  "re-joining the group", lost)
+        metrics.INGEST_PARTITIONS_DROPPED.labels(reason="claim_race").inc(len(lost))
+        for p in lost:
+            self._restoring.pop(p, None)
+            self.consumer.pause(TopicPartition(self.topic, p))
+        request_rejoin(self.consumer)
 
     async def _replaced_logs(self, states: dict[int, PartitionState]) -> dict[int, str]:
         """Partitions whose log holds another record where their checkpoint's mark says (a
@@ -218,11 +249,13 @@ class PartitionRecovery(IngestPart):
 
     async def _rewind(self, tp, state: PartitionState, first: int, new_log: bool) -> bool:
         if new_log:  # its history starts empty, and the old log's marks prove nothing about it
-            params = {"topic": self.topic, "p": tp.partition}
+            # fenced: a restore that stalled past a takeover must not delete the new owner's rows
+            fence, fence_params = self.fence.current().partition_condition(tp.partition)
+            params = {"topic": self.topic, "p": tp.partition, **fence_params}
             for table in ("user_sessions", "ingest_batches", "ingest_checkpoints"):
                 await self._with_retry(lambda table=table: self.storage.command(
                     f"DELETE FROM {self.storage.table(table)} "
-                    "WHERE topic = {topic:String} AND partition = {p:UInt32}", params))
+                    f"WHERE topic = {{topic:String}} AND partition = {{p:UInt32}} AND {fence}", params))
             state.sessionizer = Sessionizer(
                 self.catalogue, self.settings.session_window_s, self.settings.history_size)
             state.intents, state.replay_end = {}, None

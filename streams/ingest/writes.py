@@ -25,6 +25,7 @@ from streams.core import dead_letters, metrics
 from streams.core.dead_letters import DeadLetter
 from streams.core.storage.base import timestamp_array
 from streams.ingest.batches import BatchReport, Checkpoint, SealedBatch
+from streams.ingest.fencing import ClaimSet, OwnerFence, PartitionsFenced
 from streams.ingest.part import IngestPart
 from streams.ingest.sessions import PairIncrements, Visits
 from streams.ingest.tiers import TierRouter
@@ -40,6 +41,7 @@ class WriteLanes(IngestPart):
     """The writing half of ``ClickIngest`` (a mixin: it shares the ingest's state)."""
 
     router: TierRouter
+    fence: OwnerFence
     clock: Callable[[], float]
     on_batch: Callable[[BatchReport], None] | None
     totals: defaultdict[str, int]
@@ -77,17 +79,17 @@ class WriteLanes(IngestPart):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()
 
-    async def _write_after(self, previous, tables, dlq, now, events, event_times):
+    async def _write_after(self, previous, tables, dlq, now, events, event_times, claims: ClaimSet):
         """One sealed batch: counts (one thread call: while the event loop is busy pairing
         the next fetch, every hop back to it costs a wait), then its dead letters, then the
-        commit is handed to the commit lane."""
+        commit is handed to the commit lane. Written under the claims it was sealed with."""
         if previous is not None:
             await previous
         self._stop_if_a_lane_failed()
         written = 0
         if tables:
             started = time.perf_counter()
-            written = await self._with_retry(lambda: self._write_counts(tables, now))
+            written = await self._with_retry(lambda: self._write_counts(tables, now, claims))
             metrics.CH_WRITE_SECONDS.labels(table="pair_counts").observe(time.perf_counter() - started)
             metrics.PAIR_INCREMENTS.inc(written)
         written_at = self.clock()
@@ -104,13 +106,13 @@ class WriteLanes(IngestPart):
         if self.on_batch is not None:
             self.on_batch(BatchReport(events, len(dlq), written, event_times, written_at))
 
-    async def _checkpoint_after(self, previous, counts, checkpoint: Checkpoint) -> None:
+    async def _checkpoint_after(self, previous, counts, checkpoint: Checkpoint, claims: ClaimSet) -> None:
         """A checkpoint, after the previous one and the count write sealed with it."""
         for task in (previous, counts):
             if task is not None:
                 await task
         self._stop_if_a_lane_failed()
-        await self._write_checkpoint(checkpoint)
+        await self._write_checkpoint(checkpoint, claims)
 
     async def _commit_after(self, previous, tables) -> None:
         """3. The Kafka commit of a written batch (lag monitoring; recovery does not use it)."""
@@ -122,33 +124,46 @@ class WriteLanes(IngestPart):
         try:
             await self.consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a rebalance; state in ClickHouse covers it
+            # the broker fences a lost member's commit (unknown member, stale generation): aiokafka
+            # then forgets the generation, and the revoke it calls on re-joining drops the
+            # partitions without writing (``membership_lost``); the owner fence refuses the rest
             log.warning("offset commit failed (recovered from ClickHouse state): %s", exc)
 
-    def _write_counts(self, tables: list[SealedBatch], now: float) -> int:
+    def _write_counts(self, tables: list[SealedBatch], now: float, claims: ClaimSet) -> int:
         """1. intents, 2. one deduplicated pair_counts insert per partition batch (blocking,
-        on the writer's thread, like the aggregation and string building before it).
+        on the writer's thread, like the aggregation and string building before it), each
+        fenced by the claims it was sealed under (``streams.ingest.fencing``); then whether
+        those claims still stand (``PartitionsFenced`` if not: what was refused did not land).
         Retrying the whole call is safe: intents are idempotent rows, a sealed batch gives
         the same rows every time, and the tokens drop inserts that already landed."""
         st = self.storage
-        st.insert_arrow("ingest_batches", pa.table({
+        rows_fence, rows_params = claims.rows_condition()
+        st.insert_arrow_if("ingest_batches", pa.table({
             "topic": pa.array([self.topic] * len(tables)),
             "partition": pa.array([t.tp.partition for t in tables], pa.uint32()),
             "start_offset": pa.array([t.start for t in tables], pa.uint64()),
             "end_offset": pa.array([t.end for t in tables], pa.uint64()),
             "created_at": timestamp_array([now] * len(tables)),
-        }))
+            "owner_epoch": pa.array([claims.epoch(t.tp.partition) for t in tables], pa.uint64()),
+        }), rows_fence, rows_params)
         written = 0
         # the builder thread makes the next batch's tables while this one inserts (chDB and
         # most of Arrow release the GIL, so the two overlap on two cores)
         for batch, (counts, visits) in zip(tables, self._builder.map(_batch_tables, tables)):
+            fence, params = claims.partition_condition(batch.tp.partition)
             if counts is not None:
-                st.insert_arrow("pair_counts", counts, dedup_token=batch.token, unique_keys=True)
+                st.insert_arrow_if("pair_counts", counts, fence, params, dedup_token=batch.token,
+                                   unique_keys=True)
                 written += counts.num_rows
             if visits is not None:  # same token, other table: exactly once like the counts
-                st.insert_arrow("user_item_days", visits, dedup_token=batch.token, unique_keys=True)
+                st.insert_arrow_if("user_item_days", visits, fence, params, dedup_token=batch.token,
+                                   unique_keys=True)
+        fenced = claims.superseded(st, [t.tp.partition for t in tables])
+        if fenced:
+            raise PartitionsFenced(fenced)
         return written
 
-    async def _write_checkpoint(self, cp: Checkpoint) -> None:
+    async def _write_checkpoint(self, cp: Checkpoint, claims: ClaimSet) -> None:
         # 4. routing of pairs that entered a tier since the last checkpoint: find and encode
         # (thread), produce (event loop), then the ledger (with the sessions, one thread call)
         routing = None
@@ -156,21 +171,29 @@ class WriteLanes(IngestPart):
             routing = await self._with_retry(lambda: self._plan_routing(cp.touched))
             await self.router.send(routing, self.producer)
         sessions = pa.concat_tables(cp.sessions) if cp.sessions else None
+        fence, params = claims.rows_condition()
 
         def ledger_and_sessions() -> None:
-            if routing is not None:
+            if routing is not None:  # the ledger is not fenced: routing is at-least-once anyway
                 self.router.record(routing)
             # 5. the marks of the records the session rows cover, then the rows: a restore
-            # finds the newest mark at or before its position (``log_identity``)
+            # finds the newest mark at or before its position (``log_identity``); both fenced
             if cp.marks:
-                self.storage.insert_arrow("ingest_checkpoints", pa.table({
+                self.storage.insert_arrow_if("ingest_checkpoints", pa.table({
                     "topic": pa.array([self.topic] * len(cp.marks), pa.string()),
                     "partition": pa.array([p for p, _ in cp.marks], pa.uint32()),
                     "position": pa.array([m.position for _, m in cp.marks], pa.uint64()),
                     "record_timestamp": pa.array([m.timestamp for _, m in cp.marks], pa.int64()),
-                    "record_digest": pa.array([m.digest for _, m in cp.marks], pa.uint64())}))
+                    "record_digest": pa.array([m.digest for _, m in cp.marks], pa.uint64())}),
+                    fence, params)
             if sessions is not None:
-                self.storage.insert_arrow("user_sessions", sessions)
+                self.storage.insert_arrow_if("user_sessions", sessions, fence, params)
+            written = {p for p, _ in cp.marks}
+            if sessions is not None:
+                written.update(int(p) for p in sessions.column("partition").unique().to_pylist())
+            fenced = claims.superseded(self.storage, written)
+            if fenced:
+                raise PartitionsFenced(fenced)
 
         started = time.perf_counter()
         await self._with_retry(ledger_and_sessions)

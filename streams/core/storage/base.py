@@ -62,6 +62,20 @@ class Storage(ABC):
         """
 
     @abstractmethod
+    def insert_arrow_if(self, table: str, data: pa.Table, condition: str, params: Mapping[str, Any],
+                        dedup_token: str | None = None, unique_keys: bool = False) -> None:
+        """``insert_arrow`` of only the rows for which ``condition`` holds, decided inside the
+        insert statement itself: SQL over the inserted columns and ``params`` (placeholders, no
+        values in the text). A fence: a write whose writer was superseded changes nothing,
+        even if it was sent before the takeover (``streams.ingest.fencing``)."""
+
+    def settle_fenced(self) -> None:  # noqa: B027 - a no-op where statements are serialised
+        """Wait until fenced statements of other writers that were running when this is called
+        have ended (their check ran before our claim; their commit must not land after our
+        restore reads). Nothing to wait for where every fenced statement and every claim run
+        one at a time (chDB, ``ChdbStorage``'s lock)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def warm_up(self) -> None:  # noqa: B027 - an optional hook, a no-op unless an engine needs it

@@ -17,31 +17,34 @@ import pyarrow.ipc as ipc
 
 from streams.core.storage.base import Storage, StorageError, check_dedup_token, check_identifier
 
-_sessions: dict[str, tuple[Any, int]] = {}
+_sessions: dict[str, tuple[Any, threading.Lock, int]] = {}
 _sessions_lock = threading.Lock()
 
 
 def _open_session(path: str):
+    """The path's session and the lock every call on it takes (shared by all ``ChdbStorage``
+    objects of one path, so a fenced insert's check and its commit are one step against any
+    claim made through another object)."""
     from chdb import session as chs
 
     with _sessions_lock:
-        sess, refs = _sessions.get(path, (None, 0))
+        sess, lock, refs = _sessions.get(path, (None, threading.Lock(), 0))
         if sess is None:
             sess = chs.Session(path)
-        _sessions[path] = (sess, refs + 1)
-        return sess
+        _sessions[path] = (sess, lock, refs + 1)
+        return sess, lock
 
 
 def _release_session(path: str) -> None:
     with _sessions_lock:
-        sess, refs = _sessions.get(path, (None, 0))
-        if sess is None:
+        if path not in _sessions:
             return
+        sess, lock, refs = _sessions[path]
         if refs <= 1:
             _sessions.pop(path, None)
             sess.close()
         else:
-            _sessions[path] = (sess, refs - 1)
+            _sessions[path] = (sess, lock, refs - 1)
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"})
@@ -73,8 +76,7 @@ class ChdbStorage(Storage):
         self.path = str(Path(path).resolve())
         Path(self.path).mkdir(parents=True, exist_ok=True)
         self.database = check_identifier(database)
-        self._session = _open_session(self.path)
-        self._lock = threading.Lock()
+        self._session, self._lock = _open_session(self.path)
         self._closed = False
 
     def _run(self, sql: str, fmt: str, params: Mapping[str, Any] | None):
@@ -101,6 +103,15 @@ class ChdbStorage(Storage):
 
     def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None,
                      unique_keys: bool = False) -> None:
+        self._insert(table, data, dedup_token, unique_keys, None, None)
+
+    def insert_arrow_if(self, table: str, data: pa.Table, condition: str, params: Mapping[str, Any],
+                        dedup_token: str | None = None, unique_keys: bool = False) -> None:
+        # one statement under the path's lock: no claim can come between its check and its commit
+        self._insert(table, data, dedup_token, unique_keys, condition, params)
+
+    def _insert(self, table: str, data: pa.Table, dedup_token: str | None, unique_keys: bool,
+                condition: str | None, params: Mapping[str, Any] | None) -> None:
         if data.num_rows == 0:
             return
         target = self.table(table)
@@ -113,10 +124,11 @@ class ChdbStorage(Storage):
         settings = f" SETTINGS {', '.join(options)}" if options else ""
         # chDB's Python() table function reads the Arrow table in place (no serialisation).
         arrow_input = data  # noqa: F841 - referenced by name from the SQL below
+        where = f" WHERE {condition}" if condition else ""
         self._run(
-            f"INSERT INTO {target} ({columns}){settings} SELECT {columns} FROM Python(arrow_input)",
+            f"INSERT INTO {target} ({columns}){settings} SELECT {columns} FROM Python(arrow_input){where}",
             "CSV",
-            None,
+            params,
         )
 
     def warm_up(self) -> None:

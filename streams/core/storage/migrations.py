@@ -346,6 +346,18 @@ def _migrations(db: str) -> list[Migration]:
             f"""CREATE OR REPLACE VIEW {db}.pair_scores_latest AS
                 {LATEST_SCORES_SQL.format(db=db)}""",
         )),
+        Migration(8, "owner epochs: a member that lost a click partition cannot write to it", (
+            # streams.ingest.fencing: one row per claim; the newest (epoch, claim_id) owns
+            f"""CREATE TABLE IF NOT EXISTS {db}.ingest_owners (
+                topic String,
+                partition UInt32,
+                epoch UInt64,
+                claim_id String,
+                claimed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            ) ENGINE = MergeTree ORDER BY (topic, partition, epoch, claim_id)""",
+            # a restore follows, at each start offset, the intent of the newest owner
+            f"""ALTER TABLE {db}.ingest_batches ADD COLUMN IF NOT EXISTS owner_epoch UInt64""",
+        )),
     ]
 
 

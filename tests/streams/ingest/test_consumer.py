@@ -228,6 +228,14 @@ class FlakyStorage:
             raise SimulatedCrash(table)
         return self.inner.insert_arrow(table, data, dedup_token, unique_keys)
 
+    def insert_arrow_if(self, table, data, condition, params, dedup_token=None, unique_keys=False):
+        self._maybe_fail()
+        if table == self.fail_table and self.fail_times > 0:
+            self.fail_times -= 1
+            self.inner.insert_arrow_if(table, data, condition, params, dedup_token, unique_keys)
+            raise SimulatedCrash(table)
+        return self.inner.insert_arrow_if(table, data, condition, params, dedup_token, unique_keys)
+
     def query_arrow(self, sql, params=None):
         self._maybe_fail()
         return self.inner.query_arrow(sql, params)
