@@ -65,7 +65,7 @@ from streams.ingest.membership import membership_lost, request_rejoin
 from streams.ingest.recovery import PartitionRecovery
 from streams.ingest.sessions import Sessionizer, Visits
 from streams.ingest.tiers import TierRouter
-from streams.ingest.writes import WriteLanes
+from streams.ingest.writes import WriteLanes, await_lane
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -314,12 +314,12 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         while not self._stopping.is_set():
             if until is not None and until():
                 break
-            if self._failed():
-                try:
+            try:
+                if self._failed():
                     await self.drain()  # surface a failed write at once
-                except PartitionsFenced as exc:
-                    self._fenced(exc)
-                    continue
+            except PartitionsFenced as exc:
+                self._fenced(exc)
+                continue
             # paired events wait for the write in flight: look again soon, so they are sealed
             # into the next write as soon as it returns, not when the fetch times out
             wait_ms = OPEN_POLL_MS if self.batches.open else int(flush_s * 1000)
@@ -334,7 +334,10 @@ class ClickIngest(PartitionRecovery, WriteLanes):
                 continue
             if batches and self.first_message_at is None:
                 self.first_message_at = time.perf_counter()
-            await self.flush(batches)  # also seals what is open once the writer is free
+            try:
+                await self.flush(batches)  # also seals what is open once the writer is free
+            except PartitionsFenced as exc:  # surfaced by back-pressure's wait on the count lane
+                self._fenced(exc)
             # getmany returns without suspending while the fetcher has records buffered, so
             # yield after each fetch: otherwise a sealed write (and every hop of the one in
             # flight) waits until the consumer runs dry, and so does the socket read of the
@@ -389,7 +392,7 @@ class ClickIngest(PartitionRecovery, WriteLanes):
             # lane only, a checkpoint in flight holds up neither
             task, self._write_task = self._write_task, None
             if task is not None:
-                await task
+                await await_lane(task)
         self._seal_if_needed(now, force_checkpoint)
 
     def _seal_if_needed(self, now: float, force_checkpoint: bool = False) -> None:

@@ -109,8 +109,9 @@ class PartitionRecovery(IngestPart):
             {**params, "vs": [states[p].position for p in partitions]}))
         for p, position, stamp, mark_digest in marks:
             states[int(p)].restored_mark = RecordMark(int(position), int(stamp), int(mark_digest))
-        replaced = await self._replaced_logs(states)
-        await asyncio.gather(*(self._resume_at_checkpoint(tp, states[tp.partition], replaced.get(tp.partition))
+        replaced, proven = await self._replaced_logs(states)
+        await asyncio.gather(*(self._resume_at_checkpoint(tp, states[tp.partition], replaced.get(tp.partition),
+                                                          tp.partition in proven)
                                for tp in tps))
 
     def _claim_lost(self, lost: list[int]) -> None:
@@ -126,11 +127,15 @@ class PartitionRecovery(IngestPart):
             self.consumer.pause(TopicPartition(self.topic, p))
         request_rejoin(self.consumer)
 
-    async def _replaced_logs(self, states: dict[int, PartitionState]) -> dict[int, str]:
+    async def _replaced_logs(self, states: dict[int, PartitionState]) -> tuple[dict[int, str], set[int]]:
         """Partitions whose log holds another record where their checkpoint's mark says (a
-        refilled log taken for the old one), with what was found; ``log_identity``."""
+        refilled log taken for the old one), with what was found; ``log_identity``. And the
+        partitions whose mark was read back as recorded at the checkpoint itself: their log
+        holds the record just before the checkpoint, so the checkpoint lies inside it."""
         wanted = {p: st.restored_mark.offset for p, st in states.items() if st.restored_mark is not None}
         found = await read_marks(self.bootstrap, self.topic, wanted)
+        proven = {p for p, mark in found.items()
+                  if mark is not None and mark == states[p].restored_mark and mark.position == states[p].position}
         replaced = {}
         for p, mark in found.items():
             expected = states[p].restored_mark
@@ -143,14 +148,20 @@ class PartitionRecovery(IngestPart):
         unknown = sorted(set(wanted) - set(found))
         if unknown:  # beyond the log's end, deleted by retention, or no answer in time
             log.info("checkpoint marks of partitions %s not read: the offset check decides", unknown)
-        return replaced
+        return replaced, proven
 
-    async def _resume_at_checkpoint(self, tp, state: PartitionState, replaced: str | None = None) -> None:
+    async def _resume_at_checkpoint(self, tp, state: PartitionState, replaced: str | None = None,
+                                    proven: bool = False) -> None:
         """Make a restored partition live: read on from its checkpoint, keeping what the
-        consumer fetched meanwhile when that reaches back to it."""
+        consumer fetched meanwhile when that reaches back to it. ``proven``: the record just
+        before the checkpoint was read back, so no offset check is needed (one answered from a
+        stale high watermark once took a checkpoint another member had just written for one
+        beyond the end, and ``rewind`` counted the partition again)."""
         p, position = tp.partition, state.position
         if replaced is not None:
             repositioned = await self._declare_reset(tp, state, replaced, new_log=True)
+        elif proven:
+            repositioned = False
         else:
             repositioned = await self._outside_log(tp, state)
         fetched = self._restoring.pop(p, [])  # no await from here on, or a fetch could slip in

@@ -57,7 +57,7 @@ class WriteLanes(IngestPart):
             task = getattr(self, lane)
             setattr(self, lane, None)
             if task is not None:
-                await task
+                await await_lane(task)
 
     def _lanes(self):
         return [t for t in (self._write_task, self._checkpoint_task, self._commit_task) if t is not None]
@@ -214,6 +214,18 @@ class WriteLanes(IngestPart):
             DeadLetter(msg.key, msg.value, bad.reason, bad.detail, tp.topic, tp.partition, msg.offset)
             for tp, msg, bad in dlq])
 
+
+
+async def await_lane(task: asyncio.Future) -> None:
+    """Wait for a lane step; one cancelled because its partitions were dropped meanwhile
+    (``ClickIngest._forget_partitions``) has nothing to surface. A cancellation of the waiter
+    itself still propagates."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        waiter = asyncio.current_task()
+        if not task.cancelled() or (waiter is not None and waiter.cancelling()):
+            raise
 
 
 def _batch_tables(batch: SealedBatch) -> tuple[pa.Table | None, pa.Table | None]:
