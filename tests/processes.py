@@ -41,3 +41,35 @@ def wait_until(predicate, timeout, what):
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
+def processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, command line), read from /proc (Linux)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(entry)] = (int(fields[1]), fields[0], cmdline)
+    return out
+
+
+def descendants_alive(pid: int) -> list[int]:
+    procs = processes()
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, (ppid, state, _) in procs.items() if ppid == parent and state != "Z"]
+        found += kids
+        frontier += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    info = processes().get(pid)
+    return info is not None and info[1] != "Z"

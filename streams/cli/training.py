@@ -28,6 +28,8 @@ def register(sub) -> None:
                     rows back to RUN_DIR.""",
                 data_dir="where model artifacts go (the worker's data dir)")
     p.add_argument("--run-dir", required=True)
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="end when this process is no longer the parent (the worker died)")
     distill_options(p)
     p = command(sub, "trainer", cmd_trainer, help="the trainer service: runs jobs from training-jobs",
                 description="""Production training (training_mode=kafka): consume job messages from the
@@ -105,11 +107,17 @@ def cmd_distill(args) -> int:
     return 0
 
 def cmd_train_job(args) -> int:
+    from streams.core.lifeline import die_with_parent, training_threads
     from streams.retraining.launcher import train_job
     from training.epochs import quiet_when_logged
 
     settings = settings_from(args)
     quiet_when_logged()  # its output is the run's train.log
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid)
+    import torch
+
+    torch.set_num_threads(training_threads(settings.training_threads))
     result = train_job(args.run_dir, settings.data_dir, distill_config(args))
     print(json.dumps({"version": result.version, "decision": result.decision,
                       "minutes": result.minutes}, default=str))

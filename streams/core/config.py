@@ -167,6 +167,9 @@ class Settings:
         900.0, "After a failed run, wait this long before the next try (never a retry loop).")
     training_timeout_s: float = setting(
         7200.0, "A run still 'running' after this long is treated as dead.")
+    training_threads: int = setting(
+        0, "CPU threads of an embedded training run's child (torch, OpenMP, BLAS); 0 = every usable "
+        "core but one, so the worker beside it keeps ingesting and serving. Its pools wait passively.")
     training_args: str = setting(
         "", "Extra `pairstream distill` options for triggered runs, e.g. '--epochs 2'.")
     training_first_args: str = setting(

@@ -10,7 +10,6 @@ a terminal's Ctrl-C reaches only us, and we stop it after the clients that use i
 from __future__ import annotations
 
 import atexit
-import ctypes
 import logging
 import os
 import signal
@@ -19,9 +18,9 @@ import subprocess
 import time
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from streams.core.lifeline import parent_death_signal
 
-_PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def tansu_binary() -> str:
@@ -42,11 +41,7 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    parent_death_signal(signal.SIGTERM)
 
 
 class EmbeddedBroker:

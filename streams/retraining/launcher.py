@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import sys
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 from streams.core import metrics
 from streams.core.config import Settings
+from streams.core.lifeline import child_environment, training_threads
 from streams.core.records import TrainingJob
 from streams.core.storage import Storage, registry
 from streams.core.storage import runs as run_table
@@ -52,6 +54,25 @@ class TrainingLauncher:
         self.process: asyncio.subprocess.Process | None = None
         self.last: dict | None = None  # the last finished run's outcome
         self.stopping = False  # set by stop(): a child killed then is a cancellation, not a failure
+        self._reaped = False  # runs left 'running' by a killed worker: see reap_abandoned
+
+    async def reap_abandoned(self) -> list[str]:
+        """Runs a previous process of this worker left 'running': its child ended with it
+        (``streams.core.lifeline``), so no one will finish them. Marked abandoned, so the next
+        run starts when due instead of after ``training_timeout_s``. Only runs of this data
+        directory that no live process is training (another worker's run is not ours to end)."""
+        if self.settings.training_mode == "kafka":
+            return []
+        runs_dir = Path(self.settings.data_dir) / "runs"
+        stale = [run for run in await asyncio.to_thread(run_table.running, self.storage)
+                 if (runs_dir / run["run_id"]).is_dir() and not _trained_now(runs_dir / run["run_id"])]
+        for run in stale:
+            log.warning("training run %s was left running by a worker that stopped without finishing it: "
+                        "marked abandoned", run["run_id"])
+            await asyncio.to_thread(run_table.record, self.storage, run["run_id"], run["trigger"],
+                                    run_table.ABANDONED, run["started_at"], time.time(),
+                                    error="abandoned: its worker stopped without finishing it")
+        return [run["run_id"] for run in stale]
 
     @property
     def busy(self) -> bool:
@@ -59,7 +80,10 @@ class TrainingLauncher:
 
     async def check(self, now: float | None = None) -> str | None:
         """Start a run if one is due; returns its run id. Raises what the trigger's reads raise
-        (``tick`` is the timer's guarded call)."""
+        (``tick`` is the timer's guarded call). The first check reaps abandoned runs."""
+        if not self._reaped:
+            await self.reap_abandoned()
+            self._reaped = True
         if self.busy:
             metrics.TRAINING_CHECKS.labels(outcome="busy").inc()
             return None
@@ -140,10 +164,14 @@ class TrainingLauncher:
             await asyncio.to_thread(refresh_stats, st, self.settings)  # behaviour labels read them
             await asyncio.to_thread(export_tables, st, run_dir / "snapshot")
             with open(log_path, "wb") as log_file:
+                # it ends with the worker (``lifeline``), and its thread pools leave the worker a
+                # core and wait passively instead of spinning against it
+                threads = training_threads(self.settings.training_threads)
                 self.process = await asyncio.create_subprocess_exec(
                     self.python, "-m", "streams.cli", "train-job", "--run-dir", str(run_dir),
-                    "--data-dir", self.settings.data_dir, *shlex.split(args),
-                    stdout=log_file, stderr=asyncio.subprocess.STDOUT)
+                    "--data-dir", self.settings.data_dir, "--parent-pid", str(os.getpid()), *shlex.split(args),
+                    stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                    env={**os.environ, **child_environment(threads)})
                 code = await self.process.wait()
             if code != 0 and self.stopping:
                 raise asyncio.CancelledError  # killed by stop(): recorded as cancelled below
@@ -186,6 +214,26 @@ class TrainingLauncher:
             metrics.TRAINING_SECONDS.observe(time.time() - started)
             outcome["seconds"] = round(time.time() - started, 1)
             self.last = outcome
+
+
+def _trained_now(run_dir: Path) -> bool:
+    """Whether a live process is a ``train-job`` of ``run_dir`` (Linux: ``/proc``; elsewhere
+    the answer is yes, so nothing is reaped that might still run)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    wanted = str(run_dir).encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"train-job" in argv and wanted in argv and state != "Z":
+            return True
+    return False
 
 
 def _versions_mask(table, version: str, result: RunResult):

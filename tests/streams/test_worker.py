@@ -25,6 +25,7 @@ from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.core.embedded_broker import free_port
+from tests.processes import alive, descendants_alive, processes
 from tests.web import http
 
 TRAINING = ("--backbone tiny --teacher tiny --epochs 1 --teacher-epochs 1 --max-length 48 --max-labels 300 "
@@ -39,6 +40,7 @@ class Worker:
     def __init__(self, data_dir: Path, log_path: Path, settings: dict[str, str] | None = None):
         self.port = free_port()
         self.log_path = log_path
+        self.data_dir = Path(data_dir)
         chosen = {"PAIRSTREAM_DATA_DIR": str(data_dir), "PAIRSTREAM_WEB_PORT": str(self.port),
                   "PAIRSTREAM_TRAINING_CHECK_S": str(CHECK_S), "PAIRSTREAM_LAG_SAMPLE_S": "2",
                   "PAIRSTREAM_TRAINING_ARGS": TRAINING, "PAIRSTREAM_TRAINING_FIRST_ARGS": TRAINING,
@@ -57,8 +59,12 @@ class Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def wait_for(self, what: str, check, timeout: float, every: float = 0.5):
+    def wait_for(self, what: str, check, timeout: float, every: float = 0.5, progress=None):
+        """Wait until ``check()`` answers; fail after ``timeout`` s, counted from the last change
+        of ``progress()`` when given (a busy machine is slow, not stuck: a stage that keeps
+        advancing is waited for)."""
         deadline = time.monotonic() + timeout
+        seen = progress() if progress is not None else None
         while time.monotonic() < deadline:
             assert self.alive(), f"the worker exited ({self.process.returncode}) waiting for {what}:\n" + \
                 self.log()[-4000:]
@@ -67,6 +73,8 @@ class Worker:
                 self.timeline.append(f"{what} at {time.monotonic() - self.started:.1f}s")
                 print(self.timeline[-1])
                 return got
+            if progress is not None and (now := progress()) != seen:
+                seen, deadline = now, time.monotonic() + timeout
             time.sleep(every)
         seen = {f"{name}{dict(labels)}": value for (name, labels), value in self.metrics().items()
                 if name.startswith(("pairstream_training", "pairstream_labels", "pairstream_events_in",
@@ -74,6 +82,13 @@ class Worker:
                                     "pairstream_unknown_item")) and not name.endswith("_created")}
         raise AssertionError(f"no {what} within {timeout:.0f}s (after {self.timeline}); metrics {seen}; "
                              "worker log:\n" + self.log()[-4000:])
+
+    def training_progress(self) -> tuple:
+        """What moves while a run is on its way: clicks in, labels, and the runs' logs."""
+        runs = sorted((self.data_dir / "runs").glob("*/train.log"))
+        return (self.metric("pairstream_events_in_total", stage="ingest"),
+                sum(v for (name, _), v in self.metrics().items() if name == "pairstream_labels_total"),
+                tuple(run.stat().st_size for run in runs))
 
     def get(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         return http(f"http://127.0.0.1:{self.port}{path}", body, timeout=10)
@@ -141,7 +156,8 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
 
         # its own timer starts a run once enough labels arrived; the run promotes and publishes
         worker.wait_for("a succeeded training run", lambda: worker.metric(
-            "pairstream_training_runs_total", status="succeeded") >= 1, timeout=150)
+            "pairstream_training_runs_total", status="succeeded") >= 1, timeout=150,
+            progress=worker.training_progress)
         assert worker.metric("pairstream_training_checks_total", outcome="started") >= 1
         assert worker.metric("pairstream_unknown_item_clicks_total") == 0
         labels = sum(v for (name, _), v in worker.metrics().items() if name == "pairstream_labels_total")
@@ -214,6 +230,48 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
     finally:
         code = worker.stop()
     _assert_clean_exit(worker, code)
+
+
+def _train_jobs(data_dir: Path) -> list[int]:
+    """Live ``train-job`` processes of runs under ``data_dir``."""
+    return [pid for pid, (_, state, cmd) in processes().items()
+            if state != "Z" and "train-job" in cmd and str(data_dir) in cmd]
+
+
+def test_a_worker_killed_mid_training_leaves_no_process_and_the_next_trains_again(tmp_path):
+    """SIGKILL (the OOM killer, a harness killing one pid): the worker's broker and its training
+    child end with it; the next worker on the same data directory marks the run it left behind
+    abandoned and trains again instead of waiting out ``training_timeout_s``."""
+    state = tmp_path / "state"
+    worker = Worker(state, tmp_path / "worker.log")
+    try:
+        _feed(worker, tmp_path, items=600, users=400, events=20000)
+        worker.wait_for("a training child", lambda: _train_jobs(state), timeout=150,
+                        progress=worker.training_progress)
+        family = [worker.process.pid, *descendants_alive(worker.process.pid)]
+        assert any("tansu" in processes()[pid][2] for pid in family if pid in processes())  # the broker
+        worker.process.kill()
+        worker.process.wait()
+        gone_by = time.monotonic() + 15
+        while [pid for pid in family if alive(pid)] and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        left = [processes()[pid][2][:120] for pid in family if alive(pid)]
+        assert not left, f"left behind by a killed worker: {left}"
+    finally:
+        if worker.alive():
+            worker.process.kill()
+        worker._log.close()  # noqa: SLF001 - the harness's own file
+
+    again = Worker(state, tmp_path / "worker-2.log")
+    try:
+        again.wait_for("/readyz 200", lambda: again.get("/readyz")[0] == 200, timeout=90)
+        again.wait_for("a succeeded training run after the restart", lambda: again.metric(
+            "pairstream_training_runs_total", status="succeeded") >= 1, timeout=150,
+            progress=again.training_progress)
+        assert "marked abandoned" in again.log()
+    finally:
+        code = again.stop()
+    assert code == 0, again.log()[-4000:]
 
 
 def test_worker_labels_with_a_local_model(tmp_path):

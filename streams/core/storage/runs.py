@@ -14,6 +14,9 @@ import pyarrow as pa
 from streams.core.storage.base import Storage, timestamp_array
 
 ACTIVE = ("queued", "running")
+# a run whose process ended without finishing it (its worker was killed): neither active nor a
+# failure of the run itself, so it holds back neither the next run nor the retry window
+ABANDONED = "abandoned"
 
 
 def new_run_id() -> str:
@@ -39,4 +42,12 @@ def runs(storage: Storage, limit: int = 50) -> list[dict]:
                    toFloat64(started_at) AS started_at, toFloat64(finished_at) AS finished_at
             FROM {storage.table('training_runs')} FINAL
             ORDER BY started_at DESC LIMIT {{n:UInt32}}""", {"n": limit})
+    return table.to_pylist() if table.num_rows else []
+
+
+def running(storage: Storage) -> list[dict]:
+    """Runs whose newest status is ``running``; times as unix seconds."""
+    table = storage.query_arrow(
+        f"""SELECT run_id, trigger, toFloat64(started_at) AS started_at
+            FROM {storage.table('training_runs')} FINAL WHERE status = 'running'""")
     return table.to_pylist() if table.num_rows else []

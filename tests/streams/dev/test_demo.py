@@ -17,38 +17,7 @@ import time
 
 import pytest
 
-
-def _processes() -> dict[int, tuple[int, str, str]]:
-    """pid -> (parent pid, state, command line), read from /proc (Linux)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{entry}/stat").read()
-            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(entry)] = (int(fields[1]), fields[0], cmdline)
-    return out
-
-
-def _descendants_alive(pid: int) -> list[int]:
-    procs = _processes()
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        kids = [p for p, (ppid, state, _) in procs.items() if ppid == parent and state != "Z"]
-        found += kids
-        frontier += kids
-    return found
-
-
-def _alive(pid: int) -> bool:
-    info = _processes().get(pid)
-    return info is not None and info[1] != "Z"
-
+from tests.processes import alive, descendants_alive, processes
 
 BAD_LINE = re.compile(r"Traceback \(most recent call last\)|\bERROR\b|\bCRITICAL\b")
 
@@ -110,7 +79,7 @@ def test_demo_end_to_end(tmp_path):
     assert not bad, bad[:20]
     # nothing left behind: no broker, no training child
     bootstrap = re.search(r"Kafka (127\.0\.0\.1:\d+)", out).group(1)
-    left = [cmd for _, state, cmd in _processes().values() if state != "Z" and (
+    left = [cmd for _, state, cmd in processes().values() if state != "Z" and (
         f"tcp://{bootstrap}" in cmd or ("train-job" in cmd and str(tmp_path) in cmd))]
     assert not left, left
 
@@ -127,10 +96,10 @@ def test_demo_ctrl_c_leaves_nothing_behind(tmp_path):
     children: set = set()
     deadline = time.time() + 60
     while time.time() < deadline and len(children) < 1:
-        children |= set(_descendants_alive(proc.pid))  # the broker
+        children |= set(descendants_alive(proc.pid))  # the broker
         time.sleep(0.2)
     time.sleep(3)
-    children |= set(_descendants_alive(proc.pid))
+    children |= set(descendants_alive(proc.pid))
     proc.send_signal(signal.SIGINT)
     try:
         # it unwinds in a few seconds; before the fix a Ctrl-C during the worker's start-up left
@@ -143,5 +112,5 @@ def test_demo_ctrl_c_leaves_nothing_behind(tmp_path):
     assert proc.returncode == 130, out[-3000:]
     assert "interrupted:" in out and "Traceback" not in out, out[-3000:]
     time.sleep(1)
-    alive = [pid for pid in children if _alive(pid)]
-    assert not alive, f"left behind: {alive}"
+    left = [pid for pid in children if alive(pid)]
+    assert not left, f"left behind: {left}"

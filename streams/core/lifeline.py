@@ -1,0 +1,96 @@
+"""A child process that ends with its parent, and CPU threads that fit the machine it shares.
+
+A worker's training child runs for minutes. When the worker dies without stopping it (SIGKILL,
+an OOM kill, a test harness killing one pid), the child is re-parented and trains on: seen as an
+orphan at 70% CPU holding 1.3 GB after a demo test timed out. So the child watches its parent:
+Linux's parent-death signal where it works, and a thread that notices being re-parented (the
+parent's pid is handed over explicitly, since the parent may already be gone when the child
+starts).
+
+Threads: torch and ONNX Runtime size their pools to every core and spin while they wait for
+work. Beside a busy process, a spinning pool whose threads are descheduled waits a time slice at
+every barrier: a tiny-teacher epoch took ~10 s on an idle 2-core machine and ~150 s beside two
+busy processes. The child therefore leaves the worker a core and waits passively
+(``child_environment``, ``training_threads``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when the thread that started it ends
+    (Linux; kept across ``exec``, so a ``preexec_fn`` can set it for a binary). Elsewhere, or off
+    glibc, nothing: callers that must not outlive their parent also watch it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except OSError:
+        pass
+
+
+def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """End this process when ``parent_pid`` is no longer its parent: at once where the kernel
+    can say so (``parent_death_signal``), and within ``poll_s`` otherwise (the kernel's signal
+    follows the parent's *thread*, and the parent may be gone before this runs)."""
+    parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # gone before we got here
+        _end(parent_pid)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                _end(parent_pid)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def _end(parent_pid: int) -> None:
+    log.error("parent process %d is gone: stopping this child", parent_pid)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(70)  # no cleanup: the run directory is the parent's, and the parent is gone
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask and, under cgroup v2, its CPU quota)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as quota_file:
+            quota, period = quota_file.read().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(float(quota) / float(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def training_threads(configured: int = 0) -> int:
+    """Threads for a training child: the setting when given, else every usable core but one
+    (the worker beside it keeps ingesting and serving), at least one."""
+    if configured > 0:
+        return configured
+    return max(1, usable_cores() - 1)
+
+
+def child_environment(threads: int) -> dict[str, str]:
+    """Environment for a CPU-bound child: pools sized to ``threads`` and passive waits (a
+    waiting OpenMP thread sleeps instead of spinning on a core the worker needs)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
