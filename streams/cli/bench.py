@@ -30,9 +30,11 @@ def register(sub) -> None:
                     published pairs (probe clicks until the lookup API shows them) for --window s.
                     llm: a local causal LM (Gemma 3 270M from the realllm extra, or --model)
                     labelling --llm-pairs pairs through the hf backend, every prompt run whole vs
-                    with prefix reuse (the default), in the same run.""")
+                    with prefix reuse (the default), in the same run. threads: a tiny-teacher epoch
+                    idle and beside --busy spinning processes, with the training child's thread
+                    settings against torch's defaults, in the same run.""")
     p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory", "freshness",
-                                    "llm"],
+                                    "llm", "threads"],
                    help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--fresh-events", type=int, default=30000,
@@ -67,6 +69,8 @@ def register(sub) -> None:
     p.add_argument("--model", default="",
                    help="llm: a local model directory or .gguf file (default: Gemma 3 270M, realllm extra)")
     p.add_argument("--llm-pairs", type=int, default=10, help="llm: pairs to label each way")
+    p.add_argument("--busy", type=int, default=2, help="threads: processes spinning beside the epoch")
+    p.add_argument("--rows", type=int, default=480, help="threads: training rows of the epoch")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
 

@@ -137,8 +137,15 @@ class WriteLanes(IngestPart):
         Retrying the whole call is safe: intents are idempotent rows, a sealed batch gives
         the same rows every time, and the tokens drop inserts that already landed."""
         st = self.storage
+        short = False  # a statement wrote fewer rows than it had: refused, or a repeat dropped
+
+        def insert(table: str, data: pa.Table, fence: str, params: dict, **options) -> None:
+            nonlocal short
+            written = st.insert_arrow_if(table, data, fence, params, **options)
+            short = short or written is None or written < data.num_rows
+
         rows_fence, rows_params = claims.rows_condition()
-        st.insert_arrow_if("ingest_batches", pa.table({
+        insert("ingest_batches", pa.table({
             "topic": pa.array([self.topic] * len(tables)),
             "partition": pa.array([t.tp.partition for t in tables], pa.uint32()),
             "start_offset": pa.array([t.start for t in tables], pa.uint64()),
@@ -152,13 +159,12 @@ class WriteLanes(IngestPart):
         for batch, (counts, visits) in zip(tables, self._builder.map(_batch_tables, tables)):
             fence, params = claims.partition_condition(batch.tp.partition)
             if counts is not None:
-                st.insert_arrow_if("pair_counts", counts, fence, params, dedup_token=batch.token,
-                                   unique_keys=True)
+                insert("pair_counts", counts, fence, params, dedup_token=batch.token, unique_keys=True)
                 written += counts.num_rows
             if visits is not None:  # same token, other table: exactly once like the counts
-                st.insert_arrow_if("user_item_days", visits, fence, params, dedup_token=batch.token,
-                                   unique_keys=True)
-        fenced = claims.superseded(st, [t.tp.partition for t in tables])
+                insert("user_item_days", visits, fence, params, dedup_token=batch.token, unique_keys=True)
+        # only a short write can have been refused: then ask whether the claims still stand
+        fenced = claims.superseded(st, [t.tp.partition for t in tables]) if short else []
         if fenced:
             raise PartitionsFenced(fenced)
         return written
@@ -178,16 +184,21 @@ class WriteLanes(IngestPart):
                 self.router.record(routing)
             # 5. the marks of the records the session rows cover, then the rows: a restore
             # finds the newest mark at or before its position (``log_identity``); both fenced
+            complete = True
             if cp.marks:
-                self.storage.insert_arrow_if("ingest_checkpoints", pa.table({
+                marks = pa.table({
                     "topic": pa.array([self.topic] * len(cp.marks), pa.string()),
                     "partition": pa.array([p for p, _ in cp.marks], pa.uint32()),
                     "position": pa.array([m.position for _, m in cp.marks], pa.uint64()),
                     "record_timestamp": pa.array([m.timestamp for _, m in cp.marks], pa.int64()),
-                    "record_digest": pa.array([m.digest for _, m in cp.marks], pa.uint64())}),
-                    fence, params)
+                    "record_digest": pa.array([m.digest for _, m in cp.marks], pa.uint64())})
+                got = self.storage.insert_arrow_if("ingest_checkpoints", marks, fence, params)
+                complete = got is not None and got >= marks.num_rows
             if sessions is not None:
-                self.storage.insert_arrow_if("user_sessions", sessions, fence, params)
+                got = self.storage.insert_arrow_if("user_sessions", sessions, fence, params)
+                complete = complete and got is not None and got >= sessions.num_rows
+            if complete:
+                return
             written = {p for p, _ in cp.marks}
             if sessions is not None:
                 written.update(int(p) for p in sessions.column("partition").unique().to_pylist())

@@ -145,6 +145,7 @@ def _feed(worker: Worker, tmp_path: Path, items: int, users: int, events: int) -
     return feed
 
 
+@pytest.mark.timeout(900)  # the waits inside follow progress; this is only the last resort
 def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
     worker = Worker(tmp_path / "state", tmp_path / "worker.log")
     try:
@@ -238,6 +239,7 @@ def _train_jobs(data_dir: Path) -> list[int]:
             if state != "Z" and "train-job" in cmd and str(data_dir) in cmd]
 
 
+@pytest.mark.timeout(900)  # the waits inside follow progress; this is only the last resort
 def test_a_worker_killed_mid_training_leaves_no_process_and_the_next_trains_again(tmp_path):
     """SIGKILL (the OOM killer, a harness killing one pid): the worker's broker and its training
     child end with it; the next worker on the same data directory marks the run it left behind

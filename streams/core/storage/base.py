@@ -63,11 +63,14 @@ class Storage(ABC):
 
     @abstractmethod
     def insert_arrow_if(self, table: str, data: pa.Table, condition: str, params: Mapping[str, Any],
-                        dedup_token: str | None = None, unique_keys: bool = False) -> None:
+                        dedup_token: str | None = None, unique_keys: bool = False) -> int | None:
         """``insert_arrow`` of only the rows for which ``condition`` holds, decided inside the
         insert statement itself: SQL over the inserted columns and ``params`` (placeholders, no
         values in the text). A fence: a write whose writer was superseded changes nothing,
-        even if it was sent before the takeover (``streams.ingest.fencing``)."""
+        even if it was sent before the takeover (``streams.ingest.fencing``).
+
+        Returns the rows the statement wrote where the engine says (fewer than ``data`` holds:
+        refused, or dropped as a repeat), None where it does not."""
 
     def settle_fenced(self) -> None:  # noqa: B027 - a no-op where statements are serialised
         """Wait until fenced statements of other writers that were running when this is called

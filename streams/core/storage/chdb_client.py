@@ -106,14 +106,14 @@ class ChdbStorage(Storage):
         self._insert(table, data, dedup_token, unique_keys, None, None)
 
     def insert_arrow_if(self, table: str, data: pa.Table, condition: str, params: Mapping[str, Any],
-                        dedup_token: str | None = None, unique_keys: bool = False) -> None:
+                        dedup_token: str | None = None, unique_keys: bool = False) -> int | None:
         # one statement under the path's lock: no claim can come between its check and its commit
-        self._insert(table, data, dedup_token, unique_keys, condition, params)
+        return self._insert(table, data, dedup_token, unique_keys, condition, params)
 
     def _insert(self, table: str, data: pa.Table, dedup_token: str | None, unique_keys: bool,
-                condition: str | None, params: Mapping[str, Any] | None) -> None:
+                condition: str | None, params: Mapping[str, Any] | None) -> int | None:
         if data.num_rows == 0:
-            return
+            return 0
         target = self.table(table)
         columns = ", ".join(check_identifier(name) for name in data.column_names)
         options = []
@@ -125,11 +125,13 @@ class ChdbStorage(Storage):
         # chDB's Python() table function reads the Arrow table in place (no serialisation).
         arrow_input = data  # noqa: F841 - referenced by name from the SQL below
         where = f" WHERE {condition}" if condition else ""
-        self._run(
+        result = self._run(
             f"INSERT INTO {target} ({columns}){settings} SELECT {columns} FROM Python(arrow_input){where}",
             "CSV",
             params,
         )
+        written = getattr(result, "rows_written", None)
+        return int(written()) if callable(written) else None
 
     def warm_up(self) -> None:
         """chDB's ``Python()`` table function costs ~25 ms on its first use (measured: a

@@ -74,9 +74,9 @@ class ServerStorage(Storage):
             raise StorageError(str(exc)) from exc
 
     def insert_arrow_if(self, table: str, data: pa.Table, condition: str, params: Mapping[str, Any],
-                        dedup_token: str | None = None, unique_keys: bool = False) -> None:
+                        dedup_token: str | None = None, unique_keys: bool = False) -> int | None:
         if data.num_rows == 0:
-            return
+            return 0
         import pyarrow.ipc as ipc
 
         types = self._column_types(table)
@@ -91,10 +91,13 @@ class ServerStorage(Storage):
         with ipc.new_file(sink, data.schema) as writer:
             writer.write_table(data)
         names = ", ".join(columns)
+        # the structure comes from the server's own catalogue (system.columns), not from data
+        literal = "'" + structure.replace("\\", "\\\\").replace("'", "\\'") + "'"
         self.command(
-            f"INSERT INTO {self.table(table)} ({names}) SELECT {names} FROM input({{structure:String}}) "
+            f"INSERT INTO {self.table(table)} ({names}) SELECT {names} FROM input({literal}) "
             f"WHERE {condition} FORMAT Arrow",
-            {**params, "structure": structure}, data=sink.getvalue().to_pybytes(), settings=settings)
+            params, data=sink.getvalue().to_pybytes(), settings=settings)
+        return None  # the caller asks the owner table instead
 
     def settle_fenced(self, timeout_s: float = 30.0) -> None:
         """Kill the fenced statements running now and wait until they are gone: one whose check
