@@ -7,6 +7,7 @@ synthetic soft-labelled pairs; ``--busy`` other processes spin on a core each me
 settings:
 
 - ``torch_defaults``: what a child got before: every core, OpenMP's active wait;
+- ``all_cores_passive``: every core, passive waits (the pool size kept, the spinning gone);
 - ``child_defaults``: what the launcher gives it now (``streams.core.lifeline``): every usable
   core but one, passive waits.
 
@@ -64,6 +65,7 @@ def run(args) -> dict:
                                                                 "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     settings = {
         "torch_defaults": (base, 0),
+        "all_cores_passive": ({**base, **child_environment(usable_cores())}, usable_cores()),
         "child_defaults": ({**base, **child_environment(training_threads(0))}, training_threads(0)),
     }
     out: dict = {"usable_cores": usable_cores(), "busy_processes": args.busy, "rows": rows}
