@@ -207,8 +207,9 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         timeout; after a lost membership, drop everything without writing (aiokafka calls
         this revoke too, and the partitions may already be another member's)."""
         if self._consumer is not None and membership_lost(self._consumer):
-            log.warning("group membership lost (the coordinator dropped this member): dropping "
-                        "partitions %s without writing", sorted(self.partitions))
+            if self.partitions:  # a first join has no generation either, and nothing to drop
+                log.warning("group membership lost (the coordinator dropped this member): dropping "
+                            "partitions %s without writing", sorted(self.partitions))
             self._forget_partitions("membership_lost")
             return
 
@@ -254,10 +255,7 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         member would: a write already in a thread may still run, but under claims that the
         next owner's claim supersedes, so it changes nothing then."""
         metrics.INGEST_PARTITIONS_DROPPED.labels(reason=reason).inc(len(self.partitions))
-        for task in self._lanes():
-            task.cancel()
-            task.add_done_callback(_consume_outcome)
-        self._write_task = self._checkpoint_task = self._commit_task = None
+        self._cancel_lanes()
         self.partitions.clear()
         self._restoring.clear()
         self._held_paused.clear()
@@ -265,12 +263,18 @@ class ClickIngest(PartitionRecovery, WriteLanes):
         self.batches = BatchAssembler(self.settings, self.topic)
         self.fence.release()
 
+    def _cancel_lanes(self) -> None:
+        """Cancel every lane step not yet done (a step already in a thread still finishes, as it
+        could in a crash) and retrieve their outcomes, which nobody waits for any more."""
+        for task in self._lanes():
+            task.cancel()
+            task.add_done_callback(_consume_outcome)
+        self._write_task = self._checkpoint_task = self._commit_task = None
+
     async def abort(self) -> None:
         """Close the connections and write nothing more: what a killed process leaves behind."""
         self._stopping.set()
-        for task in self._lanes():
-            task.cancel()  # a step already in a thread still finishes, as it could in a crash
-        self._write_task = self._checkpoint_task = self._commit_task = None
+        self._cancel_lanes()
         await self._close()
 
     async def _close(self) -> None:

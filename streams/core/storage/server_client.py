@@ -61,11 +61,7 @@ class ServerStorage(Storage):
                      unique_keys: bool = False) -> None:
         if data.num_rows == 0:
             return
-        settings: dict = {}
-        if dedup_token is not None:
-            settings["insert_deduplication_token"] = check_dedup_token(dedup_token)
-        if unique_keys:
-            settings["optimize_on_insert"] = 0
+        settings = _insert_settings(dedup_token, unique_keys)
         try:
             self._client.insert_arrow(
                 check_identifier(table), data, database=self.database, settings=settings
@@ -82,11 +78,8 @@ class ServerStorage(Storage):
         types = self._column_types(table)
         columns = [check_identifier(name) for name in data.column_names]
         structure = ", ".join(f"{name} {types[name]}" for name in columns)
-        settings: dict = {"query_id": f"{FENCED_QUERY_PREFIX}{uuid.uuid4().hex}"}
-        if dedup_token is not None:
-            settings["insert_deduplication_token"] = check_dedup_token(dedup_token)
-        if unique_keys:
-            settings["optimize_on_insert"] = 0
+        settings = {**_insert_settings(dedup_token, unique_keys),
+                    "query_id": f"{FENCED_QUERY_PREFIX}{uuid.uuid4().hex}"}
         sink = pa.BufferOutputStream()
         with ipc.new_file(sink, data.schema) as writer:
             writer.write_table(data)
@@ -130,3 +123,14 @@ class ServerStorage(Storage):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _insert_settings(dedup_token: str | None, unique_keys: bool) -> dict:
+    """The settings of an insert: its deduplication token, and no insert-time merge for rows the
+    caller vouches are unique by the table's key (``Storage.insert_arrow``)."""
+    settings: dict = {}
+    if dedup_token is not None:
+        settings["insert_deduplication_token"] = check_dedup_token(dedup_token)
+    if unique_keys:
+        settings["optimize_on_insert"] = 0
+    return settings
