@@ -97,6 +97,25 @@ def storage(settings, chdb_dir):
 
 
 @pytest.fixture
+def server_storages(chdb_dir, settings):
+    """``open() -> ServerStorage`` on the test's database: the production client code
+    (clickhouse-connect) over its in-process chDB interface, on the session's data directory
+    (chDB serves one directory per process; ``ChdbStorage`` objects there see the same data).
+    Each call is its own client, as each worker process has its own connection."""
+    from streams.core.storage.server_client import ServerStorage
+
+    opened = []
+
+    def open_server_storage():
+        opened.append(ServerStorage(f"chdb://{chdb_dir}", database=settings.clickhouse_database))
+        return opened[-1]
+
+    yield open_server_storage
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
 def open_settings_storage(settings):
     return lambda: open_storage(settings)
 

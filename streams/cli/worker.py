@@ -39,9 +39,7 @@ def cmd_worker(args) -> int:
 
     settings = settings_from(args)
     with stack(settings) as (bootstrap, storage):
-        print(f"worker: Kafka {bootstrap}, ClickHouse "
-              f"{'chDB ' + str(settings.chdb_path) if settings.embedded_clickhouse else 'server'}",
-              flush=True)
+        print(f"worker: Kafka {bootstrap}, ClickHouse {storage.describe()}", flush=True)
         run_worker(settings, bootstrap, storage, web=not args.no_web)
     return 0
 

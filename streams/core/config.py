@@ -35,6 +35,7 @@ class Settings:
     clickhouse_url: str = setting(
         "",
         "ClickHouse HTTP URL (http://user@host:8123/db) for clickhouse-connect. "
+        "chdb:///path runs that same client code on clickhouse-connect's in-process chDB (one process). "
         "Empty = embedded chDB under data_dir/chdb.",
     )
     clickhouse_password: str = setting(
@@ -290,6 +291,9 @@ class Settings:
                              "0 <= web_reserved_connections < web_max_connections")
         if self.training_mode not in ("subprocess", "kafka"):
             raise ValueError(f"training_mode must be subprocess or kafka, not {self.training_mode!r}")
+        if self.clickhouse_url and not self.clickhouse_url.startswith(("http://", "https://", "chdb://")):
+            raise ValueError("clickhouse_url must be http://, https:// or chdb:// (or empty for embedded chDB), "
+                             f"not {self.clickhouse_url.split('://')[0]}://...")
         problem = exposure_problem(self.web_host, self.api_token)
         if problem:
             raise ValueError(problem)

@@ -147,7 +147,10 @@ def _feed(worker: Worker, tmp_path: Path, items: int, users: int, events: int) -
 
 @pytest.mark.timeout(900)  # the waits inside follow progress; this is only the last resort
 def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
-    worker = Worker(tmp_path / "state", tmp_path / "worker.log")
+    """On the production storage path: ``ServerStorage`` (clickhouse-connect), here over its
+    in-process chDB interface; the other worker tests and the demo run the embedded default."""
+    state = tmp_path / "state"
+    worker = Worker(state, tmp_path / "worker.log", {"PAIRSTREAM_CLICKHOUSE_URL": f"chdb://{state / 'chdb'}"})
     try:
         # items and clicks in one go, as a newcomer replays them: the clicks wait for the items
         # created before them (once all 20,000 clicks were read before the 600 items landed and

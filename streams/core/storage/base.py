@@ -81,6 +81,10 @@ class Storage(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def describe(self) -> str:
+        """Where the data lives, for logs (never a password)."""
+        return type(self).__name__
+
     def warm_up(self) -> None:  # noqa: B027 - an optional hook, a no-op unless an engine needs it
         """Pay an engine's first-call costs before a stream starts rather than in its first
         write (nothing to pay here)."""

@@ -133,6 +133,9 @@ class ChdbStorage(Storage):
         written = getattr(result, "rows_written", None)
         return int(written()) if callable(written) else None
 
+    def describe(self) -> str:
+        return f"chDB {self.path}"
+
     def warm_up(self) -> None:
         """chDB's ``Python()`` table function costs ~25 ms on its first use (measured: a
         50k-row insert 46 ms first, 20-24 ms after): paid here, not in the ingest's first write."""

@@ -1,17 +1,61 @@
-"""ClickHouse server through clickhouse-connect (HTTP), for production deployments."""
+"""ClickHouse server through clickhouse-connect (HTTP), for production deployments.
+
+The same code runs on clickhouse-connect's in-process chDB interface (a ``chdb://`` URL), so
+every statement and insert of this path runs in ``make test`` without a server.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 import uuid
 from typing import Any, Mapping
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
 from streams.core.storage.base import Storage, StorageError, check_dedup_token, check_identifier
 
 FENCED_QUERY_PREFIX = "pairstream-fenced-"
+SCHEMES = ("http", "https", "chdb")
+
+
+def client_arguments(url: str, password: str = "", database: str = "pairstream") -> tuple[dict, str]:
+    """``(clickhouse_connect.get_client keyword arguments, database)`` for a URL:
+    ``http[s]://user[:password]@host[:port]/database`` or ``chdb:///data/path`` (the in-process
+    engine; the database then comes from the setting). ``password`` (the setting, kept out of
+    URLs and logs) wins over one in the URL; ports default to 8123 and 8443."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in SCHEMES:
+        raise ValueError(f"ClickHouse URL must start with http://, https:// or chdb://, not {url!r}")
+    if parsed.scheme == "chdb":
+        path = unquote(parsed.netloc + parsed.path)
+        if not path or path in ("memory", ":memory:"):
+            raise ValueError("a chdb:// URL needs a data path (chdb:///var/lib/pairstream/chdb)")
+        return {"interface": "chdb", "path": path}, check_identifier(database)
+    secure = parsed.scheme == "https"
+    arguments = {
+        "host": parsed.hostname or "localhost",
+        "port": parsed.port or (8443 if secure else 8123),
+        "username": unquote(parsed.username) if parsed.username else "default",
+        "password": password or unquote(parsed.password or ""),
+        "secure": secure,
+        "compress": "lz4",
+    }
+    return arguments, check_identifier(parsed.path.strip("/") or database)
+
+
+def connect(url: str, password: str = "", database: str = "pairstream"):
+    """A clickhouse-connect client for ``url`` and the database to use."""
+    import clickhouse_connect
+
+    arguments, database = client_arguments(url, password, database)
+    try:
+        return clickhouse_connect.get_client(**arguments), database
+    except Exception as exc:
+        where = arguments.get("host") or arguments.get("path")
+        raise StorageError(f"cannot reach ClickHouse at {where}: {exc}") from exc
 
 
 class ServerStorage(Storage):
@@ -25,23 +69,21 @@ class ServerStorage(Storage):
     replicated cluster write claims with ``insert_quorum`` and read with
     ``select_sequential_consistency`` (docs/ingest.md)."""
 
-    def __init__(self, url: str, password: str = "", database: str = "pairstream"):
-        import clickhouse_connect
-
-        parsed = urlparse(url)
-        self.database = check_identifier(parsed.path.strip("/") or database)
-        try:
-            self._client = clickhouse_connect.get_client(
-                host=parsed.hostname or "localhost",
-                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-                username=parsed.username or "default",
-                password=password or parsed.password or "",
-                secure=parsed.scheme == "https",
-                compress="lz4",
-            )
-        except Exception as exc:
-            raise StorageError(f"cannot reach ClickHouse at {parsed.hostname}: {exc}") from exc
+    def __init__(self, url: str = "", password: str = "", database: str = "pairstream",
+                 client: Any = None):
+        """Connect to ``url``; or use ``client`` (a clickhouse-connect client made elsewhere, e.g.
+        with its own TLS or pool settings) with ``database``."""
+        if client is None:
+            client, database = connect(url, password, database)
+        self._client = client
+        self.database = check_identifier(database)
+        # clickhouse-connect 1.13's chDB interface reads a statement's body as text: a binary
+        # body (the fenced insert's Arrow) travels as a file there (see ``_fenced_source``)
+        self._body_as_file = str(getattr(client, "uri", "")).startswith("chdb:")
         self._structures: dict[str, dict[str, str]] = {}
+
+    def describe(self) -> str:
+        return f"server {self._client.uri} (clickhouse-connect), database {self.database}"
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None, data: bytes | None = None,
                 settings: dict | None = None) -> None:
@@ -77,20 +119,31 @@ class ServerStorage(Storage):
 
         types = self._column_types(table)
         columns = [check_identifier(name) for name in data.column_names]
-        structure = ", ".join(f"{name} {types[name]}" for name in columns)
+        # the structure comes from the server's own catalogue (system.columns), not from data
+        structure = _sql_string(", ".join(f"{name} {types[name]}" for name in columns))
         settings = {**_insert_settings(dedup_token, unique_keys),
                     "query_id": f"{FENCED_QUERY_PREFIX}{uuid.uuid4().hex}"}
         sink = pa.BufferOutputStream()
         with ipc.new_file(sink, data.schema) as writer:
             writer.write_table(data)
+        body = sink.getvalue().to_pybytes()
         names = ", ".join(columns)
-        # the structure comes from the server's own catalogue (system.columns), not from data
-        literal = "'" + structure.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        self.command(
-            f"INSERT INTO {self.table(table)} ({names}) SELECT {names} FROM input({literal}) "
-            f"WHERE {condition} FORMAT Arrow",
-            params, data=sink.getvalue().to_pybytes(), settings=settings)
-        return None  # the caller asks the owner table instead
+
+        def statement(source: str) -> str:
+            return f"INSERT INTO {self.table(table)} ({names}) SELECT {names} FROM {source} WHERE {condition}"
+
+        if not self._body_as_file:
+            self.command(statement(f"input({structure})") + " FORMAT Arrow", params, data=body,
+                         settings=settings)
+            return None  # the caller asks the owner table instead
+        with tempfile.NamedTemporaryFile(suffix=".arrow", delete=False) as file:
+            file.write(body)
+        try:
+            source = f"file({_sql_string(file.name)}, 'Arrow', {structure})"
+            self.command(statement(source), params, settings=settings)
+        finally:
+            os.unlink(file.name)
+        return None
 
     def settle_fenced(self, timeout_s: float = 30.0) -> None:
         """Kill the fenced statements running now and wait until they are gone: one whose check
@@ -123,6 +176,11 @@ class ServerStorage(Storage):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _sql_string(text: str) -> str:
+    """A ClickHouse string literal (for the structure and file name, which cannot be bound)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _insert_settings(dedup_token: str | None, unique_keys: bool) -> dict:
