@@ -35,7 +35,6 @@ import numpy as np
 import orjson
 
 from streams.core.config import Settings
-from streams.core.embedded_broker import EmbeddedBroker
 from streams.core.produce import send_batched
 from streams.core.storage.chdb_client import ChdbStorage
 from streams.core.storage.migrations import migrate
@@ -45,6 +44,7 @@ from streams.ingest import kafka_reader
 from streams.ingest.catalogue import Catalogue
 from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts
+from streams.worker import embedded_broker
 
 
 async def _produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes | None]]) -> None:
@@ -58,12 +58,13 @@ async def _produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, b
         await producer.stop()
 
 
-async def _raw_consume(bootstrap: str, topic: str, total: int, tuned: bool = False) -> float:
+async def _raw_consume(bootstrap: str, topic: str, total: int, tuned: bool = False,
+                       fetch_wait_ms: int = kafka_reader.FETCH_MAX_WAIT_MS) -> float:
     """Events/s of a plain aiokafka read (``tuned``: read the way the ingest reads, see
-    ``streams.ingest.kafka_reader``)."""
+    ``streams.ingest.kafka_reader``, with the fetch wait the log needs)."""
     from aiokafka import AIOKafkaConsumer
 
-    options = (kafka_reader.consumer_options() if tuned
+    options = (kafka_reader.consumer_options(fetch_wait_ms) if tuned
                else {"fetch_max_bytes": 64 << 20, "max_partition_fetch_bytes": 16 << 20})
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
@@ -94,8 +95,10 @@ async def _raw_consume(bootstrap: str, topic: str, total: int, tuned: bool = Fal
 
 def run(args) -> dict:
     n_events = args.events
-    with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp, EmbeddedBroker() as broker:
-        settings = Settings(data_dir=tmp, topic_partitions=4)
+    log_kind = getattr(args, "log", "memory")
+    with tempfile.TemporaryDirectory(prefix="pairstream-bench-") as tmp, \
+            embedded_broker(Settings(data_dir=tmp, embedded_log=log_kind)) as broker:
+        settings = Settings(data_dir=tmp, topic_partitions=4, embedded_log=log_kind)
         storage = ChdbStorage(f"{tmp}/chdb", "bench")
         migrate(storage)
         ensure_topics(broker.bootstrap, settings)
@@ -123,8 +126,9 @@ def run(args) -> dict:
               f"(median of {', '.join(f'{r:,.0f}' for r in raw_rates)})")
         # the same read with the ingest's reader settings: what the ingest's own work costs,
         # apart from how it reads
-        tuned_rates = [asyncio.run(_raw_consume(broker.bootstrap, settings.topic_clicks, n_events, tuned=True))
-                       for _ in range(RAW_RUNS)]
+        wait_ms = settings.fetch_wait_ms(kafka_reader.FETCH_MAX_WAIT_MS)
+        tuned_rates = [asyncio.run(_raw_consume(broker.bootstrap, settings.topic_clicks, n_events, tuned=True,
+                                                fetch_wait_ms=wait_ms)) for _ in range(RAW_RUNS)]
         tuned_rate = float(np.median(tuned_rates))
         print(f"raw read as the ingest reads (kafka_reader): {tuned_rate:,.0f} events/s "
               f"(median of {', '.join(f'{r:,.0f}' for r in tuned_rates)})")
@@ -168,12 +172,13 @@ def run(args) -> dict:
         exact = got == dict(expected)
         print(f"exact against the reference: {exact} ({len(got)} pair-day rows)")
 
-        freshness = _freshness(broker, storage, catalogue, items, tmp, args.fresh_events, args.fresh_rate)
+        freshness = _freshness(broker, storage, catalogue, items, settings, args.fresh_events, args.fresh_rate)
         print(f"freshness at {args.fresh_rate:,.0f} events/s offered: p50 "
               f"{freshness['p50']:.3f}s, p99 {freshness['p99']:.3f}s")
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         storage.close()
     return {
+        "log": log_kind,
         "events": n_events,
         "seconds": round(seconds, 3),
         "events_per_s": round(rate),
@@ -204,8 +209,8 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
-def _freshness(broker, storage, catalogue, items, tmp, n_events: int, rate: float) -> dict:
-    settings = Settings(data_dir=tmp, topic_clicks=f"fresh-{uuid.uuid4().hex[:6]}", topic_partitions=4)
+def _freshness(broker, storage, catalogue, items, settings, n_events: int, rate: float) -> dict:
+    settings = settings.replace(topic_clicks=f"fresh-{uuid.uuid4().hex[:6]}")
     ensure_topics(broker.bootstrap, settings)
     delays: list[float] = []
 

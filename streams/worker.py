@@ -26,9 +26,26 @@ def kafka(settings: Settings) -> Iterator[str]:
         yield settings.kafka_bootstrap
         return
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    with EmbeddedBroker(log_path=Path(settings.data_dir) / "tansu.log") as broker:
-        log.info("embedded Kafka (Tansu) on %s", broker.bootstrap)
+    with embedded_broker(settings) as broker:
+        log.info("embedded Kafka (Tansu) on %s, %s log", broker.bootstrap, settings.embedded_log)
         yield broker.bootstrap
+
+
+@contextlib.contextmanager
+def embedded_broker(settings: Settings, port: int | None = None) -> Iterator[EmbeddedBroker]:
+    """Tansu on memory, or on the embedded SeaweedFS under ``data_dir/log`` (durable): the
+    broker stops first, then its storage."""
+    data_dir = Path(settings.data_dir)
+    if not settings.durable_log:
+        with EmbeddedBroker(port, log_path=data_dir / "tansu.log") as broker:
+            yield broker
+        return
+    from streams.core.embedded_s3 import BUCKET, EmbeddedObjectStore
+
+    with EmbeddedObjectStore(data_dir / "log", log_path=data_dir / "seaweedfs.log") as store, \
+            EmbeddedBroker(port, log_path=data_dir / "tansu.log", storage_engine=f"s3://{BUCKET}/",
+                           environment=store.environment()) as broker:
+        yield broker
 
 
 @contextlib.contextmanager

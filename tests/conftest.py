@@ -6,7 +6,6 @@ own database (the storage layer takes the database name from settings).
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -122,25 +121,10 @@ def open_settings_storage(settings):
 
 @pytest.fixture
 def end_offsets(broker):
-    """``end_offsets(topic) -> {partition: end}`` read from fetch high watermarks.
-
-    Not ``KafkaConsumer.end_offsets``: Tansu answers ListOffsets(latest) with the base offset
-    of the newest record batch plus one, short of the true end when the batch holds several
-    records. The high watermark in a fetch response is right."""
-    from kafka import KafkaConsumer, TopicPartition
+    """``end_offsets(topic) -> {partition: end}`` on the session's broker (``high_watermarks``)."""
+    from tests.kafka import high_watermarks
 
     def read(topic: str) -> dict[int, int]:
-        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                 fetch_max_bytes=1024, max_partition_fetch_bytes=1024)
-        try:
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            deadline = time.monotonic() + 10
-            while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
-                consumer.poll(timeout_ms=200, max_records=1)
-            return {tp.partition: consumer.highwater(tp) for tp in tps}
-        finally:
-            consumer.close()
+        return high_watermarks(broker.bootstrap, topic)
 
     return read

@@ -37,6 +37,8 @@ def register(sub) -> None:
                                     "llm", "threads"],
                    help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
+    p.add_argument("--log", choices=["memory", "durable"], default="memory",
+                   help="ingest: the embedded broker's log storage (durable: Tansu's s3:// on SeaweedFS)")
     p.add_argument("--fresh-events", type=int, default=30000,
                    help="events offered at --fresh-rate for the freshness measurement")
     p.add_argument("--fresh-rate", type=float, default=10000, help="offered events/s for freshness")

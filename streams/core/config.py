@@ -25,6 +25,9 @@ def setting(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
+DURABLE_FETCH_WAIT_MS = 500
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- where things live -------------------------------------------------------------
@@ -32,6 +35,10 @@ class Settings:
     kafka_bootstrap: str = setting(
         "", "Kafka bootstrap servers (host:port,...). Empty = start the embedded Tansu broker."
     )
+    embedded_log: str = setting(
+        "memory", "Storage of the embedded broker's log: memory (forgotten when the worker stops; "
+        "the ingest rewinds) or durable (Tansu's s3:// engine on an embedded SeaweedFS under "
+        "data_dir/log: messages and group offsets survive restarts; fetches wait 500 ms).")
     clickhouse_url: str = setting(
         "",
         "ClickHouse HTTP URL (http://user@host:8123/db) for clickhouse-connect. "
@@ -195,8 +202,8 @@ class Settings:
     on_offset_reset: str = setting(
         "auto", "A click checkpoint outside its partition's log (topic recreated, broker "
         "storage lost): fail (pause the partition, not ready) or rewind (start it over from the "
-        "log's first message); auto = rewind with the embedded broker (memory storage: every "
-        "restart of it is a new log), fail with an external Kafka.")
+        "log's first message); auto = rewind with the embedded broker's memory log (every "
+        "restart of it is a new log), fail with a durable log or an external Kafka.")
     lag_sample_s: float = setting(
         10.0, "How often the worker samples its consumer lag and table freshness (metrics).")
     lag_warn_s: float = setting(
@@ -233,7 +240,7 @@ class Settings:
     def offset_reset_policy(self) -> str:
         policy = self.on_offset_reset
         if policy == "auto":
-            return "rewind" if self.embedded_kafka else "fail"
+            return "rewind" if self.embedded_kafka and not self.durable_log else "fail"
         if policy not in ("fail", "rewind"):
             raise ValueError(f"on_offset_reset must be auto, fail or rewind, not {policy!r}")
         return policy
@@ -241,6 +248,18 @@ class Settings:
     @property
     def embedded_kafka(self) -> bool:
         return not self.kafka_bootstrap
+
+    @property
+    def durable_log(self) -> bool:
+        """The embedded broker keeps its log on disk (``embedded_log = durable``)."""
+        return self.embedded_kafka and self.embedded_log == "durable"
+
+    def fetch_wait_ms(self, wanted: int) -> int:
+        """A consumer's fetch wait: ``wanted``, but at least 500 ms on the durable embedded log.
+        Tansu's s3 engine lists a partition's batch objects on every fetch and answers nothing
+        when the wait runs out first (50 ms: consumers got no record for 12 s at the head of a
+        1,500-6,000-batch log); 500 ms works."""
+        return max(wanted, DURABLE_FETCH_WAIT_MS) if self.durable_log else wanted
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -289,6 +308,8 @@ class Settings:
                 and self.web_max_connections_per_address >= 1):
             raise ValueError("web_max_connections_per_address >= 1 and "
                              "0 <= web_reserved_connections < web_max_connections")
+        if self.embedded_log not in ("memory", "durable"):
+            raise ValueError(f"embedded_log must be memory or durable, not {self.embedded_log!r}")
         if self.training_mode not in ("subprocess", "kafka"):
             raise ValueError(f"training_mode must be subprocess or kafka, not {self.training_mode!r}")
         if self.clickhouse_url and not self.clickhouse_url.startswith(("http://", "https://", "chdb://")):

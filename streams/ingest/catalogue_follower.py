@@ -38,8 +38,9 @@ class CatalogueFollower:
     """Reads the whole ``items`` topic into ``catalogue``; ``wait_for`` is the clicks' barrier."""
 
     def __init__(self, bootstrap: str, topic: str, catalogue: Catalogue, max_bytes: int = 65536,
-                 max_wait_s: float = 30.0):
+                 max_wait_s: float = 30.0, fetch_wait_ms: int = POLL_MS // 2):
         self.bootstrap = bootstrap
+        self.fetch_wait_ms = fetch_wait_ms
         self.topic = topic
         self.catalogue = catalogue
         self.max_bytes = max_bytes
@@ -55,7 +56,7 @@ class CatalogueFollower:
 
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=POLL_MS // 2)
+            auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_wait_ms)
         await consumer.start()
         partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:

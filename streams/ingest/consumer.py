@@ -59,7 +59,7 @@ from streams.ingest import kafka_reader
 from streams.ingest import kernel as pair_kernel
 from streams.ingest.batches import FETCH_MAX_RECORDS, BatchAssembler, BatchReport, PartitionState
 from streams.ingest.catalogue import Catalogue
-from streams.ingest.catalogue_follower import CatalogueFollower
+from streams.ingest.catalogue_follower import POLL_MS, CatalogueFollower
 from streams.ingest.fencing import OwnerFence, PartitionsFenced
 from streams.ingest.membership import membership_lost, request_rejoin
 from streams.ingest.recovery import PartitionRecovery
@@ -122,7 +122,8 @@ class ClickIngest(PartitionRecovery, WriteLanes):
             if not isinstance(catalogue, Catalogue):
                 raise TypeError("following the items topic needs a streams.ingest.catalogue.Catalogue")
             self.follower = CatalogueFollower(bootstrap, settings.topic_items, catalogue,
-                                              settings.max_event_bytes, settings.catalogue_wait_s)
+                                              settings.max_event_bytes, settings.catalogue_wait_s,
+                                              fetch_wait_ms=settings.fetch_wait_ms(POLL_MS // 2))
         self._follow_task: asyncio.Future | None = None
         self.first_message_at: float | None = None  # perf_counter of the first consumed batch
 
@@ -176,7 +177,7 @@ class ClickIngest(PartitionRecovery, WriteLanes):
             heartbeat_interval_ms=max(500, timeout_ms // 3),
             rebalance_timeout_ms=timeout_ms,
             max_poll_interval_ms=600_000,  # a ClickHouse outage must not evict us
-            **kafka_reader.consumer_options(),
+            **kafka_reader.consumer_options(self.settings.fetch_wait_ms(kafka_reader.FETCH_MAX_WAIT_MS)),
         )
         producer = self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=1 << 20)

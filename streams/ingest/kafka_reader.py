@@ -45,12 +45,13 @@ def PARSED_RECORDS(value):  # noqa: N802 - a marker compared by identity, named 
     return value
 
 
-def consumer_options() -> dict:
-    """``AIOKafkaConsumer`` keyword arguments for reading at the ingest's rate."""
+def consumer_options(fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> dict:
+    """``AIOKafkaConsumer`` keyword arguments for reading at the ingest's rate (a longer fetch
+    wait where the broker needs one: ``Settings.fetch_wait_ms``)."""
     options: dict[str, object] = {
         "fetch_max_bytes": 64 * 1024 * 1024,
         "max_partition_fetch_bytes": 16 * 1024 * 1024,
-        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        "fetch_max_wait_ms": fetch_max_wait_ms,
     }
     if install():
         options["value_deserializer"] = PARSED_RECORDS

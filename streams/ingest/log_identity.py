@@ -46,7 +46,7 @@ def mark_of(message) -> RecordMark:
 
 
 async def read_marks(bootstrap: str, topic: str, offsets: dict[int, int],
-                     timeout_s: float = 10.0) -> dict[int, RecordMark | None]:
+                     timeout_s: float = 10.0, fetch_wait_ms: int = 100) -> dict[int, RecordMark | None]:
     """The mark of the record at each ``{partition: offset}`` as the log holds it now: None
     where the log skips that offset (the first record it returns lies after it). Left out, as
     unknown rather than different: offsets retention already deleted, offsets at or beyond the
@@ -59,7 +59,7 @@ async def read_marks(bootstrap: str, topic: str, offsets: dict[int, int],
         return {}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="none", max_partition_fetch_bytes=1 << 16,
-                                fetch_max_wait_ms=100)
+                                fetch_max_wait_ms=fetch_wait_ms)
     await consumer.start()
     found: dict[int, RecordMark | None] = {}
     try:

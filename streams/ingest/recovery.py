@@ -133,7 +133,8 @@ class PartitionRecovery(IngestPart):
         partitions whose mark was read back as recorded at the checkpoint itself: their log
         holds the record just before the checkpoint, so the checkpoint lies inside it."""
         wanted = {p: st.restored_mark.offset for p, st in states.items() if st.restored_mark is not None}
-        found = await read_marks(self.bootstrap, self.topic, wanted)
+        found = await read_marks(self.bootstrap, self.topic, wanted,
+                                 fetch_wait_ms=self.settings.fetch_wait_ms(100))
         proven = {p for p, mark in found.items()
                   if mark is not None and mark == states[p].restored_mark and mark.position == states[p].position}
         replaced = {}

@@ -51,3 +51,13 @@ def test_a_server_bound_beyond_loopback_needs_a_token():
         assert Settings.load(env={"PAIRSTREAM_WEB_HOST": host, "PAIRSTREAM_API_TOKEN": "t"}).api_token == "t"
     for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
         assert Settings.load(env={"PAIRSTREAM_WEB_HOST": host}).web_host == host
+
+
+def test_a_durable_embedded_log_fails_on_a_reset_and_waits_long_enough_per_fetch():
+    memory, durable = Settings(), Settings(embedded_log="durable")
+    assert (memory.offset_reset_policy, durable.offset_reset_policy) == ("rewind", "fail")
+    assert (memory.fetch_wait_ms(50), durable.fetch_wait_ms(50), durable.fetch_wait_ms(1500)) == (50, 500, 1500)
+    external = Settings(embedded_log="durable", kafka_bootstrap="kafka:9092")  # the setting is the embedded broker's
+    assert (external.durable_log, external.fetch_wait_ms(50)) == (False, 50)
+    with pytest.raises(ValueError, match="embedded_log"):
+        Settings(embedded_log="disk").validate()

@@ -27,12 +27,10 @@ from streams.core.topics import ensure_topics
 from streams.dev.synthetic import generate
 from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts
-from tests.ingest_run import loaded_catalogue, table_counts
+from tests.ingest_run import Member, loaded_catalogue, table_counts, wait_for
 from tests.kafka import produce
 
 REPEATS = int(os.environ.get("PAIRSTREAM_FENCE_REPEATS", "1"))
-# a wait fails only when nothing it waits on has moved for this long
-NO_PROGRESS_S = float(os.environ.get("PAIRSTREAM_TEST_NO_PROGRESS_S", "90"))
 
 
 class FreezableStorage(Storage):
@@ -94,59 +92,6 @@ class FreezableStorage(Storage):
 
     def close(self):
         pass
-
-
-class Member(threading.Thread):
-    """One ingest on its own thread and event loop, until ``finish``."""
-
-    def __init__(self, ingest: ClickIngest, storage: FreezableStorage | None = None):
-        super().__init__(daemon=True)
-        self.ingest, self.storage = ingest, storage
-        self._finish = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self):
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 - reported by ``finish``
-            self.error = exc
-
-    async def _main(self):
-        if self.storage is not None:
-            self.storage.loop = asyncio.get_running_loop()
-        await self.ingest.start()
-        try:
-            await self.ingest.run(until=self._finish.is_set)
-        finally:
-            await self.ingest.stop()
-
-    def finish(self):
-        self._finish.set()
-        self.join(60)
-        assert not self.is_alive(), "the member did not stop"
-        if self.error is not None:
-            raise self.error
-
-    def describe(self) -> str:
-        ingest = self.ingest
-        held = {p: (st.position, st.replay_end, len(st.pending)) for p, st in ingest.partitions.items()}
-        return (f"{self.name}: events {ingest.totals['events']}, held (position, replay, pending) {held}, "
-                f"open {sorted(ingest.batches.open)}, writing {ingest._busy()}, restoring {sorted(ingest._restoring)}")  # noqa: SLF001
-
-    def progress(self):
-        return (self.ingest.totals["events"], tuple(sorted(self.ingest.partitions)))
-
-
-def wait_for(condition, *members, what: str):
-    """Wait until ``condition()``; fail only after NO_PROGRESS_S without any member moving."""
-    last, moved_at = None, time.monotonic()
-    while not condition():
-        now = [m.progress() for m in members]
-        if now != last:
-            last, moved_at = now, time.monotonic()
-        assert time.monotonic() - moved_at < NO_PROGRESS_S, (
-            f"no progress for {NO_PROGRESS_S:.0f} s: {what}; " + "; ".join(m.describe() for m in members))
-        time.sleep(0.05)
 
 
 def caught_up(members, end_offsets):
