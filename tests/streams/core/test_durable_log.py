@@ -134,6 +134,6 @@ def test_the_worker_stack_starts_and_stops_the_durable_log(settings, tmp_path):
     with embedded_broker(durable_settings) as broker:
         ensure_topics(broker.bootstrap, durable_settings)
         produce(broker.bootstrap, durable_settings.topic_items, [(b"i1", b"kept")])
-    assert broker._proc is None  # noqa: SLF001 - stopped with the block
+    assert not broker.running  # stopped with the block
     with embedded_broker(durable_settings) as broker:  # a restart on the same data directory
         assert sum(high_watermarks(broker.bootstrap, durable_settings.topic_items).values()) == 1

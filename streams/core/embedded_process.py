@@ -1,0 +1,74 @@
+"""An embedded server process (the Tansu broker, the SeaweedFS S3 server) tied to our lifetime.
+
+No such child may outlive us, so each is tied three ways: ``stop()`` (or the context manager),
+an ``atexit`` hook, and the Linux parent-death signal (which covers SIGKILL of the parent too).
+It runs in its own session, so a terminal's Ctrl-C reaches only us and we stop it after the
+clients that use it (a broker that died with the Ctrl-C left the worker's consumers logging
+thousands of connection errors while they stopped).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from streams.core.lifeline import parent_death_signal
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    parent_death_signal(signal.SIGTERM)
+
+
+class EmbeddedProcess:
+    """Start, stop and crash one child server; subclasses say how to start and wait for it."""
+
+    stop_timeout_s = 5.0
+
+    def __init__(self, log_path: str | os.PathLike | None = None):
+        self._log_path = Path(log_path) if log_path else None
+        self._proc: subprocess.Popen | None = None
+
+    def _launch(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                      preexec_fn=_die_with_parent, start_new_session=True)
+        atexit.register(self.stop)
+        return self._proc
+
+    def _exited(self) -> int | None:
+        """The exit code if the child already ended (at start: it could not)."""
+        return None if self._proc is None else self._proc.poll()
+
+    def start(self) -> "EmbeddedProcess":
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash does (tests of one)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self):
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
