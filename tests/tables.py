@@ -19,6 +19,20 @@ def table_visits(storage) -> dict:
     return {(u, i, d): n for u, i, d, n in rows}
 
 
+def item_marginals(storage) -> tuple[dict, dict]:
+    """(C_i per item and day as ``item_day_clicks`` keeps it, the same recomputed from every
+    ``pair_counts`` row): equal whatever happened to the writes."""
+    kept = storage.query_rows(
+        f"SELECT item_id, toUInt32(day), sum(clicks) FROM {storage.table('item_day_clicks')} "
+        "GROUP BY item_id, day HAVING sum(clicks) > 0")
+    recomputed = storage.query_rows(
+        f"""SELECT item_id, toUInt32(day), sum(n) FROM (
+                SELECT item_a AS item_id, day, count AS n FROM {storage.table('pair_counts')}
+                UNION ALL SELECT item_b, day, count FROM {storage.table('pair_counts')})
+            GROUP BY item_id, day""")
+    return {(i, d): n for i, d, n in kept}, {(i, d): n for i, d, n in recomputed}
+
+
 def table_stats(storage) -> dict:
     table = stats.latest(storage)
     return {(r["item_a"], r["item_b"]): r for r in table.to_pylist()}

@@ -32,9 +32,11 @@ def register(sub) -> None:
                     labelling --llm-pairs pairs through the hf backend, every prompt run whole vs
                     with prefix reuse (the default), in the same run. threads: a tiny-teacher epoch
                     idle and beside --busy spinning processes, with the training child's thread
-                    settings against torch's defaults, in the same run.""")
+                    settings against torch's defaults, in the same run. evidence: lift's item
+                    marginals read from item_day_clicks against a scan of pair_counts, on --pair-rows
+                    pair-day rows over --items items, in the same run.""")
     p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory", "freshness",
-                                    "llm", "threads"],
+                                    "llm", "threads", "evidence"],
                    help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--log", choices=["memory", "durable"], default="memory",
@@ -73,6 +75,7 @@ def register(sub) -> None:
     p.add_argument("--llm-pairs", type=int, default=10, help="llm: pairs to label each way")
     p.add_argument("--busy", type=int, default=2, help="threads: processes spinning beside the epoch")
     p.add_argument("--rows", type=int, default=480, help="threads: training rows of the epoch")
+    p.add_argument("--pair-rows", type=int, default=4_000_000, help="evidence: pair-day rows to write")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
 

@@ -139,6 +139,8 @@ class WriteLanes(IngestPart):
         st = self.storage
         short = False  # a statement wrote fewer rows than it had: refused, or a repeat dropped
 
+        # a short write tells a refusal only for all-or-nothing conditions where views add rows
+        # (pair_counts: one partition's condition per insert; ``Storage.insert_arrow_if``)
         def insert(table: str, data: pa.Table, fence: str, params: dict, **options) -> None:
             nonlocal short
             written = st.insert_arrow_if(table, data, fence, params, **options)

@@ -69,8 +69,10 @@ class Storage(ABC):
         values in the text). A fence: a write whose writer was superseded changes nothing,
         even if it was sent before the takeover (``streams.ingest.fencing``).
 
-        Returns the rows the statement wrote where the engine says (fewer than ``data`` holds:
-        refused, or dropped as a repeat), None where it does not."""
+        Returns the rows the statement wrote where the engine says, None where it does not. The
+        engine's figure includes rows its materialized views wrote (``pair_counts``: three per
+        row), so "fewer than ``data`` holds" means some were refused only for a condition that
+        takes all rows or none (the ingest's per-partition fences on ``pair_counts``)."""
 
     def settle_fenced(self) -> None:  # noqa: B027 - a no-op where statements are serialised
         """Wait until fenced statements of other writers that were running when this is called

@@ -358,11 +358,37 @@ def _migrations(db: str) -> list[Migration]:
             # a restore follows, at each start offset, the intent of the newest owner
             f"""ALTER TABLE {db}.ingest_batches ADD COLUMN IF NOT EXISTS owner_epoch UInt64""",
         )),
+        Migration(9, "item marginals kept by the inserts: lift never scans pair_counts", (
+            # C_i per UTC day (an item's co-clicks with anything): two materialized views add each
+            # pair_counts insert's rows to both of its items. A view sees exactly what the insert
+            # writes: a fenced insert's surviving rows, nothing of one dropped by its dedup token
+            f"""CREATE TABLE IF NOT EXISTS {db}.item_day_clicks (
+                item_id String,
+                day Date,
+                clicks UInt64
+            ) ENGINE = SummingMergeTree(clicks)
+            ORDER BY (item_id, day)
+            SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.item_day_clicks_from_a TO {db}.item_day_clicks
+                AS SELECT item_a AS item_id, day, count AS clicks FROM {db}.pair_counts""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.item_day_clicks_from_b TO {db}.item_day_clicks
+                AS SELECT item_b AS item_id, day, count AS clicks FROM {db}.pair_counts""",
+            # the counts from before the views; a worker migrates before its ingest starts (stop
+            # every worker for this upgrade: an insert between the views and this line would be
+            # taken twice); the token makes a second worker's run of it a dropped repeat
+            f"""INSERT INTO {db}.item_day_clicks (item_id, day, clicks)
+                SETTINGS insert_deduplication_token = 'migration-9-backfill'
+                SELECT item_id, day, sum(n) FROM (
+                    SELECT item_a AS item_id, day, count AS n FROM {db}.pair_counts
+                    UNION ALL SELECT item_b, day, count FROM {db}.pair_counts)
+                GROUP BY item_id, day""",
+        )),
     ]
 
 
-def migrate(storage: Storage) -> list[int]:
-    """Apply pending migrations in order; return the versions applied now."""
+def migrate(storage: Storage, until: int | None = None) -> list[int]:
+    """Apply pending migrations in order (up to ``until``: tests of a migration on old data);
+    return the versions applied now."""
     db = storage.database
     storage.command(f"CREATE DATABASE IF NOT EXISTS {db}")
     storage.command(
@@ -373,7 +399,7 @@ def migrate(storage: Storage) -> list[int]:
     done = {row[0] for row in storage.query_rows(f"SELECT version FROM {db}.schema_migrations")}
     applied = []
     for migration in _migrations(db):
-        if migration.version in done:
+        if migration.version in done or (until is not None and migration.version > until):
             continue
         for statement in migration.statements:
             storage.command(statement)

@@ -29,7 +29,10 @@ Definitions, over the horizon (the last ``horizon_days`` UTC days up to the newe
   an item keeps its ``swing_max_item_users`` most recent users (ties by user id); |I_u| and
   I_u & I_v are taken on that capped graph.
 
-Everything is SQL over tables that a ClickHouse cluster shards: no process holds the graph.
+C_i and T come from ``item_day_clicks`` (one row per item and day, kept by materialized views
+on ``pair_counts`` as the ingest writes), so lift reads the items it needs instead of scanning
+every pair row twice. Everything is SQL over tables that a ClickHouse cluster shards: no
+process holds the graph.
 A refresh writes one ``stats_version`` of ``pair_stats`` for the candidate pairs (>= the low
 tier, plus labelled pairs) and readers use ``pair_stats_latest``; ``pair_evidence`` computes
 count, users and lift for a few given pairs on demand (the labeller), with the same SQL terms.
@@ -115,13 +118,19 @@ def _lift_sql(p: StatsParams) -> str:
 
 def _marginals_sql(t, in_horizon: str, items_filter: str = "", part: str = "") -> str:
     """item_id, clicks (C_i): an item's co-clicks with anything in the horizon; with ``part``
-    (an SQL expression of ``day``), item_id, part, clicks: the same per part of the days."""
+    (an SQL expression of ``day``), item_id, part, clicks: the same per part of the days.
+    From ``item_day_clicks`` (kept by the inserts: one row per item and day, not per pair), so
+    no statistic scans ``pair_counts`` for them; ``items_filter``: a condition on ``item_id``."""
+    keys = "item_id, part" if part else "item_id"
     column = f", {part} AS part" if part else ""
-    return f"""(SELECT item_id{', part' if part else ''}, sum(n) AS clicks FROM (
-                  SELECT item_a AS item_id{column}, count AS n FROM {t('pair_counts')} WHERE {in_horizon}
-                  UNION ALL
-                  SELECT item_b AS item_id{column}, count AS n FROM {t('pair_counts')} WHERE {in_horizon})
-               {items_filter} GROUP BY item_id{', part' if part else ''})"""
+    where = f"{in_horizon} AND {items_filter}" if items_filter else in_horizon
+    return f"""(SELECT item_id{column}, sum(clicks) AS clicks FROM {t('item_day_clicks')}
+               WHERE {where} GROUP BY {keys})"""
+
+
+def _total_sql(t, in_horizon: str) -> str:
+    """T, all co-clicks in the horizon: every co-click is counted once for each of its items."""
+    return f"(SELECT intDiv(sum(clicks), 2) AS total FROM {t('item_day_clicks')} WHERE {in_horizon})"
 
 
 def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None) -> int | None:
@@ -194,7 +203,7 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
                 ON ma.item_id = c.item_a
             LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {_marginals_sql(t, in_horizon)}) AS mb
                 ON mb.item_id = c.item_b
-            CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
+            CROSS JOIN {_total_sql(t, in_horizon)} AS tot
             SETTINGS join_use_nulls = 0""", params)
     storage.command(f"ALTER TABLE {t('stats_edges')} DROP PARTITION {{v:UInt64}}", params)
     _drop_old(storage, version)
@@ -233,7 +242,7 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
              f"WHERE {in_horizon} AND item_id IN {{items:Array(String)}})")
     wanted = "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})"
     wanted_edges = wanted.replace("item_a", "e1.item_id").replace("item_b", "e2.item_id")
-    marginals = _marginals_sql(t, in_horizon, "WHERE item_id IN {items:Array(String)}")
+    marginals = _marginals_sql(t, in_horizon, "item_id IN {items:Array(String)}")
     rows = storage.query_arrow(
         f"""SELECT q.item_a AS item_a, q.item_b AS item_b, c0.count AS count,
                    users, users_a, users_b, clicks_a, clicks_b, toFloat32({_lift_sql(p)}) AS lift
@@ -245,7 +254,7 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
             {_user_joins_sql(edges, "q", f"AND {wanted_edges}")}
             LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {marginals}) AS ma ON ma.item_id = q.item_a
             LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {marginals}) AS mb ON mb.item_id = q.item_b
-            CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
+            CROSS JOIN {_total_sql(t, in_horizon)} AS tot
             SETTINGS join_use_nulls = 0""", params)
     return {(r["item_a"], r["item_b"]): r for r in rows.to_pylist()} if rows.num_rows else {}
 
@@ -293,7 +302,7 @@ def changed_evidence(storage: Storage, p: StatsParams, refresh: int) -> pa.Table
     changes = f"(SELECT item_a, item_b FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}})"
     items = (f"(SELECT item_a AS item_id FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}} "
              f"UNION ALL SELECT item_b FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}})")
-    marginals = _marginals_sql(t, in_horizon, f"WHERE item_id IN {items}")
+    marginals = _marginals_sql(t, in_horizon, f"item_id IN {items}")
     return storage.query_arrow(
         f"""SELECT q.item_a AS item_a, q.item_b AS item_b, c0.count AS count,
                    toUInt32(ifNull(sw.users, 0)) AS users,
@@ -307,7 +316,7 @@ def changed_evidence(storage: Storage, p: StatsParams, refresh: int) -> pa.Table
             LEFT JOIN (SELECT item_a, item_b, users, swing FROM {t('pair_stats_latest')}
                        WHERE (item_a, item_b) IN {changes}) AS sw
                 ON sw.item_a = q.item_a AND sw.item_b = q.item_b
-            CROSS JOIN (SELECT sum(count) AS total FROM {t('pair_counts')} WHERE {in_horizon}) AS tot
+            CROSS JOIN {_total_sql(t, in_horizon)} AS tot
             ORDER BY item_a, item_b
             SETTINGS join_use_nulls = 0""", params)
 
@@ -333,13 +342,13 @@ def half_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
     in_horizon = "day >= {lo:Date} AND day <= {hi:Date}"
     half = "toUInt8(toUInt32(day) % 2)"
     totals = dict(storage.query_rows(
-        f"SELECT {half} AS half, sum(count) FROM {t('pair_counts')} WHERE {in_horizon} GROUP BY half",
-        params))
+        f"SELECT {half} AS half, intDiv(sum(clicks), 2) FROM {t('item_day_clicks')} WHERE {in_horizon} "
+        "GROUP BY half", params))
     if not totals.get(0) or not totals.get(1):
         return None
     marginals = {(item, h): n for item, h, n in storage.query_rows(
         "SELECT item_id, part, clicks FROM "
-        + _marginals_sql(t, in_horizon, "WHERE item_id IN {items:Array(String)}", part=half), params)}
+        + _marginals_sql(t, in_horizon, "item_id IN {items:Array(String)}", part=half), params)}
     counts = {(a, b, h): n for a, b, h, n in storage.query_rows(
         f"""SELECT item_a, item_b, {half} AS half, sum(count) FROM {t('pair_counts')}
             WHERE {in_horizon} AND (item_a, item_b) IN arrayZip({{a:Array(String)}}, {{b:Array(String)}})

@@ -14,7 +14,7 @@ from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts, reference_stats, reference_visits
 from streams.ingest.user_items import SCHEMA as VISITS_SCHEMA
 from tests.ingest_run import dataset, loaded_catalogue, run_until
-from tests.tables import assert_stats_equal, table_stats, table_visits
+from tests.tables import assert_stats_equal, item_marginals, table_stats, table_visits
 
 
 def test_ingest_writes_user_item_days_exactly(settings, storage, broker):
@@ -22,6 +22,33 @@ def test_ingest_writes_user_item_days_exactly(settings, storage, broker):
     ingest = ClickIngest(settings, broker.bootstrap, storage, loaded_catalogue(storage, items))
     asyncio.run(run_until([ingest], len(messages)))
     assert table_visits(storage) == dict(reference_visits((c.user_id, c.item_id, c.ts) for c in clicks))
+    kept, recomputed = item_marginals(storage)
+    assert kept == recomputed and len(kept) > 100
+
+
+def test_item_marginals_are_backfilled_once_when_the_views_arrive(settings, chdb_dir):
+    """Migration 9 adds the views that keep ``item_day_clicks``: the counts written before it
+    are taken once, also when a second worker runs the same migration at the same moment."""
+    from streams.core.storage.chdb_client import ChdbStorage
+    from streams.core.storage.migrations import _migrations, migrate
+
+    store = ChdbStorage(chdb_dir, settings.clickhouse_database)
+    try:
+        migrate(store, until=8)
+        assert store.query_value(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'item_day_clicks'",
+            {"db": store.database}) == 0
+        before = {("a", "b", 20000): 3, ("a", "c", 20000): 2, ("b", "c", 20001): 5}
+        _insert(store, {}, before)
+        migrate(store)
+        (backfill,) = [m.statements[-1] for m in _migrations(store.database) if m.version == 9]
+        store.command(backfill)  # the other worker's run of it: a dropped repeat
+        _insert(store, {}, {("a", "b", 20000): 1})  # after the views: kept by them
+        kept, recomputed = item_marginals(store)
+        assert kept == recomputed == {("a", 20000): 6, ("b", 20000): 4, ("c", 20000): 2,
+                                      ("b", 20001): 5, ("c", 20001): 5}
+    finally:
+        store.close()
 
 
 def _insert(storage, visits: dict, counts: dict) -> None:
@@ -127,6 +154,7 @@ def test_half_evidence_matches_a_plain_reference(storage):
             assert count[k] == c and math.isclose(lift[k], want, rel_tol=1e-5), (h, a, b)
     assert sum(got[0][0]) > 0 and sum(got[1][0]) > 0
     # every click on even days: no second half, no fit
-    storage.command(f"TRUNCATE TABLE {storage.table('pair_counts')}")
+    for table in ("pair_counts", "item_day_clicks"):  # the marginals follow inserts, not a TRUNCATE
+        storage.command(f"TRUNCATE TABLE {storage.table(table)}")
     _insert(storage, {}, {(a, b, 2 * (d // 2)): n for (a, b, d), n in counts.items()})
     assert stats.half_evidence(storage, pairs, params) is None

@@ -29,6 +29,7 @@ from streams.ingest.consumer import ClickIngest
 from streams.ingest.reference import reference_counts
 from tests.ingest_run import Member, loaded_catalogue, table_counts, wait_for
 from tests.kafka import produce
+from tests.tables import item_marginals
 
 REPEATS = int(os.environ.get("PAIRSTREAM_FENCE_REPEATS", "1"))
 
@@ -222,4 +223,6 @@ def test_a_member_frozen_through_a_takeover_writes_nothing_late(settings, storag
         n_ for key, n_ in got.items() if key not in expected)
     lost = sum(max(0, n_ - got.get(key, 0)) for key, n_ in expected.items())
     assert (lost, doubled) == (0, 0), f"{point}: {lost} increments lost, {doubled} doubled"
+    kept, recomputed = item_marginals(storage)  # the item marginals follow the same writes
+    assert kept == recomputed
     assert intent_tiling(storage, topic, last_ends) == {}
