@@ -34,9 +34,11 @@ def register(sub) -> None:
                     idle and beside --busy spinning processes, with the training child's thread
                     settings against torch's defaults, in the same run. evidence: lift's item
                     marginals read from item_day_clicks against a scan of pair_counts, on --pair-rows
-                    pair-day rows over --items items, in the same run.""")
+                    pair-day rows over --items items, in the same run. stats: one statistics
+                    refresh on a generated graph (--users, --per-user, --items): seconds and peak
+                    memory of the process that runs it.""")
     p.add_argument("what", choices=["ingest", "score", "distill", "serve", "quality", "memory", "freshness",
-                                    "llm", "threads", "evidence"],
+                                    "llm", "threads", "evidence", "stats"],
                    help="which benchmark")
     p.add_argument("--events", type=int, default=300000, help="events to stream")
     p.add_argument("--log", choices=["memory", "durable"], default="memory",
@@ -76,6 +78,9 @@ def register(sub) -> None:
     p.add_argument("--busy", type=int, default=2, help="threads: processes spinning beside the epoch")
     p.add_argument("--rows", type=int, default=480, help="threads: training rows of the epoch")
     p.add_argument("--pair-rows", type=int, default=4_000_000, help="evidence: pair-day rows to write")
+    p.add_argument("--per-user", type=int, default=20, help="stats: item visits per user")
+    p.add_argument("--stats-memory-mb", type=int, default=4000,
+                   help="stats: the refresh's spill threshold (PAIRSTREAM_STATS_MEMORY_MB)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     distill_options(p)  # distill: the round's config, as `pairstream distill` takes it
 

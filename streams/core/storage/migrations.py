@@ -383,6 +383,25 @@ def _migrations(db: str) -> list[Migration]:
                     UNION ALL SELECT item_b, day, count FROM {db}.pair_counts)
                 GROUP BY item_id, day""",
         )),
+        Migration(10, "Swing on integer ids: the capped graph written once per refresh", (
+            # per stats version: item ids numbered in id order (so a < b holds for numbers too),
+            # and Swing's capped user-item graph on numbers; dropped with the version's edges
+            f"""CREATE TABLE IF NOT EXISTS {db}.stats_item_ids (
+                stats_version UInt64,
+                item_id String,
+                ix UInt32
+            ) ENGINE = MergeTree
+            PARTITION BY stats_version
+            ORDER BY ix""",
+            f"""CREATE TABLE IF NOT EXISTS {db}.stats_capped (
+                stats_version UInt64,
+                ux UInt32,
+                ix UInt32,
+                user_items UInt32
+            ) ENGINE = MergeTree
+            PARTITION BY stats_version
+            ORDER BY (ix, ux)""",
+        )),
     ]
 
 

@@ -63,13 +63,14 @@ class StatsParams:
     swing_user_power: float = 0.3
     swing_max_user_items: int = 200
     swing_max_item_users: int = 500
+    memory_mb: int = 4000
 
     @classmethod
     def from_settings(cls, settings) -> "StatsParams":
         return cls(settings.horizon_days, settings.tier_low, settings.stats_lift_prior,
                    settings.stats_half_life_days, settings.swing_alpha, settings.swing_user_offset,
                    settings.swing_user_power, settings.swing_max_user_items,
-                   settings.swing_max_item_users)
+                   settings.swing_max_item_users, settings.stats_memory_mb)
 
 
 HORIZON_DAY_SUPPORT = 0.01  # a day ends the horizon only with this share of the busiest day's visits
@@ -146,6 +147,7 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
     params = {"lo": span[0].isoformat(), "hi": span[1].isoformat(), "v": version,
               "low": p.low, "max_items": p.swing_max_user_items,
               "max_users": p.swing_max_item_users}
+    spill = int(p.memory_mb) << 20  # an int, written into SETTINGS (which take no parameters)
     in_horizon = "day >= {lo:Date} AND day <= {hi:Date}"
     storage.command(
         f"""INSERT INTO {t('stats_edges')} (stats_version, user_id, item_id, last_day)
@@ -156,15 +158,27 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
     decay = (f"sum(count * pow(0.5, (toUInt32(toDate({{hi:Date}})) - toUInt32(day)) / {half_life!r}))"
              if half_life > 0 else "toFloat64(sum(count))")
     edges = f"(SELECT user_id, item_id, last_day FROM {t('stats_edges')} WHERE stats_version = {{v:UInt64}})"
-    # Swing's capped graph: heavy users out, then the newest max_users users of each item
-    capped = f"""(SELECT user_id, item_id, count() OVER (PARTITION BY user_id) AS user_items FROM (
-                    SELECT user_id, item_id FROM (
-                        SELECT user_id, item_id, last_day,
-                               count() OVER (PARTITION BY user_id) AS all_items
-                        FROM {edges})
-                    WHERE all_items <= {{max_items:UInt32}}
-                    ORDER BY item_id, last_day DESC, user_id
-                    LIMIT {{max_users:UInt32}} BY item_id))"""
+    # Swing's capped graph, on numbers (its user-pair join groups arrays of item numbers, not
+    # strings: 21 -> 5.5 s and a third of the memory on 1M edges): heavy users out, then the
+    # newest max_users users of each item; written once, read twice by the join
+    ids = f"(SELECT item_id, ix FROM {t('stats_item_ids')} WHERE stats_version = {{v:UInt64}})"
+    storage.command(
+        f"""INSERT INTO {t('stats_item_ids')} (stats_version, item_id, ix)
+            SELECT {{v:UInt64}}, item_id, toUInt32(row_number() OVER (ORDER BY item_id))
+            FROM (SELECT DISTINCT item_id FROM {edges})""", params)
+    storage.command(
+        f"""INSERT INTO {t('stats_capped')} (stats_version, ux, ix, user_items)
+            SELECT {{v:UInt64}}, toUInt32(dense_rank() OVER (ORDER BY c.user_id)), ids.ix,
+                   toUInt32(count() OVER (PARTITION BY c.user_id))
+            FROM (
+                SELECT user_id, item_id FROM (
+                    SELECT user_id, item_id, last_day, count() OVER (PARTITION BY user_id) AS all_items
+                    FROM {edges})
+                WHERE all_items <= {{max_items:UInt32}}
+                ORDER BY item_id, last_day DESC, user_id
+                LIMIT {{max_users:UInt32}} BY item_id) AS c
+            INNER JOIN {ids} AS ids ON ids.item_id = c.item_id""", params)
+    capped = f"(SELECT ux, ix, user_items FROM {t('stats_capped')} WHERE stats_version = {{v:UInt64}})"
     alpha, offset, power = (float(p.swing_alpha), float(p.swing_user_offset), float(p.swing_user_power))
     storage.command(
         f"""INSERT INTO {t('pair_stats')}
@@ -186,26 +200,32 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
             ) AS c
             {_user_joins_sql(edges, "c")}
             LEFT JOIN (
-                SELECT pair.1 AS item_a, pair.2 AS item_b, sum(w) AS swing FROM (
-                    SELECT arrayJoin(arrayFlatten(arrayMap((x, i) -> arrayMap(y -> (x, y),
-                               arraySlice(common, i + 1)), common, arrayEnumerate(common)))) AS pair,
-                           pow(iu + {offset!r}, -{power!r}) * pow(iv + {offset!r}, -{power!r})
-                               / ({alpha!r} + length(common)) AS w
-                    FROM (
-                        SELECT e1.user_id AS u, e2.user_id AS v, arraySort(groupArray(e1.item_id)) AS common,
-                               any(e1.user_items) AS iu, any(e2.user_items) AS iv
-                        FROM {capped} AS e1 INNER JOIN {capped} AS e2 ON e1.item_id = e2.item_id
-                        WHERE e1.user_id < e2.user_id
-                        GROUP BY u, v HAVING length(common) >= 2)
-                ) GROUP BY item_a, item_b
+                SELECT ia.item_id AS item_a, ib.item_id AS item_b, sw.swing AS swing FROM (
+                    SELECT pair.1 AS xa, pair.2 AS xb, sum(w) AS swing FROM (
+                        SELECT arrayJoin(arrayFlatten(arrayMap((x, i) -> arrayMap(y -> (x, y),
+                                   arraySlice(common, i + 1)), common, arrayEnumerate(common)))) AS pair,
+                               pow(iu + {offset!r}, -{power!r}) * pow(iv + {offset!r}, -{power!r})
+                                   / ({alpha!r} + length(common)) AS w
+                        FROM (
+                            SELECT e1.ux AS u, e2.ux AS v, arraySort(groupArray(e1.ix)) AS common,
+                                   any(e1.user_items) AS iu, any(e2.user_items) AS iv
+                            FROM {capped} AS e1 INNER JOIN {capped} AS e2 ON e1.ix = e2.ix
+                            WHERE e1.ux < e2.ux
+                            GROUP BY u, v HAVING length(common) >= 2)
+                    ) GROUP BY xa, xb
+                ) AS sw
+                INNER JOIN {ids} AS ia ON ia.ix = sw.xa
+                INNER JOIN {ids} AS ib ON ib.ix = sw.xb
             ) AS s ON s.item_a = c.item_a AND s.item_b = c.item_b
             LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {_marginals_sql(t, in_horizon)}) AS ma
                 ON ma.item_id = c.item_a
             LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {_marginals_sql(t, in_horizon)}) AS mb
                 ON mb.item_id = c.item_b
             CROSS JOIN {_total_sql(t, in_horizon)} AS tot
-            SETTINGS join_use_nulls = 0""", params)
-    storage.command(f"ALTER TABLE {t('stats_edges')} DROP PARTITION {{v:UInt64}}", params)
+            SETTINGS join_use_nulls = 0, max_bytes_before_external_group_by = {spill},
+                     max_bytes_before_external_sort = {spill}""", params)
+    for table in ("stats_edges", "stats_item_ids", "stats_capped"):
+        storage.command(f"ALTER TABLE {t(table)} DROP PARTITION {{v:UInt64}}", params)
     _drop_old(storage, version)
     return version
 
