@@ -79,7 +79,7 @@ def register(sub) -> None:
     p.add_argument("--rows", type=int, default=480, help="threads: training rows of the epoch")
     p.add_argument("--pair-rows", type=int, default=4_000_000, help="evidence: pair-day rows to write")
     p.add_argument("--per-user", type=int, default=20, help="stats: item visits per user")
-    p.add_argument("--stats-memory-mb", type=int, default=4000,
+    p.add_argument("--stats-memory-mb", type=int, default=1500,
                    help="stats: the refresh's spill threshold (PAIRSTREAM_STATS_MEMORY_MB)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     distill_options(p)  # distill: the round's config, as `pairstream distill` takes it

@@ -110,8 +110,8 @@ class Settings:
     swing_max_item_users: int = setting(
         500, "Swing keeps at most this many users per item: the most recent (then by user id).")
     stats_memory_mb: int = setting(
-        4000, "A statistics refresh's aggregations and sorts spill to disk past this many MB "
-        "each (ClickHouse's external GROUP BY and sort): slower, not out of memory.")
+        1500, "A statistics refresh holds about this many MB: Swing works through its users in "
+        "as many buckets as that takes, and aggregations spill to disk past it (slower, not out of memory).")
     blend_evidence_count: float = setting(
         5.0, "Published score = w * behaviour + (1 - w) * model with w = count / (count + this): "
         "at this many co-clicks both sources weigh the same (models/blend.py). The configured "

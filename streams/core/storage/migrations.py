@@ -401,6 +401,15 @@ def _migrations(db: str) -> list[Migration]:
             ) ENGINE = MergeTree
             PARTITION BY stats_version
             ORDER BY (ix, ux)""",
+            # Swing's partial sums, one insert per bucket of users (``stats._swing``)
+            f"""CREATE TABLE IF NOT EXISTS {db}.stats_swing (
+                stats_version UInt64,
+                xa UInt32,
+                xb UInt32,
+                swing Float64
+            ) ENGINE = MergeTree
+            PARTITION BY stats_version
+            ORDER BY (xa, xb)""",
         )),
     ]
 

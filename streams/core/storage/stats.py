@@ -27,7 +27,9 @@ Definitions, over the horizon (the last ``horizon_days`` UTC days up to the newe
   users who share everything (or click everything) are weak. Caps, as usual for Swing and
   applied to Swing only: users with more than ``swing_max_user_items`` items are skipped, and
   an item keeps its ``swing_max_item_users`` most recent users (ties by user id); |I_u| and
-  I_u & I_v are taken on that capped graph.
+  I_u & I_v are taken on that capped graph. Computed on numbered users and items
+  (``stats_capped``), its user pairs in buckets of users sized to ``stats_memory_mb``
+  (``_swing``): memory stays bounded as the graph grows (bench/HISTORY.md).
 
 C_i and T come from ``item_day_clicks`` (one row per item and day, kept by materialized views
 on ``pair_counts`` as the ingest writes), so lift reads the items it needs instead of scanning
@@ -42,12 +44,15 @@ count, users and lift for a few given pairs on demand (the labeller), with the s
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from streams.core.storage.base import Storage
+
+log = logging.getLogger(__name__)
 
 KEPT_VERSIONS = 2
 
@@ -63,7 +68,7 @@ class StatsParams:
     swing_user_power: float = 0.3
     swing_max_user_items: int = 200
     swing_max_item_users: int = 500
-    memory_mb: int = 4000
+    memory_mb: float = 1500
 
     @classmethod
     def from_settings(cls, settings) -> "StatsParams":
@@ -147,7 +152,7 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
     params = {"lo": span[0].isoformat(), "hi": span[1].isoformat(), "v": version,
               "low": p.low, "max_items": p.swing_max_user_items,
               "max_users": p.swing_max_item_users}
-    spill = int(p.memory_mb) << 20  # an int, written into SETTINGS (which take no parameters)
+    spill = int(p.memory_mb * (1 << 20))  # an int, written into SETTINGS (which take no parameters)
     in_horizon = "day >= {lo:Date} AND day <= {hi:Date}"
     storage.command(
         f"""INSERT INTO {t('stats_edges')} (stats_version, user_id, item_id, last_day)
@@ -178,8 +183,8 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
                 ORDER BY item_id, last_day DESC, user_id
                 LIMIT {{max_users:UInt32}} BY item_id) AS c
             INNER JOIN {ids} AS ids ON ids.item_id = c.item_id""", params)
-    capped = f"(SELECT ux, ix, user_items FROM {t('stats_capped')} WHERE stats_version = {{v:UInt64}})"
-    alpha, offset, power = (float(p.swing_alpha), float(p.swing_user_offset), float(p.swing_user_power))
+    buckets = _swing(storage, p, params)
+    log.info("statistics refresh %d: Swing in %d bucket(s) of users", version, buckets)
     storage.command(
         f"""INSERT INTO {t('pair_stats')}
             SELECT {{v:UInt64}} AS stats_version, c.item_a AS item_a, c.item_b AS item_b,
@@ -201,18 +206,8 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
             {_user_joins_sql(edges, "c")}
             LEFT JOIN (
                 SELECT ia.item_id AS item_a, ib.item_id AS item_b, sw.swing AS swing FROM (
-                    SELECT pair.1 AS xa, pair.2 AS xb, sum(w) AS swing FROM (
-                        SELECT arrayJoin(arrayFlatten(arrayMap((x, i) -> arrayMap(y -> (x, y),
-                                   arraySlice(common, i + 1)), common, arrayEnumerate(common)))) AS pair,
-                               pow(iu + {offset!r}, -{power!r}) * pow(iv + {offset!r}, -{power!r})
-                                   / ({alpha!r} + length(common)) AS w
-                        FROM (
-                            SELECT e1.ux AS u, e2.ux AS v, arraySort(groupArray(e1.ix)) AS common,
-                                   any(e1.user_items) AS iu, any(e2.user_items) AS iv
-                            FROM {capped} AS e1 INNER JOIN {capped} AS e2 ON e1.ix = e2.ix
-                            WHERE e1.ux < e2.ux
-                            GROUP BY u, v HAVING length(common) >= 2)
-                    ) GROUP BY xa, xb
+                    SELECT xa, xb, toFloat32(sum(swing)) AS swing FROM {t('stats_swing')}
+                    WHERE stats_version = {{v:UInt64}} GROUP BY xa, xb
                 ) AS sw
                 INNER JOIN {ids} AS ia ON ia.ix = sw.xa
                 INNER JOIN {ids} AS ib ON ib.ix = sw.xb
@@ -224,10 +219,54 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
             CROSS JOIN {_total_sql(t, in_horizon)} AS tot
             SETTINGS join_use_nulls = 0, max_bytes_before_external_group_by = {spill},
                      max_bytes_before_external_sort = {spill}""", params)
-    for table in ("stats_edges", "stats_item_ids", "stats_capped"):
+    for table in ("stats_edges", "stats_item_ids", "stats_capped", "stats_swing"):
         storage.command(f"ALTER TABLE {t(table)} DROP PARTITION {{v:UInt64}}", params)
     _drop_old(storage, version)
     return version
+
+
+SWING_BYTES_PER_JOIN_ROW = 40  # measured ~27 (5.4 GB for 203M user-pair join rows), with room
+
+
+def swing_buckets(join_rows: int, memory_mb: float) -> int:
+    """How many user buckets Swing's user-pair join is split into, so that one bucket's
+    ``GROUP BY (u, v)`` fits ``memory_mb`` (its state grows with the join's rows)."""
+    per_bucket = max(1, int(memory_mb * (1 << 20)) // SWING_BYTES_PER_JOIN_ROW)
+    return max(1, -(-int(join_rows) // per_bucket))
+
+
+def _swing(storage: Storage, p: StatsParams, params: dict) -> int:
+    """Swing of every item pair of the capped graph into ``stats_swing``: the user pairs (u, v)
+    who share two items or more, each adding w_u w_v / (alpha + |I_u & I_v|) to every pair of
+    the items they share. The user pairs are taken in buckets of u, one statement each: a user
+    pair belongs to one bucket, so the buckets' sums add up to the whole (exact), and one
+    bucket's state is what the memory holds. Returns the buckets used."""
+    t = storage.table
+    capped = f"(SELECT ux, ix, user_items FROM {t('stats_capped')} WHERE stats_version = {{v:UInt64}})"
+    join_rows = storage.query_value(
+        f"SELECT sum(n * (n - 1) / 2) FROM (SELECT ix, count() AS n FROM {capped} GROUP BY ix)", params) or 0
+    buckets = swing_buckets(int(join_rows), p.memory_mb)
+    alpha, offset, power = (float(p.swing_alpha), float(p.swing_user_offset), float(p.swing_user_power))
+    spill = int(p.memory_mb * (1 << 21))  # a safety net at twice the budget (SETTINGS take no parameters)
+    for bucket in range(buckets):
+        storage.command(
+            f"""INSERT INTO {t('stats_swing')} (stats_version, xa, xb, swing)
+                SELECT {{v:UInt64}}, pair.1 AS xa, pair.2 AS xb, sum(w) FROM (
+                    SELECT arrayJoin(arrayFlatten(arrayMap((x, i) -> arrayMap(y -> (x, y),
+                               arraySlice(common, i + 1)), common, arrayEnumerate(common)))) AS pair,
+                           pow(iu + {offset!r}, -{power!r}) * pow(iv + {offset!r}, -{power!r})
+                               / ({alpha!r} + length(common)) AS w
+                    FROM (
+                        SELECT e1.ux AS u, e2.ux AS v, arraySort(groupArray(e1.ix)) AS common,
+                               any(e1.user_items) AS iu, any(e2.user_items) AS iv
+                        FROM {capped} AS e1 INNER JOIN {capped} AS e2 ON e1.ix = e2.ix
+                        WHERE e1.ux < e2.ux AND e1.ux % {{buckets:UInt32}} = {{bucket:UInt32}}
+                        GROUP BY u, v HAVING length(common) >= 2)
+                ) GROUP BY xa, xb
+                SETTINGS max_bytes_before_external_group_by = {spill},
+                         max_bytes_before_external_sort = {spill}""",
+            {**params, "buckets": buckets, "bucket": bucket})
+    return buckets
 
 
 def _drop_old(storage: Storage, newest: int) -> None:

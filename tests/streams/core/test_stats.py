@@ -69,8 +69,10 @@ def _insert(storage, visits: dict, counts: dict) -> None:
     # tight Swing caps (heavy users dropped, few users per item), decay, another prior
     stats.StatsParams(horizon_days=5, low=2, lift_prior=0.5, half_life_days=3.0,
                       swing_alpha=2.0, swing_max_user_items=12, swing_max_item_users=4),
-], ids=["defaults", "caps-and-decay"])
-def test_pair_stats_match_the_reference(storage, params):
+    # a 50 kB budget: Swing's user pairs in several buckets, and its aggregations spill
+    stats.StatsParams(memory_mb=0.05),
+], ids=["defaults", "caps-and-decay", "swing-in-buckets"])
+def test_pair_stats_match_the_reference(storage, params, caplog):
     from streams.dev.synthetic import generate
 
     items, clicks = generate(150, 40, 3000, seed=3)
@@ -83,8 +85,11 @@ def test_pair_stats_match_the_reference(storage, params):
     storage.insert_arrow("pair_labels", pa.table({"item_a": [a for a, _ in extra],
                                                   "item_b": [b for _, b in extra],
                                                   "score": pa.array([5.0] * len(extra), pa.float32())}))
-    version = stats.refresh(storage, params)
+    with caplog.at_level("INFO", logger="streams.core.storage.stats"):
+        version = stats.refresh(storage, params)
     assert version is not None
+    buckets = int(caplog.text.split("Swing in ")[1].split(" ")[0])
+    assert (buckets > 1) == (params.memory_mb < 1), caplog.text
     want = reference_stats(visits, counts, params, extra)
     assert len(want) > 50 and any(r["swing"] > 0 for r in want.values())
     assert_stats_equal(table_stats(storage), want)
@@ -100,6 +105,14 @@ def test_pair_stats_match_the_reference(storage, params):
     assert storage.query_value(
         f"SELECT uniqExact(stats_version) FROM {storage.table('pair_stats')}") == stats.KEPT_VERSIONS
     assert_stats_equal(table_stats(storage), want)
+
+
+def test_swing_buckets_follow_the_memory_budget():
+    per_bucket = (1500 << 20) // stats.SWING_BYTES_PER_JOIN_ROW
+    assert stats.swing_buckets(0, 1500) == 1
+    assert stats.swing_buckets(per_bucket, 1500) == 1
+    assert stats.swing_buckets(per_bucket + 1, 1500) == 2
+    assert stats.swing_buckets(203_000_000, 1500) == 6  # 3M visits, 3,000 items (bench stats)
 
 
 def test_bestseller_pairs_get_low_lift_and_fitting_pairs_high(storage):
