@@ -50,5 +50,5 @@ bench: setup
 clean:
 	rm -rf .pairstream reports
 
-docs: setup  ## the README's settings table, from the settings class
-	$(BIN)/pairstream settings --update-readme README.md
+docs: setup  ## the README's settings table and docs/development.md's module map, generated
+	$(BIN)/pairstream docs

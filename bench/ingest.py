@@ -2,7 +2,7 @@
 
 1. Generate N clicks, produce them to a fresh topic on the embedded broker.
 2. Baseline: an aiokafka consumer group reads them with ``getmany`` and decodes each with
-   orjson (the 178k/s figure of DESIGN.md), timed from the first to the last message; the
+   orjson (the first plan assumed 178k/s), timed from the first to the last message; the
    median of three such reads, each in a new group. A second baseline reads the same way
    with the ingest's reader settings (``streams.ingest.kafka_reader``: parsed records without
    ``ConsumerRecord``, no prefetch back-off, short fetch waits): ``ratio_vs_tuned_raw`` is what

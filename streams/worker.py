@@ -75,7 +75,7 @@ def run_worker(settings: Settings, bootstrap: str, storage: Storage, web: bool =
             super()._schedule_shutdown(signal)
 
     app = create_app(settings, bootstrap, storage, web=web)
-    worker = BoundedShutdownWorker(app, loglevel=os.environ.get("PAIRSTREAM_LOG_LEVEL", "WARNING"),
+    worker = BoundedShutdownWorker(app, loglevel=settings.log_level,
                                    quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -1,4 +1,4 @@
-"""The shared, Faust-free parts stay Faust-free (training imports them; DESIGN.md)."""
+"""The shared, Faust-free parts stay Faust-free (training imports them; docs/development.md, "Layout")."""
 
 import subprocess
 import sys
@@ -31,3 +31,16 @@ def test_the_suite_mirrors_the_packages():
         assert (package / "__init__.py").is_file(), f"{folder} mirrors no package"
     top_level = {path.stem for path in tests.glob("test_*.py")}
     assert top_level == {"test_import_contract", "test_layout", "test_compose"}, top_level
+
+
+def test_the_module_map_is_the_generated_one_and_every_module_says_what_it_is_for():
+    """docs/development.md's module map is what ``make docs`` writes from the code: a module
+    added, moved or re-described without ``make docs`` fails here, and so does one with no
+    docstring (the map would have nothing to say of it)."""
+    from streams.dev.module_map import markdown_table, modules, with_table
+    from tests.paths import REPO_ROOT
+
+    silent = [name for name, line in modules(REPO_ROOT) if not line and not name.endswith("__init__.py")]
+    assert not silent, f"modules without a docstring: {silent}"
+    text = (REPO_ROOT / "docs" / "development.md").read_text()
+    assert with_table(text, markdown_table(REPO_ROOT)) == text, "run make docs"

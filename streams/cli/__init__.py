@@ -12,13 +12,13 @@ import argparse
 import logging
 import sys
 
-from streams.cli import bench, data, labels, lag, models, settings, training, worker
+from streams.cli import bench, data, docs, labels, lag, models, settings, training, worker
 
 EPILOG = """Settings come from PAIRSTREAM_* environment variables or a TOML file (--config);
 `pairstream settings` lists every one. With none set, Kafka is an embedded Tansu broker and ClickHouse
 is chDB under .pairstream/ (the embedded mode)."""
 
-GROUPS = (data, worker, bench, training, models, lag, labels, settings)
+GROUPS = (data, worker, bench, training, models, lag, labels, settings, docs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,9 @@ class Settings:
     kafka_bootstrap: str = setting(
         "", "Kafka bootstrap servers (host:port,...). Empty = start the embedded Tansu broker."
     )
+    log_level: str = setting(
+        "WARNING", "The worker's log level (DEBUG, INFO, WARNING, ERROR): INFO adds each publish, "
+        "refresh and statistics refresh.")
     embedded_log: str = setting(
         "memory", "Storage of the embedded broker's log: memory (forgotten when the worker stops; "
         "the ingest rewinds) or durable (Tansu's s3:// engine on an embedded SeaweedFS under "
@@ -311,6 +314,8 @@ class Settings:
                 and self.web_max_connections_per_address >= 1):
             raise ValueError("web_max_connections_per_address >= 1 and "
                              "0 <= web_reserved_connections < web_max_connections")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {self.log_level!r}")
         if self.embedded_log not in ("memory", "durable"):
             raise ValueError(f"embedded_log must be memory or durable, not {self.embedded_log!r}")
         if self.training_mode not in ("subprocess", "kafka"):
