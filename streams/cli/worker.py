@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from streams.cli.common import command, settings_from
 
 
@@ -35,9 +37,18 @@ def register(sub) -> None:
 
 
 def cmd_worker(args) -> int:
+    from streams.cli.training import distill_config_from
     from streams.worker import run_worker, stack
 
     settings = settings_from(args)
+    # the training options are parsed now, not minutes later in the first run's child
+    for name, value in (("PAIRSTREAM_TRAINING_ARGS", settings.training_args),
+                        ("PAIRSTREAM_TRAINING_FIRST_ARGS", settings.training_first_args)):
+        try:
+            distill_config_from(value)
+        except ValueError as exc:
+            print(f"pairstream worker: {name}: {exc}", file=sys.stderr)
+            return 2
     with stack(settings) as (bootstrap, storage):
         print(f"worker: Kafka {bootstrap}, ClickHouse {storage.describe()}", flush=True)
         run_worker(settings, bootstrap, storage, web=not args.no_web)
