@@ -83,7 +83,8 @@ class ServerStorage(Storage):
         self._structures: dict[str, dict[str, str]] = {}
 
     def describe(self) -> str:
-        return f"server {self._client.uri} (clickhouse-connect), database {self.database}"
+        where = getattr(self._client, "uri", None) or type(self._client).__name__
+        return f"server {where} (clickhouse-connect), database {self.database}"
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None, data: bytes | None = None,
                 settings: dict | None = None) -> None:
