@@ -70,8 +70,8 @@ class Storage(ABC):
         even if it was sent before the takeover (``streams.ingest.fencing``).
 
         Returns the rows the statement wrote where the engine says, None where it does not. The
-        engine's figure includes rows its materialized views wrote (``pair_counts``: three per
-        row), so "fewer than ``data`` holds" means some were refused only for a condition that
+        engine's figure includes rows its materialized views wrote (``pair_counts``: one per
+        item and day more), so "fewer than ``data`` holds" means some were refused only for a condition that
         takes all rows or none (the ingest's per-partition fences on ``pair_counts``)."""
 
     def settle_fenced(self) -> None:  # noqa: B027 - a no-op where statements are serialised

@@ -359,9 +359,11 @@ def _migrations(db: str) -> list[Migration]:
             f"""ALTER TABLE {db}.ingest_batches ADD COLUMN IF NOT EXISTS owner_epoch UInt64""",
         )),
         Migration(9, "item marginals kept by the inserts: lift never scans pair_counts", (
-            # C_i per UTC day (an item's co-clicks with anything): two materialized views add each
-            # pair_counts insert's rows to both of its items. A view sees exactly what the insert
-            # writes: a fenced insert's surviving rows, nothing of one dropped by its dedup token
+            # C_i per UTC day (an item's co-clicks with anything): a materialized view adds each
+            # pair_counts insert's rows to both of its items, summed per item and day within the
+            # insert (one view, grouped: +21 ms per 90k-row insert against +51 ms for one view per
+            # side, chDB). A view sees exactly what the insert writes: a fenced insert's surviving
+            # rows, nothing of one dropped by its dedup token
             f"""CREATE TABLE IF NOT EXISTS {db}.item_day_clicks (
                 item_id String,
                 day Date,
@@ -369,10 +371,9 @@ def _migrations(db: str) -> list[Migration]:
             ) ENGINE = SummingMergeTree(clicks)
             ORDER BY (item_id, day)
             SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""",
-            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.item_day_clicks_from_a TO {db}.item_day_clicks
-                AS SELECT item_a AS item_id, day, count AS clicks FROM {db}.pair_counts""",
-            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.item_day_clicks_from_b TO {db}.item_day_clicks
-                AS SELECT item_b AS item_id, day, count AS clicks FROM {db}.pair_counts""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.item_day_clicks_from_pairs TO {db}.item_day_clicks
+                AS SELECT item_id, day, sum(count) AS clicks FROM {db}.pair_counts
+                ARRAY JOIN [item_a, item_b] AS item_id GROUP BY item_id, day""",
             # the counts from before the views; a worker migrates before its ingest starts (stop
             # every worker for this upgrade: an insert between the views and this line would be
             # taken twice); the token makes a second worker's run of it a dropped repeat
