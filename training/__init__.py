@@ -1,7 +1,7 @@
 """Dataset assembly, teacher fine-tuning, distillation, evaluation, promotion, the job entry.
 
-Imports ``models`` and the Faust-free storage layer, never Faust (docs/development.md, "Layout": the import rule). The job entry
-for ``streams``, and all it may import of ``training``: ``run`` (one training round),
+Imports ``models`` and the Faust-free storage layer, never Faust (docs/development.md, "Layout":
+the import rule). The job entry for ``streams``, and all it may import of ``training``: ``run`` (one training round),
 ``DistillConfig`` (its options), ``RunResult`` (what a run returns), ``held_out`` (the split
 rule) and ``is_main_process``. ``run`` and ``DistillConfig`` load on first use, so importing
 ``training`` (the CLI's defaults, the publisher's split rule) does not import torch."""
