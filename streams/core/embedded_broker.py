@@ -7,14 +7,10 @@ on exit; tied to our lifetime by ``streams.core.embedded_process``.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import time
 
 from streams.core.embedded_process import EmbeddedProcess
-
-log = logging.getLogger(__name__)
 
 
 def tansu_binary() -> str:
@@ -45,40 +41,26 @@ class EmbeddedBroker(EmbeddedProcess):
         self.storage_engine = storage_engine
         self._environment = environment or {}
 
-    def start(self, timeout_s: float = 30.0) -> "EmbeddedBroker":
-        url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [
-            tansu_binary(),
-            "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", self.storage_engine,
-        ]
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self._environment}
-        self._launch(cmd, env)
-        self._wait_ready(timeout_s)
-        log.info("embedded Tansu broker ready on %s", self.bootstrap)
-        return self
+    name = "Tansu"
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    @property
+    def address(self) -> str:
+        return self.bootstrap
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", self.storage_engine]
+        return cmd, {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self._environment}
+
+    def _probe(self) -> None:
+        """Ready when it answers a Kafka metadata request."""
         from kafka import KafkaAdminClient
 
-        deadline = time.monotonic() + timeout_s
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if (code := self._exited()) is not None:
-                raise RuntimeError(f"Tansu exited with code {code} at start")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    pass
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap, request_timeout_ms=3000
-                )
-                admin.list_topics()
-                admin.close()
-                return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
-                last_error = exc
-                time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"Tansu did not answer on {self.bootstrap}: {last_error}")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            pass
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+        try:
+            admin.list_topics()
+        finally:
+            admin.close()

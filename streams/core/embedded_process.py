@@ -10,12 +10,16 @@ thousands of connection errors while they stopped).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from streams.core.lifeline import parent_death_signal
+
+log = logging.getLogger(__name__)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -23,8 +27,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class EmbeddedProcess:
-    """Start, stop and crash one child server; subclasses say how to start and wait for it."""
+    """Start, stop and crash one child server. A subclass says what it is (``name``, ``address``),
+    how to run it (``_command``) and how to tell it is ready (``_probe``)."""
 
+    name = "server"
+    start_timeout_s = 30.0
     stop_timeout_s = 5.0
 
     def __init__(self, log_path: str | os.PathLike | None = None):
@@ -42,8 +49,37 @@ class EmbeddedProcess:
         """The exit code if the child already ended (at start: it could not)."""
         return None if self._proc is None else self._proc.poll()
 
-    def start(self) -> "EmbeddedProcess":
+    @property
+    def address(self) -> str:
         raise NotImplementedError
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        """The command line and the environment the child runs with."""
+        raise NotImplementedError
+
+    def _probe(self) -> None:
+        """Return once the child answers; raise (anything) while it does not yet."""
+        raise NotImplementedError
+
+    def start(self, timeout_s: float | None = None):
+        """Launch the child and wait until it answers (``timeout_s``, default
+        ``start_timeout_s``); a child that exits or never answers is said with the reason."""
+        self._launch(*self._command())
+        deadline = time.monotonic() + (self.start_timeout_s if timeout_s is None else timeout_s)
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if (code := self._exited()) is not None:
+                raise RuntimeError(f"{self.name} exited with code {code} at start"
+                                   + (f" (its log: {self._log_path})" if self._log_path else ""))
+            try:
+                self._probe()
+                log.info("embedded %s ready on %s", self.name, self.address)
+                return self
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last = exc
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"{self.name} did not answer on {self.address}: {last}")
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

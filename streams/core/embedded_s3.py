@@ -15,20 +15,16 @@ server listens on loopback only.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from streams.core.embedded_broker import free_port
 from streams.core.embedded_process import EmbeddedProcess
-
-log = logging.getLogger(__name__)
 
 BUCKET = "tansu"
 _PORTS = ("master", "volume", "filer", "s3", "admin")
@@ -48,6 +44,8 @@ class EmbeddedObjectStore(EmbeddedProcess):
     """``weed mini`` on ``data_dir`` (loopback, free ports); ``endpoint`` and ``environment()``
     are what an S3 client (Tansu) needs."""
 
+    name = "SeaweedFS"
+    start_timeout_s = 60.0
     stop_timeout_s = 15.0
 
     def __init__(self, data_dir: str | os.PathLike, log_path: str | os.PathLike | None = None):
@@ -73,7 +71,11 @@ class EmbeddedObjectStore(EmbeddedProcess):
         return {**self.credentials(), "AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true",
                 "AWS_DEFAULT_REGION": "us-east-1"}
 
-    def start(self, timeout_s: float = 60.0) -> "EmbeddedObjectStore":
+    @property
+    def address(self) -> str:
+        return self.endpoint
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
         store = self.data_dir / "s3"
         store.mkdir(parents=True, exist_ok=True)
         p = self.ports
@@ -82,29 +84,12 @@ class EmbeddedObjectStore(EmbeddedProcess):
                f"-s3.port={p['s3']}", f"-admin.port={p['admin']}", "-admin.ui=false", "-webdav=false",
                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={BUCKET}"]
         # weed mini makes the key pair in its environment an admin identity and the bucket
-        env = {**os.environ, **self.credentials()}
-        self._launch(cmd, env)
-        self._wait_ready(timeout_s)
-        log.info("embedded S3 (SeaweedFS) ready on %s", self.endpoint)
-        return self
+        return cmd, {**os.environ, **self.credentials()}
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        """Until the bucket answers: 403 to an unsigned request once it exists."""
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if (code := self._exited()) is not None:
-                raise RuntimeError(f"SeaweedFS exited with code {code} at start "
-                                   f"(its log: {self._log_path})")
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/{BUCKET}", timeout=1)
-                return
-            except urllib.error.HTTPError as exc:
-                if exc.code == 403:
-                    return
-                last = f"HTTP {exc.code}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"SeaweedFS did not answer on {self.endpoint}: {last}")
+    def _probe(self) -> None:
+        """Ready when the bucket exists: 403 to an unsigned request."""
+        try:
+            urllib.request.urlopen(f"{self.endpoint}/{BUCKET}", timeout=1)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 403:
+                raise
