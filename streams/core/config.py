@@ -320,9 +320,13 @@ class Settings:
             raise ValueError(f"embedded_log must be memory or durable, not {self.embedded_log!r}")
         if self.training_mode not in ("subprocess", "kafka"):
             raise ValueError(f"training_mode must be subprocess or kafka, not {self.training_mode!r}")
-        if self.clickhouse_url and not self.clickhouse_url.startswith(("http://", "https://", "chdb://")):
-            raise ValueError("clickhouse_url must be http://, https:// or chdb:// (or empty for embedded chDB), "
-                             f"not {self.clickhouse_url.split('://')[0]}://...")
+        if self.clickhouse_url:  # parsed the way the client will parse it (scheme, database name)
+            from streams.core.storage.server_client import client_arguments
+
+            try:
+                client_arguments(self.clickhouse_url, database=self.clickhouse_database)
+            except ValueError as exc:
+                raise ValueError(f"clickhouse_url: {exc}") from None
         problem = exposure_problem(self.web_host, self.api_token)
         if problem:
             raise ValueError(problem)

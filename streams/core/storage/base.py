@@ -28,6 +28,11 @@ def check_identifier(name: str) -> str:
     return name
 
 
+def string_literal(text: str) -> str:
+    """A ClickHouse string literal, for the few places a value cannot be a bound parameter."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def check_dedup_token(token: str) -> str:
     if not _TOKEN.match(token):
         raise ValueError(f"bad insert_deduplication_token: {token!r}")

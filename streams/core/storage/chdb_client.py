@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from streams.core.storage.base import Storage, StorageError, check_dedup_token, check_identifier
+from streams.core.storage.base import Storage, StorageError, check_dedup_token, check_identifier, string_literal
 
 _sessions: dict[str, tuple[Any, threading.Lock, int]] = {}
 _sessions_lock = threading.Lock()
@@ -63,7 +63,7 @@ def _param_text(value: Any) -> Any:
 
 def _literal(value: Any) -> str:
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return string_literal(value)
     if isinstance(value, (list, tuple)):
         return _param_text(value)
     return repr(value)

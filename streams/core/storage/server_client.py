@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from streams.core.storage.base import Storage, StorageError, check_dedup_token, check_identifier
+from streams.core.storage.base import Storage, StorageError, check_dedup_token, check_identifier, string_literal
 
 FENCED_QUERY_PREFIX = "pairstream-fenced-"
 SCHEMES = ("http", "https", "chdb")
@@ -28,7 +28,9 @@ def client_arguments(url: str, password: str = "", database: str = "pairstream")
     URLs and logs) wins over one in the URL; ports default to 8123 and 8443."""
     parsed = urlsplit(url)
     if parsed.scheme not in SCHEMES:
-        raise ValueError(f"ClickHouse URL must start with http://, https:// or chdb://, not {url!r}")
+        # the scheme only: the URL may hold a password
+        raise ValueError(f"ClickHouse URL must start with http://, https:// or chdb://, not "
+                         f"{parsed.scheme + '://' if parsed.scheme else 'a URL without a scheme'}")
     if parsed.scheme == "chdb":
         path = unquote(parsed.netloc + parsed.path)
         if not path or path in ("memory", ":memory:"):
@@ -78,7 +80,7 @@ class ServerStorage(Storage):
         self._client = client
         self.database = check_identifier(database)
         # clickhouse-connect 1.13's chDB interface reads a statement's body as text: a binary
-        # body (the fenced insert's Arrow) travels as a file there (see ``_fenced_source``)
+        # body (the fenced insert's Arrow) travels as a file there (see ``insert_arrow_if``)
         self._body_as_file = str(getattr(client, "uri", "")).startswith("chdb:")
         self._structures: dict[str, dict[str, str]] = {}
 
@@ -121,7 +123,7 @@ class ServerStorage(Storage):
         types = self._column_types(table)
         columns = [check_identifier(name) for name in data.column_names]
         # the structure comes from the server's own catalogue (system.columns), not from data
-        structure = _sql_string(", ".join(f"{name} {types[name]}" for name in columns))
+        structure = string_literal(", ".join(f"{name} {types[name]}" for name in columns))
         settings = {**_insert_settings(dedup_token, unique_keys),
                     "query_id": f"{FENCED_QUERY_PREFIX}{uuid.uuid4().hex}"}
         sink = pa.BufferOutputStream()
@@ -140,7 +142,7 @@ class ServerStorage(Storage):
         with tempfile.NamedTemporaryFile(suffix=".arrow", delete=False) as file:
             file.write(body)
         try:
-            source = f"file({_sql_string(file.name)}, 'Arrow', {structure})"
+            source = f"file({string_literal(file.name)}, 'Arrow', {structure})"
             self.command(statement(source), params, settings=settings)
         finally:
             os.unlink(file.name)
@@ -177,11 +179,6 @@ class ServerStorage(Storage):
 
     def close(self) -> None:
         self._client.close()
-
-
-def _sql_string(text: str) -> str:
-    """A ClickHouse string literal (for the structure and file name, which cannot be bound)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _insert_settings(dedup_token: str | None, unique_keys: bool) -> dict:
