@@ -122,7 +122,7 @@ def _lift_sql(p: StatsParams) -> str:
     return f"(count + {prior!r}) / (clicks_a * clicks_b / greatest(2 * total, 1) + {prior!r})"
 
 
-def _marginals_sql(t, in_horizon: str, items_filter: str = "", part: str = "") -> str:
+def marginals_sql(t, in_horizon: str, items_filter: str = "", part: str = "") -> str:
     """item_id, clicks (C_i): an item's co-clicks with anything in the horizon; with ``part``
     (an SQL expression of ``day``), item_id, part, clicks: the same per part of the days.
     From ``item_day_clicks`` (kept by the inserts: one row per item and day, not per pair), so
@@ -212,9 +212,9 @@ def refresh(storage: Storage, p: StatsParams, extra_pairs_sql: str | None = None
                 INNER JOIN {ids} AS ia ON ia.ix = sw.xa
                 INNER JOIN {ids} AS ib ON ib.ix = sw.xb
             ) AS s ON s.item_a = c.item_a AND s.item_b = c.item_b
-            LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {_marginals_sql(t, in_horizon)}) AS ma
+            LEFT JOIN (SELECT item_id, clicks AS clicks_a FROM {marginals_sql(t, in_horizon)}) AS ma
                 ON ma.item_id = c.item_a
-            LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {_marginals_sql(t, in_horizon)}) AS mb
+            LEFT JOIN (SELECT item_id, clicks AS clicks_b FROM {marginals_sql(t, in_horizon)}) AS mb
                 ON mb.item_id = c.item_b
             CROSS JOIN {_total_sql(t, in_horizon)} AS tot
             SETTINGS join_use_nulls = 0, max_bytes_before_external_group_by = {spill},
@@ -301,7 +301,7 @@ def pair_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
              f"WHERE {in_horizon} AND item_id IN {{items:Array(String)}})")
     wanted = "(item_a, item_b) IN arrayZip({a:Array(String)}, {b:Array(String)})"
     wanted_edges = wanted.replace("item_a", "e1.item_id").replace("item_b", "e2.item_id")
-    marginals = _marginals_sql(t, in_horizon, "item_id IN {items:Array(String)}")
+    marginals = marginals_sql(t, in_horizon, "item_id IN {items:Array(String)}")
     rows = storage.query_arrow(
         f"""SELECT q.item_a AS item_a, q.item_b AS item_b, c0.count AS count,
                    users, users_a, users_b, clicks_a, clicks_b, toFloat32({_lift_sql(p)}) AS lift
@@ -361,7 +361,7 @@ def changed_evidence(storage: Storage, p: StatsParams, refresh: int) -> pa.Table
     changes = f"(SELECT item_a, item_b FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}})"
     items = (f"(SELECT item_a AS item_id FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}} "
              f"UNION ALL SELECT item_b FROM {t('pair_changes')} WHERE refresh = {{r:UInt64}})")
-    marginals = _marginals_sql(t, in_horizon, f"item_id IN {items}")
+    marginals = marginals_sql(t, in_horizon, f"item_id IN {items}")
     return storage.query_arrow(
         f"""SELECT q.item_a AS item_a, q.item_b AS item_b, c0.count AS count,
                    toUInt32(ifNull(sw.users, 0)) AS users,
@@ -407,7 +407,7 @@ def half_evidence(storage: Storage, pairs: list[tuple[str, str]], p: StatsParams
         return None
     marginals = {(item, h): n for item, h, n in storage.query_rows(
         "SELECT item_id, part, clicks FROM "
-        + _marginals_sql(t, in_horizon, "item_id IN {items:Array(String)}", part=half), params)}
+        + marginals_sql(t, in_horizon, "item_id IN {items:Array(String)}", part=half), params)}
     counts = {(a, b, h): n for a, b, h, n in storage.query_rows(
         f"""SELECT item_a, item_b, {half} AS half, sum(count) FROM {t('pair_counts')}
             WHERE {in_horizon} AND (item_a, item_b) IN arrayZip({{a:Array(String)}}, {{b:Array(String)}})
