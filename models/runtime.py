@@ -93,17 +93,27 @@ class Students:
     """Both students of one model version, ready to score (see ``export_students``)."""
 
     def __init__(self, version: str, artifacts: dict[str, str], threads: int = 0,
-                 int8: bool = False):
+                 int8: bool = False, cross: bool = True):
+        """``cross=False``: the two-tower only (a lookup process computes unpublished pairs with
+        it and never runs the cross-encoder: half the memory and load time)."""
         from transformers import AutoTokenizer
 
         self.version = version
         self.artifacts = dict(artifacts)
         self.max_length = int(artifacts.get("max_length", 96))
         tokenizer = AutoTokenizer.from_pretrained(artifacts["tokenizer"])
-        cross = Path(artifacts["cross_encoder_int8" if int8 and "cross_encoder_int8" in artifacts
-                               else "cross_encoder"])
-        self.cross = OnnxCrossEncoder(cross.parent, tokenizer, file=cross.name,
-                                      max_length=self.max_length, threads=threads)
+        self._cross: OnnxCrossEncoder | None = None
+        if cross:
+            path = Path(artifacts["cross_encoder_int8" if int8 and "cross_encoder_int8" in artifacts
+                                  else "cross_encoder"])
+            self._cross = OnnxCrossEncoder(path.parent, tokenizer, file=path.name,
+                                          max_length=self.max_length, threads=threads)
         self.two_tower = OnnxTwoTower(Path(artifacts["item_encoder"]).parent, tokenizer,
                                       max_length=self.max_length, threads=threads)
-        self.provider = self.cross.session.get_providers()[0]
+        self.provider = self.two_tower.head.get_providers()[0]
+
+    @property
+    def cross(self) -> OnnxCrossEncoder:
+        if self._cross is None:
+            raise RuntimeError(f"students {self.version} were loaded without their cross-encoder")
+        return self._cross

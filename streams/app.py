@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from streams.labelling.labeller import Labeller
     from streams.publishing.refresh import RefreshLoop
     from streams.retraining.launcher import TrainingLauncher
+    from streams.serving.export import ExportWriter
     from streams.serving.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class WorkerContext:
         self.watcher: ModelWatcher | None = None
         self.launcher: TrainingLauncher | None = None
         self.refresher: RefreshLoop | None = None
+        self.exports: ExportWriter | None = None  # with lookup processes: the snapshots they map
         self.publish_lock = asyncio.Lock()  # one writer of score versions at a time: publish or refresh
         self.pairs_handled = 0  # routed-pair messages the labeller has finished
         self.lag = LagExport(bootstrap, [settings.app_id, f"{settings.app_id}-ingest"], settings.lag_warn_s)
@@ -241,6 +243,7 @@ def _agents(app: faust.App, context: WorkerContext) -> None:
 
 
 def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
+    exporting = web and bool(context.settings.lookup_port)
     """The worker's parts, each a start / run / stop over an object of its stage package."""
     settings, storage, bootstrap = context.settings, context.storage, context.bootstrap
 
@@ -287,6 +290,12 @@ def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
     async def start_serving() -> None:
         from streams.serving.watcher import ModelWatcher
 
+        if exporting:  # every snapshot swapped in, written for the lookup processes
+            from streams.serving.export import ExportWriter, export_root
+
+            context.exports = ExportWriter(export_root(settings.data_dir))
+            context.serving.listeners.append(context.exports.offer)
+            context.exports.start()
         await context.serving.reload()
 
         async def dead_letter(message, reason: str, detail: str) -> None:
@@ -301,6 +310,8 @@ def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
     async def stop_serving() -> None:
         if context.watcher is not None:
             await context.watcher.stop()
+        if context.exports is not None:
+            await context.exports.stop()
 
     async def start_training() -> None:
         """The launcher of training runs, the refresher of published scores, and their producer
@@ -342,23 +353,35 @@ def _web_part(context: WorkerContext) -> Hosted:
     """``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
     settings, storage, bootstrap = context.settings, context.storage, context.bootstrap
     runner = None
+    lookups: list = []  # LookupProcess children
 
     async def start() -> None:
         nonlocal runner
         from streams.ops.status_page import add_status_route
         from streams.serving.http import assignment_check, broker_check, build_app, serve_with_settings, storage_check
-        from streams.serving.routes import add_routes
+        from streams.serving.routes import add_item_rows_route, add_routes
 
         checks = {"clickhouse": storage_check(storage), "kafka": broker_check(bootstrap),
                   "partitions": assignment_check(context.click_partitions)}
         web_app = build_app(checks, client_max_size=settings.lookup_max_body_bytes,
                             api_token=settings.api_token)
         add_routes(web_app, context.serving, settings)
+        add_item_rows_route(web_app, storage)
         add_status_route(web_app, storage, context.served_versions, context.lag_rows)
         runner = await serve_with_settings(web_app, settings)
         log.info("web endpoints on :%d", settings.web_port)
+        if settings.lookup_port:  # the lookup API apart from the worker's work
+            from streams.serving.lookup_process import LookupProcess
+
+            for _ in range(settings.lookup_processes):
+                lookup = LookupProcess(settings)
+                lookups.append(lookup)
+                await asyncio.to_thread(lookup.start)
+            log.info("%d lookup process(es) on :%d", len(lookups), settings.lookup_port)
 
     async def stop() -> None:
+        for lookup in lookups:
+            await asyncio.to_thread(lookup.stop)
         if runner is not None:
             await runner.cleanup()
 

@@ -10,6 +10,8 @@ import time
 
 
 def worker_env(settings, bootstrap):
+    from streams.core.embedded_broker import free_port
+
     env = dict(os.environ)
     env.update({
         "PAIRSTREAM_KAFKA_BOOTSTRAP": bootstrap,
@@ -23,6 +25,7 @@ def worker_env(settings, bootstrap):
         "PAIRSTREAM_INGEST_BATCH_EVENTS": "300",  # many small batches: the kill lands mid-stream
         "PAIRSTREAM_CHECKPOINT_INTERVAL_S": "0.3",
         "PAIRSTREAM_SESSION_TIMEOUT_S": str(settings.session_timeout_s),  # a killed member expires sooner
+        "PAIRSTREAM_LOOKUP_PORT": str(free_port()),  # several workers side by side: one each
     })
     return env
 

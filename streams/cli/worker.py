@@ -11,7 +11,12 @@ def register(sub) -> None:
     p = command(sub, "worker", cmd_worker, help="run a stream worker (Faust app + click ingest)",
                 description="Run one worker of the consumer group. Embedded mode starts "
                             "its own broker; set PAIRSTREAM_KAFKA_BOOTSTRAP to join a cluster.", data_dir=True)
-    p.add_argument("--no-web", action="store_true", help="do not start the web server")
+    p.add_argument("--no-web", action="store_true", help="do not start the web server (nor the lookup processes)")
+    command(sub, "lookup-server", cmd_lookup_server, help="serve the lookup API from the worker's exports",
+            description="""Answer the lookup API on PAIRSTREAM_LOOKUP_PORT from the snapshots a worker
+                exports under its data directory (serving/), apart from the worker's work. The worker
+                starts PAIRSTREAM_LOOKUP_PROCESSES of these itself; run one by hand only beside a worker
+                on the same data directory (docs/serving.md).""", data_dir=True)
     p = command(sub, "demo", cmd_demo, help="the whole pipeline on this machine, end to end",
                 description="""Generate a catalogue and clicks, stream them through the embedded stack (ingest,
                     tiers, labelling), run one CPU distillation round in a child process, publish
@@ -53,6 +58,21 @@ def cmd_worker(args) -> int:
         print(f"worker: Kafka {bootstrap}, ClickHouse {storage.describe()}", flush=True)
         run_worker(settings, bootstrap, storage, web=not args.no_web)
     return 0
+
+def cmd_lookup_server(args) -> int:
+    import asyncio
+    import logging
+
+    from streams.serving.lookup_process import serve_lookups
+
+    settings = settings_from(args)
+    if not settings.lookup_port:
+        print("pairstream lookup-server: PAIRSTREAM_LOOKUP_PORT is 0 (no lookup processes)", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(settings.log_level.upper())
+    asyncio.run(serve_lookups(settings))
+    return 0
+
 
 def cmd_demo(args) -> int:
     from streams.dev.demo import run_demo

@@ -76,7 +76,14 @@ class Settings:
         "Consumer group session timeout. Tansu holds a join for half of it: keep it short "
         "embedded (6 s: worker ready in ~5 s instead of ~32 s).",
     )
-    web_port: int = setting(6066, "Worker web server port (metrics, health, lookup API).")
+    web_port: int = setting(6066, "Worker web server port (metrics, health, /status, and the lookup "
+                                  "API sharing the worker's loop).")
+    lookup_port: int = setting(
+        6067, "Port of the lookup processes: the lookup API apart from the worker's work, what a "
+        "re-ranker should call (docs/serving.md); 0 = none, lookups only on the web port.")
+    lookup_processes: int = setting(
+        1, "Lookup processes the worker starts on lookup_port (SO_REUSEPORT shares it): one per "
+        "core you give to serving.")
     # --- pair collection ---------------------------------------------------------------
     session_window_s: int = setting(
         1800, "W: a click pairs with history items clicked within W seconds of it."
@@ -275,6 +282,13 @@ class Settings:
     def chdb_path(self) -> Path:
         return Path(self.data_dir) / "chdb"
 
+    def environment(self) -> dict[str, str]:
+        """Every setting as the ``PAIRSTREAM_*`` variable that loads it: how a child process
+        (a lookup process) gets exactly its parent's settings."""
+        def text(value: Any) -> str:
+            return ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return {ENV_PREFIX + f.name.upper(): text(getattr(self, f.name)) for f in fields(self)}
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -314,6 +328,8 @@ class Settings:
                 and self.web_max_connections_per_address >= 1):
             raise ValueError("web_max_connections_per_address >= 1 and "
                              "0 <= web_reserved_connections < web_max_connections")
+        if self.lookup_port and (self.lookup_port == self.web_port or self.lookup_processes < 1):
+            raise ValueError("lookup_port must differ from web_port, and lookup_processes >= 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {self.log_level!r}")
         if self.embedded_log not in ("memory", "durable"):

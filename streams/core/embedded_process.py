@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from streams.core.lifeline import parent_death_signal
 
@@ -34,12 +35,15 @@ class EmbeddedProcess:
     start_timeout_s = 30.0
     stop_timeout_s = 5.0
 
-    def __init__(self, log_path: str | os.PathLike | None = None):
+    def __init__(self, log_path: str | os.PathLike | None = None, inherit_output: bool = False):
+        """Output to ``log_path``, else to ours with ``inherit_output``, else nowhere."""
         self._log_path = Path(log_path) if log_path else None
+        self._inherit_output = inherit_output
         self._proc: subprocess.Popen | None = None
 
     def _launch(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        out: Any = open(self._log_path, "ab") if self._log_path else (None if self._inherit_output
+                                                                      else subprocess.DEVNULL)
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                       preexec_fn=_die_with_parent, start_new_session=True)
         atexit.register(self.stop)

@@ -66,6 +66,7 @@ def run_demo(settings: Settings, args) -> int:
         shutil.rmtree(data_dir / "log" / "s3")  # a durable one too: a demo is a fresh marketplace
     settings = settings.replace(
         web_port=free_port(),
+        lookup_port=free_port() if settings.lookup_port else 0,
         training_args=settings.training_args or (DEMO_TRAINING + ("" if args.backbone == "minilm" else
                                                                   f" --backbone {args.backbone} --teacher-epochs 2")),
         training_first_args="",  # its one run is its own configuration, not the fast first run
@@ -249,10 +250,16 @@ async def _lookup(context: WorkerContext, settings: Settings) -> dict:
         return {}
     counts = np.diff(index.offsets)
     anchors = [index.ids[i] for i in np.argsort(-counts)[:3]]
-    base = f"http://127.0.0.1:{settings.web_port}"
+    base = _lookup_base(settings)
     out: dict = {"base": base, "items": {}}
     headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
     async with aiohttp.ClientSession(headers=headers) as session:
+        deadline = time.monotonic() + 60  # the lookup process maps the worker's export in ms to seconds
+        while time.monotonic() < deadline:
+            async with session.get(f"{base}/v1/items/{anchors[0]}/partners", params={"k": "5"}) as r:
+                if r.status == 200 and (await r.json())["score_version"] == index.score_version:
+                    break
+            await asyncio.sleep(0.2)
         for item in anchors:
             async with session.get(f"{base}/v1/items/{item}/partners", params={"k": "5"}) as r:
                 out["items"][item] = (await r.json())["partners"]
@@ -320,17 +327,23 @@ def _print_summary(storage, settings: Settings, summary: dict) -> None:
     print(f"demo finished in {summary['seconds']}s")
 
 
+def _lookup_base(settings: Settings) -> str:
+    """Where a re-ranker asks: the lookup processes' port (the worker's web port without them)."""
+    return f"http://127.0.0.1:{settings.lookup_port or settings.web_port}"
+
+
 def _print_next_steps(settings: Settings, bootstrap: str, summary: dict) -> None:
     """What a newcomer does next, against the worker that is still running."""
     base = f"http://127.0.0.1:{settings.web_port}"
+    lookups = _lookup_base(settings)
     items = list((summary.get("lookup") or {}).get("items", {}).items())
     item, partners = items[0] if items else ("ITEM_ID", [])
     other = partners[0]["item_id"] if partners else "OTHER_ITEM_ID"
     auth = ' -H "Authorization: Bearer $PAIRSTREAM_API_TOKEN"' if settings.api_token else ""
     print(f"""
 === next: the worker is still running ===
-  partners:  curl -s{auth} '{base}/v1/items/{item}/partners?k=5'
-  a pair:    curl -s{auth} -X POST {base}/v1/pair-scores -H 'Content-Type: application/json' \\
+  partners:  curl -s{auth} '{lookups}/v1/items/{item}/partners?k=5'
+  a pair:    curl -s{auth} -X POST {lookups}/v1/pair-scores -H 'Content-Type: application/json' \\
                -d '{{"pairs": [["{item}", "{other}"]]}}'
   lag:       PAIRSTREAM_KAFKA_BOOTSTRAP={bootstrap} pairstream lag
   status:    {base}/status   (metrics: {base}/metrics{"; both want the token" if auth else ""})

@@ -85,14 +85,15 @@ def assignment_check(held: Held) -> Check:
 
 async def serve(app: web.Application, port: int, host: str = "127.0.0.1", max_connections: int = 512,
                 header_timeout_s: float = 10.0, keepalive_s: float = 15.0,
-                max_per_address: int | None = None, reserved: int = 0) -> web.AppRunner:
-    """Start ``app`` guarded against slow and greedy clients (``streams.serving.guard``)."""
+                max_per_address: int | None = None, reserved: int = 0, reuse_port: bool = False) -> web.AppRunner:
+    """Start ``app`` guarded against slow and greedy clients (``streams.serving.guard``);
+    ``reuse_port``: several processes share the port (``SO_REUSEPORT``)."""
     from streams.serving.guard import GuardedAppRunner
 
     runner = GuardedAppRunner(app, max_connections, header_timeout_s, max_per_address, reserved,
                               access_log=None, keepalive_timeout=keepalive_s)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     return runner
 
 

@@ -30,6 +30,26 @@ EVIDENCE = EVIDENCE_FIELDS  # pair_scores columns that say what a published scor
 UPDATE_COLUMNS = f"item_a, item_b, score, scorer, {', '.join(EVIDENCE)}"
 
 
+def as_column(values) -> np.ndarray | pa.Array:
+    """An evidence column as the index keeps it: numbers as numpy, strings and maps as Arrow
+    (no Python object per pair: a map per pair as lists of tuples was most of the index's heap,
+    and Arrow columns can be written and memory-mapped as they are: ``streams.serving.export``)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        kind = values.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            return values.to_numpy(zero_copy_only=False)
+        return values
+    return np.asarray(values)
+
+
+def take(column: np.ndarray | pa.Array, at: np.ndarray) -> np.ndarray | pa.Array:
+    return column[at] if isinstance(column, np.ndarray) else column.take(pa.array(at, pa.int64()))
+
+
 class ScoreIndex:
     def __init__(self, score_version: str | None, model_version: str | None, ids: list[str],
                  a: np.ndarray, b: np.ndarray, score: np.ndarray, scorer: np.ndarray,
@@ -43,7 +63,7 @@ class ScoreIndex:
         order = np.argsort(keys, kind="stable")
         self.keys, self.score, self.scorer = keys[order], score[order], scorer[order]
         # per pair, in key order: what the published score rests on (see ``EVIDENCE``)
-        self.evidence = {name: column[order] for name, column in (evidence or {}).items()}
+        self.evidence = {name: take(as_column(column), order) for name, column in (evidence or {}).items()}
         # partners: both directions, grouped by anchor, best first
         anchor = np.concatenate([a, b])
         partner = np.concatenate([b, a])
@@ -58,6 +78,23 @@ class ScoreIndex:
         self.embedded_ids = embedded or []
         self.embedded = {item: k for k, item in enumerate(self.embedded_ids)}
         self.updated_through = 0.0  # scored_at (seconds) of the newest update applied
+
+    # what an index is made of: ``parts`` and ``from_parts`` carry it to another process as it is
+    PARTS = ("score_version", "model_version", "ids", "keys", "score", "scorer", "evidence", "partner",
+             "partner_score", "partner_scorer", "offsets", "embeddings", "embedded_ids", "updated_through")
+
+    def parts(self) -> dict:
+        return {name: getattr(self, name) for name in self.PARTS}
+
+    @classmethod
+    def from_parts(cls, parts: dict) -> "ScoreIndex":
+        """An index from another's ``parts()`` (arrays mapped from files: no sort, no copy)."""
+        index = cls.__new__(cls)
+        for name in cls.PARTS:
+            setattr(index, name, parts[name])
+        index.index = {item: k for k, item in enumerate(index.ids)}
+        index.embedded = {item: k for k, item in enumerate(index.embedded_ids)}
+        return index
 
     @classmethod
     def empty(cls) -> "ScoreIndex":
@@ -93,7 +130,7 @@ class ScoreIndex:
             embedded = emb.column("item_id").to_pylist()
             flat = pc.list_flatten(emb.column("embedding")).to_numpy()
             embeddings = flat.reshape(emb.num_rows, -1).astype(np.float32)
-        evidence = {name: rows.column(name).to_numpy(zero_copy_only=False) for name in EVIDENCE}
+        evidence = {name: rows.column(name) for name in EVIDENCE}
         base = cls(score_version, rows.column("model_version")[0].as_py(), ids, codes[:n], codes[n:],
                    rows.column("score").to_numpy().astype(np.float32), scorer, embeddings, embedded,
                    evidence)
@@ -127,13 +164,20 @@ class ScoreIndex:
         new_scorer = pc.index_in(updates.column("scorer"), value_set=pa.array(SCORERS)).fill_null(0) \
             .to_numpy(zero_copy_only=False).astype(np.int8)
 
-        def patched(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        def patched(old, new):
+            if isinstance(old, pa.Array):  # old rows, each replaced by its update, then the new pairs
+                order = np.arange(len(old) + int((~hit).sum()), dtype=np.int64)
+                order[pos[hit]] = len(old) + np.flatnonzero(hit)
+                order[len(old):] = len(old) + np.flatnonzero(~hit)
+                added = as_column(new)
+                assert isinstance(added, pa.Array), f"{added.dtype} updates of an Arrow column"
+                return pa.concat_arrays([old, added.cast(old.type)]).take(pa.array(order))
+            new = as_column(new)
             out = old.copy()
             out[pos[hit]] = new[hit]
             return np.concatenate([out, new[~hit].astype(out.dtype)])
 
-        evidence = {name: patched(column, updates.column(name).to_numpy(zero_copy_only=False))
-                    for name, column in self.evidence.items()}
+        evidence = {name: patched(column, updates.column(name)) for name, column in self.evidence.items()}
         a = np.concatenate([self.keys >> 32, ua[~hit]])
         b = np.concatenate([self.keys & 0xFFFFFFFF, ub[~hit]])
         out = ScoreIndex(self.score_version, self.model_version, ids, a, b, patched(self.score, new_score),
@@ -185,7 +229,9 @@ class ScoreIndex:
         if not self.evidence or not rows:
             return [{} for _ in rows]
         at = np.asarray(rows, np.int64)
-        return evidence_records({name: column[at] for name, column in self.evidence.items()})
+        return evidence_records({name: column[at] if isinstance(column, np.ndarray)
+                                 else column.take(pa.array(at)).to_pylist()
+                                 for name, column in self.evidence.items()})
 
     def partners(self, item: str, k: int) -> list[dict] | None:
         """Top ``k`` partners of ``item``, best first; None if the version does not know it."""

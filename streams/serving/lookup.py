@@ -15,7 +15,7 @@ import itertools
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import orjson
@@ -50,14 +50,25 @@ class Snapshot:
 class Serving:
     """The live index and students of one worker (see the module docstring)."""
 
-    def __init__(self, storage: Storage, settings: Settings):
-        self.storage = storage
+    def __init__(self, storage: Storage | None, settings: Settings,
+                 item_rows: Callable[[list[str]], dict[str, dict]] | None = None):
+        """``item_rows(ids)``: catalogue rows of items to embed on request (default: read from
+        ``storage``; a lookup process asks its worker: ``streams.serving.lookup_process``)."""
+        self._storage = storage
         self.settings = settings
+        self.item_rows = item_rows or (lambda ids: products(self.storage, ids))
+        self.listeners: list[Callable[[Snapshot], None]] = []  # told of each snapshot swapped in
         self.current = Snapshot(ScoreIndex.empty(), None)
         self._computed: OrderedDict = OrderedDict()  # (model version, item) -> embedding
         self._reload_lock = asyncio.Lock()
         # large requests parse, score and serialise one at a time (``streams.serving.routes``)
         self.bulk_lane = asyncio.Lock()
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            raise RuntimeError("this Serving reads no ClickHouse: a lookup process swaps exports in")
+        return self._storage
 
     # --- reload ----------------------------------------------------------------------------
     def build(self, score_version: str | None = None) -> Snapshot:
@@ -83,20 +94,28 @@ class Serving:
             except Exception:
                 metrics.MODEL_RELOADS.labels(outcome="failed").inc()
                 raise
-            self.current = snapshot  # one reference: requests in flight keep the old one
-            # the index, students and catalogue are long-lived: out of the cyclic GC's sight,
-            # whose full collections over them paused the worker's loop for ~0.3 s (what stays
-            # unreachable in a cycle among them is kept: snapshots hold no cycles)
-            gc.freeze()
-            metrics.MODEL_RELOADS.labels(outcome="ok").inc()
-            if snapshot.index.score_version:  # what this worker serves, also after a restart
-                metrics.set_live(snapshot.index.score_version, snapshot.index.model_version or "")
-            if snapshot.model_version:
-                metrics.set_promoted(snapshot.model_version)
-            log.info("serving score version %s, model %s (%d pairs, provider %s)",
-                     snapshot.index.score_version, snapshot.model_version, len(snapshot.index),
-                     getattr(snapshot.students, "provider", None))
+            return self.swap(snapshot)
+
+    def swap(self, snapshot: Snapshot, outcome: str = "ok") -> Snapshot:
+        """Serve ``snapshot`` from now on: one reference, so requests in flight keep the old one."""
+        self.current = snapshot
+        # the index, students and catalogue are long-lived: out of the cyclic GC's sight,
+        # whose full collections over them paused the worker's loop for ~0.3 s (what stays
+        # unreachable in a cycle among them is kept: snapshots hold no cycles)
+        gc.freeze()
+        metrics.MODEL_RELOADS.labels(outcome=outcome).inc()
+        for listener in self.listeners:
+            listener(snapshot)
+        if outcome == "updates":
             return snapshot
+        if snapshot.index.score_version:  # what this worker serves, also after a restart
+            metrics.set_live(snapshot.index.score_version, snapshot.index.model_version or "")
+        if snapshot.model_version:
+            metrics.set_promoted(snapshot.model_version)
+        log.info("serving score version %s, model %s (%d pairs, provider %s)",
+                 snapshot.index.score_version, snapshot.model_version, len(snapshot.index),
+                 getattr(snapshot.students, "provider", None))
+        return snapshot
 
     async def apply_updates(self, score_version: str, rows=None) -> Snapshot:
         """Apply the updates continuous publishing wrote to ``score_version`` since this worker's
@@ -120,9 +139,7 @@ class Serving:
                 rows = rows.append_column("scored_ms", rows.column("scored_at").cast(pa.int64()))
             if rows.num_rows:
                 index = await asyncio.to_thread(snap.index.merged, rows)
-                self.current = snap = Snapshot(index, snap.students)
-                gc.freeze()
-                metrics.MODEL_RELOADS.labels(outcome="updates").inc()
+                snap = self.swap(Snapshot(index, snap.students), outcome="updates")
                 log.info("applied %d updated pair scores to %s (%d pairs now)", rows.num_rows,
                          score_version, len(index))
             return snap
@@ -240,7 +257,7 @@ class Serving:
             else:
                 out[item] = vector
         if unknown:
-            rows = await asyncio.to_thread(products, self.storage, unknown)
+            rows = await asyncio.to_thread(self.item_rows, unknown)
             known = [i for i in unknown if i in rows]
             if known:
                 encoded = await asyncio.to_thread(students.two_tower.embed,

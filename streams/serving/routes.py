@@ -67,3 +67,23 @@ def add_routes(app: web.Application, serving: Serving, settings: Settings) -> No
 
     app.router.add_post("/v1/pair-scores", pair_scores)
     app.router.add_get("/v1/items/{item_id}/partners", partners)
+
+
+def add_item_rows_route(app: web.Application, storage) -> None:
+    """``POST /internal/items`` ``{"items": [ids]}`` -> ``{"items": {id: catalogue row}}``: what a
+    lookup process (``streams.serving.lookup_process``) asks for an item it must embed."""
+    from streams.core.storage.items import products
+
+    async def item_rows(request: web.Request) -> web.Response:
+        try:
+            ids = orjson.loads(await request.read())["items"]
+            if not isinstance(ids, list) or len(ids) > 10_000:
+                raise ValueError("items must be a list of at most 10000 ids")
+            for item in ids:
+                check_id(item, "item")
+        except (ValueError, KeyError, TypeError, BadRequest) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        rows = await asyncio.to_thread(products, storage, ids)
+        return web.Response(body=orjson.dumps({"items": rows}, default=str), content_type="application/json")
+
+    app.router.add_post("/internal/items", item_rows)

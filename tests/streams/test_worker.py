@@ -38,10 +38,11 @@ class Worker:
     """A ``pairstream worker`` child process, its log file and its HTTP endpoints."""
 
     def __init__(self, data_dir: Path, log_path: Path, settings: dict[str, str] | None = None):
-        self.port = free_port()
+        self.port, self.lookup_port = free_port(), free_port()
         self.log_path = log_path
         self.data_dir = Path(data_dir)
         chosen = {"PAIRSTREAM_DATA_DIR": str(data_dir), "PAIRSTREAM_WEB_PORT": str(self.port),
+                  "PAIRSTREAM_LOOKUP_PORT": str(self.lookup_port),
                   "PAIRSTREAM_TRAINING_CHECK_S": str(CHECK_S), "PAIRSTREAM_LAG_SAMPLE_S": "2",
                   "PAIRSTREAM_TRAINING_ARGS": TRAINING, "PAIRSTREAM_TRAINING_FIRST_ARGS": TRAINING,
                   **(settings or {})}
@@ -92,6 +93,10 @@ class Worker:
 
     def get(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         return http(f"http://127.0.0.1:{self.port}{path}", body, timeout=10)
+
+    def lookup(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """The lookup process's port (what a re-ranker calls)."""
+        return http(f"http://127.0.0.1:{self.lookup_port}{path}", body, timeout=10)
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         status, body = self.get("/metrics")
@@ -222,6 +227,16 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
         assert worker.metric("pairstream_publish_refreshes_total", outcome="refreshed") >= 1
         assert worker.metric("pairstream_model_reloads_total", outcome="updates") >= 1
         assert worker.metric("pairstream_publish_refreshes_total", outcome="error") == 0
+
+        # the lookup process (the re-ranker's port) answers as the worker does, refreshes included
+        def same_on_the_lookup_port():
+            asked = json.dumps({"pairs": pairs}).encode()
+            (status, body), (mine, expected) = worker.lookup("/v1/pair-scores", asked), worker.get(
+                "/v1/pair-scores", asked)
+            return status == mine == 200 and json.loads(body) == json.loads(expected)
+
+        worker.wait_for("the lookup port's answers equal to the worker's", same_on_the_lookup_port, timeout=30)
+        assert worker.lookup("/readyz")[0] == 200
 
         # and it keeps running through more checks of its training timer
         checks = sum(worker.metric("pairstream_training_checks_total", outcome=o)

@@ -17,17 +17,9 @@ from streams.serving.lookup import Serving
 from streams.serving.routes import add_routes
 from streams.serving.watcher import ModelWatcher
 from tests.storage_doubles import Unreachable
-from tests.student_fixtures import seed_pairs, tiny_students
+from tests.student_fixtures import tiny_students
 
 STEP_S = 120  # a stall fails here, with a traceback of where it waited, not at the suite's timeout
-
-
-@pytest.fixture
-def published(storage, settings, tmp_path):
-    data = seed_pairs(storage)
-    first = tiny_students(storage, tmp_path, seed=0)
-    result = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
-    return data, first, result
 
 
 async def _client(storage, settings):
@@ -187,7 +179,7 @@ def test_a_version_still_being_written_or_a_clickhouse_outage_keeps_the_current_
         watcher = ModelWatcher("unused:9092", settings.topic_model_updates, serving)
         before = serving.current
         writing = await watcher.handle(orjson.dumps({"score_version": half}))
-        serving.storage = Unreachable()
+        serving._storage = Unreachable()  # noqa: SLF001 - ClickHouse gone, as seen from inside
         outage = await watcher.handle(orjson.dumps({"score_version": result.score_version}))
         return writing, outage, serving.current is before
 

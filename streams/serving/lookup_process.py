@@ -1,0 +1,173 @@
+"""Lookup processes: the lookup API served apart from the worker's work, on ``PAIRSTREAM_LOOKUP_PORT``.
+
+Why a process: in the worker, a lookup shares one event loop and one GIL with the ingest, the
+refresh and the training launcher, and waited behind them (p99 0.5-1 s on a busy worker). A
+lookup process does nothing but answer: it follows the worker's exports
+(``streams.serving.export``), maps each new one off its loop and swaps one reference, so every
+answer comes wholly from one score version, as in the worker. The routes, limits, bearer token
+and connection guard are the worker's own (``streams.serving.routes``, ``streams.serving.http``).
+
+A pair of items the version never embedded is computed here too (the two-tower student, loaded
+without its cross-encoder); only such an item's catalogue row comes from the worker
+(``POST /internal/items`` on its web port), since the catalogue lives in ClickHouse.
+``PAIRSTREAM_LOOKUP_PROCESSES`` > 1 share the port through ``SO_REUSEPORT``.
+
+``/healthz``: the process's loop runs. ``/readyz``: it serves an export, and the worker touched the
+export pointer within ``STALE_S`` (else 503 saying since when: the answers may be stale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from streams.core import metrics
+from streams.core.config import Settings
+from streams.core.embedded_process import EmbeddedProcess
+from streams.serving.export import current_export, export_root, read_export
+from streams.serving.lookup import Serving, Snapshot
+
+log = logging.getLogger(__name__)
+
+FOLLOW_S = 0.05  # how often the pointer is looked at (one stat)
+STALE_S = 30.0  # the worker's heartbeat is 2 s: 15 missed beats make this process unready
+
+
+def worker_url(settings: Settings) -> str:
+    host = settings.web_host if settings.web_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{settings.web_port}"
+
+
+def worker_item_rows(settings: Settings, timeout_s: float = 10.0) -> Callable[[list[str]], dict[str, dict]]:
+    """``Serving.item_rows`` of a lookup process: the catalogue rows, asked from the worker."""
+    url = worker_url(settings) + "/internal/items"
+    headers = {"Content-Type": "application/json"}
+    if settings.api_token:
+        headers["Authorization"] = f"Bearer {settings.api_token}"
+
+    def item_rows(ids: list[str]) -> dict[str, dict]:
+        request = urllib.request.Request(url, orjson.dumps({"items": ids}), headers)
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return orjson.loads(response.read())["items"]
+    return item_rows
+
+
+class ExportFollower:
+    """Swaps each new export of the worker into ``serving`` (see the module docstring)."""
+
+    def __init__(self, root: Path, serving: Serving):
+        self.root = root
+        self.serving = serving
+        self.loaded: str | None = None
+        self.beat = 0.0  # the pointer's last mtime seen
+
+    def _load(self, name: str) -> Snapshot:
+        from models.runtime import Students
+
+        index, meta = read_export(self.root, name)
+        wanted = meta.get("students")
+        students = self.serving.current.students
+        if wanted is None:
+            students = None
+        elif getattr(students, "version", None) != wanted["version"]:
+            threads = self.serving.settings.onnx_threads or 1  # one lookup at a time per process
+            students = Students(wanted["version"], wanted["artifacts"], threads, cross=False)
+        return Snapshot(index, students)
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            found = await asyncio.to_thread(current_export, self.root)
+            if found is not None:
+                name, self.beat = found
+                if name != self.loaded:
+                    try:
+                        snapshot = await asyncio.to_thread(self._load, name)
+                    except FileNotFoundError:  # removed while we read it: the next pointer names a newer one
+                        pass
+                    except Exception:  # noqa: BLE001 - keep serving the old one, try the next
+                        log.exception("could not load export %s; still serving %s", name,
+                                      self.serving.current.index.score_version)
+                        metrics.MODEL_RELOADS.labels(outcome="failed").inc()
+                        self.loaded = name
+                    else:
+                        self.loaded = name
+                        self.serving.swap(snapshot, outcome="updates" if snapshot.index.score_version ==
+                                          self.serving.current.index.score_version else "ok")
+            try:
+                await asyncio.wait_for(stop.wait(), FOLLOW_S)
+            except asyncio.TimeoutError:
+                pass
+
+    async def check(self) -> tuple[bool, str]:
+        """``/readyz``: an export is served and the worker's heartbeat is fresh."""
+        if self.loaded is None:
+            return False, "no snapshot from the worker yet"
+        age = time.time() - self.beat
+        version = self.serving.current.index.score_version
+        if age > STALE_S:
+            return False, f"the worker stopped exporting {age:.0f}s ago (serving {version})"
+        return True, f"score version {version}"
+
+
+async def serve_lookups(settings: Settings) -> None:
+    """The lookup process's life: serve ``settings.lookup_port`` until SIGTERM or SIGINT."""
+    from streams.serving.http import build_app, serve
+    from streams.serving.routes import add_routes
+
+    sys.setswitchinterval(0.001)  # a load in a thread hands the loop the GIL back within 1 ms
+    serving = Serving(None, settings, item_rows=worker_item_rows(settings))
+    follower = ExportFollower(export_root(settings.data_dir), serving)
+    app = build_app({"snapshot": follower.check}, client_max_size=settings.lookup_max_body_bytes,
+                    api_token=settings.api_token)
+    add_routes(app, serving, settings)
+    runner = await serve(app, settings.lookup_port, settings.web_host, settings.web_max_connections,
+                         settings.web_header_timeout_s, settings.web_keepalive_s,
+                         settings.web_max_connections_per_address, settings.web_reserved_connections,
+                         reuse_port=settings.lookup_processes > 1)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("lookup process %d on :%d, following %s", os.getpid(), settings.lookup_port, follower.root)
+    try:
+        await follower.follow(stop)
+    finally:
+        await runner.cleanup()
+
+
+class LookupProcess(EmbeddedProcess):
+    """One lookup process, a child of the worker (dies with it: ``EmbeddedProcess``); its log
+    lines go to the worker's output."""
+
+    name = "lookup process"
+    start_timeout_s = 180.0  # imports and a first map on a busy machine
+
+    def __init__(self, settings: Settings):
+        super().__init__(log_path=None, inherit_output=True)
+        self.settings = settings
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.settings.lookup_port}"
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRSTREAM_")}
+        env.update(self.settings.environment())
+        env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+        return [sys.executable, "-m", "streams.cli", "lookup-server"], env
+
+    def _probe(self) -> None:
+        host = self.settings.web_host if self.settings.web_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        with urllib.request.urlopen(f"http://{host}:{self.settings.lookup_port}/healthz", timeout=2) as response:
+            if response.status != 200:
+                raise RuntimeError(f"/healthz answered {response.status}")
