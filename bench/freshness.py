@@ -29,6 +29,8 @@ Figures:
 - ``refresh_wall_share``: seconds spent in refreshes per second of the window (wall time of the
   refresh thread, which overlaps the ingest: an upper bound of publishing's share of one core);
 - ``worker_cpu_cores``: the worker's CPU seconds per second over the window (training included);
+- ``lookup_poll_p50_ms`` / ``_p99_ms``: the probe pairs' lookups, asked of the lookup processes
+  (``PAIRSTREAM_LOOKUP_PORT``: what a re-ranker calls) as every other lookup of this bench;
 - ``offered_per_s`` / ``consumed_per_s``: the click rate asked and the one the worker kept up.
 """
 
@@ -152,6 +154,18 @@ class Offer(threading.Thread):
             await producer.stop()
 
 
+def _published_pairs(lookups: str, items: list[str], per_item: int = 5) -> list[list[str]]:
+    """Published pairs of ``items`` (their best partners), as a re-ranker's candidates are."""
+    pairs = []
+    for item in items:
+        try:
+            found = _get(lookups, f"/v1/items/{item}/partners?k={per_item}")
+        except OSError:  # 404: an item without published partners
+            continue
+        pairs += [[item, p["item_id"]] for p in found["partners"]]
+    return pairs
+
+
 def _first_model(data_dir: str) -> dict:
     """The first training run's held-out figures, from its result file."""
     from pathlib import Path
@@ -166,7 +180,10 @@ def _first_model(data_dir: str) -> dict:
                for kind in ("cross", "two_tower")}}
 
 
-def run(args) -> dict:
+def run(args, load=None) -> dict:
+    """``load``: an object whose ``start(lookups, worker, pairs)`` runs beside the probe window
+    (``lookups``/``worker``: base URLs; ``pairs``: published pairs to ask for) and whose
+    ``finish()`` returns figures for the result (``bench serve --busy``)."""
     from bench.ingest import _produce
     from streams.core.config import Settings
     from streams.core.embedded_broker import EmbeddedBroker, free_port
@@ -192,16 +209,18 @@ def run(args) -> dict:
         catalogue = items + [x for pair in probes for x in pair]
         asyncio.run(_produce(broker.bootstrap, settings.topic_items,
                              [(i.item_id.encode(), i.to_json()) for i in catalogue]))
-        port = free_port()
+        port, lookup_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRSTREAM_") or k == "PAIRSTREAM_API_TOKEN"}
         env.update(PAIRSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap, PAIRSTREAM_DATA_DIR=tmp,
-                   PAIRSTREAM_WEB_PORT=str(port), PAIRSTREAM_LOG_LEVEL="INFO")
+                   PAIRSTREAM_WEB_PORT=str(port), PAIRSTREAM_LOOKUP_PORT=str(lookup_port),
+                   PAIRSTREAM_LOG_LEVEL="INFO")
         log_path = os.path.join(tempfile.gettempdir(), "pairstream-bench-freshness-worker.log")
         print(f"worker log: {log_path}")
         log = open(log_path, "wb")
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"  # the worker: metrics
+        lookups = f"http://127.0.0.1:{lookup_port}"  # the lookup processes: what a re-ranker asks
         offer = Offer(broker.bootstrap, settings.topic_clicks, clicks, rate)
         samples: list[float] = []
         result: dict = {}
@@ -222,7 +241,7 @@ def run(args) -> dict:
             print(f"offering {len(clicks)} clicks at {rate:.0f}/s; then waiting for the first score version")
             def published_version() -> str | None:
                 try:
-                    return _get(base, "/v1/pair-scores", pairs_body, timeout=30).get("score_version")
+                    return _get(lookups, "/v1/pair-scores", pairs_body, timeout=30).get("score_version")
                 except OSError:
                     return None
 
@@ -235,6 +254,8 @@ def run(args) -> dict:
             print(f"first score version after {first_publish:.1f}s; offering {rate:.0f} clicks/s "
                   f"and probing for {window:.0f}s")
             offer.steady()
+            if load is not None:
+                load.start(lookups, base, _published_pairs(lookups, [i.item_id for i in items[:400]]))
             refreshed_pairs0 = _metric_sum(base, "pairstream_publish_refresh_pairs_total{")
             refresh_s0 = _metric_sum(base, "pairstream_publish_refresh_seconds_sum")
             cpu0, w0 = _cpu_seconds(worker.pid), time.time()
@@ -258,7 +279,7 @@ def run(args) -> dict:
                         next_probe[k] += PROBE_EVERY_S
                 asked = time.time()
                 try:
-                    answer = _get(base, "/v1/pair-scores", pairs_body, timeout=30)["results"]
+                    answer = _get(lookups, "/v1/pair-scores", pairs_body, timeout=30)["results"]
                 except OSError as exc:  # TimeoutError included: counted, and the next poll goes on
                     poll_errors.append(f"{type(exc).__name__} after {time.time() - asked:.1f}s")
                     continue
@@ -274,6 +295,7 @@ def run(args) -> dict:
                 pending = still
                 time.sleep(0.25)
             elapsed = time.time() - w0
+            loaded = load.finish() if load is not None else {}
             cpu = _cpu_seconds(worker.pid) - cpu0
             changed = _metric_sum(base, "pairstream_publish_refresh_pairs_total{") - refreshed_pairs0
             refresh_s = _metric_sum(base, "pairstream_publish_refresh_seconds_sum") - refresh_s0
@@ -293,7 +315,7 @@ def run(args) -> dict:
                 "lookup_poll_errors": poll_errors[:10],
                 "worker_cpu_cores": round(cpu / elapsed, 2), "window_s": round(elapsed, 1),
                 "items": args.items, "events_per_cycle": len(clicks),
-                "first_model": _first_model(tmp),
+                "first_model": _first_model(tmp), **loaded,
             }
         finally:
             offer.stop.set()

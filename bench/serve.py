@@ -267,34 +267,27 @@ def _print_lookup(result: dict) -> None:
           f"closed by the server): 1-pair p99 {result['after_idle_small_p99_ms']:.2f} ms")
 
 
-def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
-    import asyncio
+def published_bench(tmp: Path, items, artifacts):
+    """(storage, settings, published pairs): ~30k random pairs of ``items`` published in a chDB
+    under ``tmp`` by the students ``artifacts`` (what the lookup figures answer from)."""
+    import datetime as dt
 
-    import orjson
-    from aiohttp import web
+    import pyarrow as pa
 
     from models.runtime import Students
     from streams.core.config import Settings
-    from streams.core.embedded_broker import free_port
     from streams.core.storage import registry
     from streams.core.storage.chdb_client import ChdbStorage
     from streams.core.storage.migrations import migrate
     from streams.core.storage.scores import live
     from streams.ingest.catalogue import Catalogue
     from streams.publishing.publisher import publish
-    from streams.serving.http import serve_with_settings
-    from streams.serving.lookup import Serving
-    from streams.serving.routes import add_routes
 
     storage = ChdbStorage(tmp / "chdb", "bench")
     migrate(storage)
     settings = Settings(data_dir=str(tmp), publish_cross_budget_s=10.0,
                         web_header_timeout_s=2.0)  # the slowloris phase waits for this deadline
     Catalogue().upsert(storage, items)
-    import datetime as dt
-
-    import pyarrow as pa
-
     rng = np.random.default_rng(5)
     ids = [i.item_id for i in items]
     raw = rng.integers(0, len(ids), (30_000, 2))
@@ -305,6 +298,22 @@ def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
     registry.promote(storage, "bench", {}, artifacts, time.time())
     publish(storage, settings, Students("bench", artifacts), progress=False)
     assert live(storage)
+    return storage, settings, pairs
+
+
+def _lookup(tmp: Path, items, clicks, artifacts, n_requests: int) -> dict:
+    import asyncio
+
+    import orjson
+    from aiohttp import web
+
+    from streams.core.embedded_broker import free_port
+    from streams.serving.http import serve_with_settings
+    from streams.serving.lookup import Serving
+    from streams.serving.routes import add_routes
+
+    storage, settings, pairs = published_bench(tmp, items, artifacts)
+    rng = np.random.default_rng(5)
     bodies = {}
     for size in (1, 10, 100):
         chosen = [list(pairs[int(k)]) for k in rng.integers(0, len(pairs), size)]

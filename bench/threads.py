@@ -68,10 +68,11 @@ def run(args) -> dict:
         "all_cores_passive": ({**base, **child_environment(usable_cores())}, usable_cores()),
         "child_defaults": ({**base, **child_environment(training_threads(0))}, training_threads(0)),
     }
-    out: dict = {"usable_cores": usable_cores(), "busy_processes": args.busy, "rows": rows}
+    spinning = args.busy or 2  # --busy alone (or absent): two
+    out: dict = {"usable_cores": usable_cores(), "busy_processes": spinning, "rows": rows}
     for name, (env, threads) in settings.items():
         out[f"{name}_idle_s"] = round(_epoch(env, threads, rows)["epoch_s"], 2)
-        burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(args.busy)]
+        burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(spinning)]
         try:
             time.sleep(0.5)
             measured = _epoch(env, threads, rows)
@@ -83,7 +84,7 @@ def run(args) -> dict:
         out[f"{name}_threads"] = measured["threads"]
         out[f"{name}_busy_over_idle"] = round(out[f"{name}_busy_s"] / out[f"{name}_idle_s"], 2)
         print(f"{name}: {measured['threads']} threads, epoch idle {out[f'{name}_idle_s']} s, beside "
-              f"{args.busy} busy processes {out[f'{name}_busy_s']} s ({out[f'{name}_busy_over_idle']}x)")
+              f"{spinning} busy processes {out[f'{name}_busy_s']} s ({out[f'{name}_busy_over_idle']}x)")
     out["busy_speedup"] = round(out["torch_defaults_busy_s"] / out["child_defaults_busy_s"], 2)
     print(f"beside busy processes the child's settings run the epoch {out['busy_speedup']}x as fast as torch's")
     return out

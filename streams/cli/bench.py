@@ -20,7 +20,9 @@ def register(sub) -> None:
                     OpenAI-compatible server with a fixed latency (prompt splitting, concurrency,
                     cache). distill: one training round with the `distill` options below (main run
                     at --augment, augmentation curve always at 0, 1 and 4). serve: ONNX vs torch,
-                    int8 vs fp32, two-tower vs cross-encoder, lookup API latency. quality: the whole
+                    int8 vs fp32, two-tower vs cross-encoder, lookup API latency; serve --busy: the lookup
+                    processes' latency beside a default worker at 10k clicks/s and their idle
+                    throughput per core. quality: the whole
                     pipeline (stream, label, train, publish) on the bestseller marketplace
                     generator, ROC AUC of published score, count, lift, Swing, labels and long-tail
                     lookups against its hidden truth (--events 200000 by default is a good size).
@@ -75,7 +77,10 @@ def register(sub) -> None:
     p.add_argument("--model", default="",
                    help="llm: a local model directory or .gguf file (default: Gemma 3 270M, realllm extra)")
     p.add_argument("--llm-pairs", type=int, default=10, help="llm: pairs to label each way")
-    p.add_argument("--busy", type=int, default=2, help="threads: processes spinning beside the epoch")
+    p.add_argument("--busy", type=int, nargs="?", const=0, default=None,
+                   help="threads: processes spinning beside the epoch (default 2); serve: with no "
+                        "value, lookups from a busy default worker (10k clicks/s, continuous "
+                        "publishing, training) and an idle lookup process's throughput")
     p.add_argument("--rows", type=int, default=480, help="threads: training rows of the epoch")
     p.add_argument("--pair-rows", type=int, default=4_000_000, help="evidence: pair-day rows to write")
     p.add_argument("--per-user", type=int, default=20, help="stats: item visits per user")
@@ -107,7 +112,8 @@ def cmd_bench(args) -> int:
         if not amazon.available():
             print(f"skipped: the Amazon Magazine files are not in {amazon.DEFAULT_DIR}", file=sys.stderr)
             return 0
-    result = bench_module(args.what).run(args)
+    name = "serve_busy" if args.what == "serve" and args.busy is not None else args.what
+    result = bench_module(name).run(args)
     if args.json:
         print(json.dumps(json_safe(result), allow_nan=False))
     return 0
