@@ -29,6 +29,9 @@ Figures:
 - ``refresh_wall_share``: seconds spent in refreshes per second of the window (wall time of the
   refresh thread, which overlaps the ingest: an upper bound of publishing's share of one core);
 - ``worker_cpu_cores``: the worker's CPU seconds per second over the window (training included);
+- ``--standins-nice N``: the broker and the click producer, stand-ins for hosts of their own in
+  production, run N nicer than the bench (``bench serve --busy``: 5, the worker's own niceness
+  beside its lookup processes; 0 here unless asked);
 - ``lookup_poll_p50_ms`` / ``_p99_ms``: the probe pairs' lookups, asked of the lookup processes
   (``PAIRSTREAM_LOOKUP_PORT``: what a re-ranker calls) as every other lookup of this bench;
 - ``offered_per_s`` / ``consumed_per_s``: the click rate asked and the one the worker kept up.
@@ -86,9 +89,10 @@ class Offer(threading.Thread):
 
     TICK_S = 0.02
 
-    def __init__(self, bootstrap: str, topic: str, clicks, rate: float):
+    def __init__(self, bootstrap: str, topic: str, clicks, rate: float, nice: int = 0):
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.clicks, self.rate = bootstrap, topic, clicks, rate
+        self.nice = nice
         self.sent = 0
         self.limit: int | None = len(clicks)  # the load phase: one pass; None = steady, unbounded
         self.stop = threading.Event()
@@ -106,6 +110,8 @@ class Offer(threading.Thread):
         return done.get(timeout=30)
 
     def run(self) -> None:
+        if self.nice:  # a stand-in for the event pipeline's own hosts (``--standins-nice``)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         asyncio.run(self._run())
 
     async def _run(self) -> None:
@@ -204,6 +210,11 @@ def run(args, load=None) -> dict:
         probes.append((Item(f"probe{k:03d}a", first, f"probe listing {k} a"),
                        Item(f"probe{k:03d}b", second, f"probe listing {k} b")))
     with tempfile.TemporaryDirectory(prefix="pairstream-freshness-") as tmp, EmbeddedBroker() as broker:
+        standins_nice = getattr(args, "standins_nice", None) or 0
+        if standins_nice:  # the broker stands in for a Kafka cluster on hosts of its own
+            from streams.core.lifeline import lower_own_priority
+
+            lower_own_priority(standins_nice, broker.pid)
         settings = Settings(data_dir=tmp, kafka_bootstrap=broker.bootstrap)
         ensure_topics(broker.bootstrap, settings)
         catalogue = items + [x for pair in probes for x in pair]
@@ -221,7 +232,7 @@ def run(args, load=None) -> dict:
                                   stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"  # the worker: metrics
         lookups = f"http://127.0.0.1:{lookup_port}"  # the lookup processes: what a re-ranker asks
-        offer = Offer(broker.bootstrap, settings.topic_clicks, clicks, rate)
+        offer = Offer(broker.bootstrap, settings.topic_clicks, clicks, rate, standins_nice)
         samples: list[float] = []
         result: dict = {}
         try:

@@ -10,11 +10,18 @@ Two parts, one run:
    is within 5 ms.
 2. **Busy worker** (``busy_*``): ``bench freshness`` as it is (a default ``pairstream worker`` fed
    10k clicks/s, continuous publishing, its own training trigger), and during its probe window a
-   client process sends, at a steady rate, 1-pair requests (``RATE_1``/s) and 100-pair requests
+   client process per lane sends, at a steady rate, 1-pair requests (``RATE_1``/s) and 100-pair requests
    (``RATE_100``/s) of published pairs to the lookup port, and, for the same run's baseline, 1-pair
    requests (``RATE_WORKER``/s) to the worker's own port (the path before lookup processes:
    ``worker_port_*``). It samples ``pairstream_training_running`` every second
    (``training_running_share``: the share of the window a training run was in progress).
+   The bench's broker and click producer stand in for hosts of their own: they run
+   ``--standins-nice`` (5) nicer, as the worker runs beside its lookup processes. The lookup
+   clients stand in for the re-ranker, which in production shares no core with the worker:
+   each asks the kernel for a short scheduling slice, as the lookup processes do
+   (``streams.core.lifeline.request_short_slice``); without it, a client that woke on a
+   saturated core measured its own wait for the CPU (1-pair p99 ~11 ms against ~5 ms in a
+   probe with three spinning processes, bench/HISTORY.md).
 
 Every latency is a request's round trip as the client sees it; an error is a non-200 answer or
 a failed connection, each counted.
@@ -23,17 +30,20 @@ a failed connection, each counted.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import random
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 IDLE_S = 8.0
 RATE_1, RATE_100, RATE_WORKER = 40.0, 5.0, 10.0
 P99_GOAL_MS = 5.0
+STANDINS_NICE = 5  # the broker and the click producer: other hosts in production (see the docstring)
 
 
 def _percentiles(times: list[float], prefix: str) -> dict:
@@ -48,6 +58,9 @@ def _back_to_back(port: int, bodies: list[bytes], seconds: float, out) -> None:
     """1-pair requests back to back on one keep-alive connection for ``seconds``."""
     import http.client
 
+    from streams.core.lifeline import request_short_slice
+
+    request_short_slice()  # as the busy lanes: a stand-in for the re-ranker's own host
     conn = http.client.HTTPConnection("127.0.0.1", port)
     times, errors = [], 0
     end = time.perf_counter() + seconds
@@ -129,6 +142,9 @@ def _paced(base: str, bodies: list[bytes], rate: float, stop: threading.Event, t
     import http.client
     from urllib.parse import urlsplit
 
+    from streams.core.lifeline import request_short_slice
+
+    request_short_slice()  # a stand-in for the re-ranker on a host of its own (see the docstring)
     where = urlsplit(base)
     host, port = where.hostname or "127.0.0.1", where.port
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -154,22 +170,23 @@ def _paced(base: str, bodies: list[bytes], rate: float, stop: threading.Event, t
     conn.close()
 
 
-def _busy_client(lookups: str, worker: str, pairs: list, stop, out) -> None:
-    import orjson
+def _lane(base: str, bodies: list[bytes], rate: float, stop, out) -> None:
+    """One paced lane in a process of its own: lanes sharing a GIL (and with a metrics parser)
+    measured each other's turns, not the server (a re-ranker's request threads share none)."""
+    times: list[float] = []
+    errors: list[str] = []
+    done = threading.Event()
+    pacer = threading.Thread(target=_paced, args=(base, bodies, rate, done, times, errors))
+    pacer.start()
+    stop.wait()
+    done.set()
+    pacer.join(60)
+    out.put((times, errors))
 
+
+def _training_sampler(worker: str, stop, out) -> None:
     from bench.freshness import _metric_sum
 
-    rng = random.Random(7)
-    ones = [orjson.dumps({"pairs": [rng.choice(pairs)]}) for _ in range(500)]
-    hundreds = [orjson.dumps({"pairs": [rng.choice(pairs) for _ in range(100)]}) for _ in range(50)]
-    done = threading.Event()
-    lanes = {"busy_1": (lookups, ones, RATE_1), "busy_100": (lookups, hundreds, RATE_100),
-             "worker_port_1": (worker, ones, RATE_WORKER)}
-    results: dict[str, tuple[list, list]] = {name: ([], []) for name in lanes}
-    threads = [threading.Thread(target=_paced, args=(base, bodies, rate, done, *results[name]))
-               for name, (base, bodies, rate) in lanes.items()]
-    for t in threads:
-        t.start()
     training = []
     while not stop.is_set():
         try:
@@ -177,40 +194,75 @@ def _busy_client(lookups: str, worker: str, pairs: list, stop, out) -> None:
         except OSError:
             pass
         stop.wait(1.0)
-    done.set()
-    for t in threads:
-        t.join(60)
-    out.put({name: (times, errors) for name, (times, errors) in results.items()} | {"training": training})
+    out.put(training)
+
+
+def _lookup_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and b"lookup-server" in open(f"/proc/{entry}/cmdline", "rb").read():
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def _server_side(lookups: str) -> dict:
+    """Where the time goes: the lookup processes' run-queue waits (/proc schedstat: ns waiting
+    for a CPU, and timeslices) and their own account of each lookup (requests over 5 ms)."""
+    from bench.freshness import _metric_sum
+
+    waits = [tuple(int(x) for x in open(f"/proc/{pid}/schedstat").read().split()[1:3]) for pid in _lookup_pids()]
+    prefix = 'pairstream_lookup_seconds_bucket{endpoint="pair_scores",le='
+    return {"run_delay_ns": sum(w for w, _ in waits), "slices": sum(n for _, n in waits),
+            "requests": _metric_sum(lookups, 'pairstream_lookup_seconds_count{endpoint="pair_scores"}'),
+            "within_5ms": _metric_sum(lookups, prefix + '"0.005"}')}
 
 
 class BusyLoad:
-    """The ``load`` of ``bench.freshness.run``: a client process beside the probe window."""
+    """The ``load`` of ``bench.freshness.run``: client processes beside the probe window."""
 
     def __init__(self):
         self.ctx = mp.get_context("fork")
         self.stop = self.ctx.Event()
-        self.queue = self.ctx.Queue()
-        self.process = None
+        self.lanes: dict[str, tuple] = {}  # name -> (process, queue)
 
     def start(self, lookups: str, worker: str, pairs: list) -> None:
+        import orjson
+
         if not pairs:
             raise RuntimeError("no published pairs to ask for")
         print(f"busy load: {RATE_1:.0f} 1-pair and {RATE_100:.0f} 100-pair lookups/s on the lookup port, "
               f"{RATE_WORKER:.0f} 1-pair/s on the worker's port ({len(pairs)} published pairs)")
-        self.process = self.ctx.Process(target=_busy_client, args=(lookups, worker, pairs, self.stop, self.queue))
-        self.process.start()
+        self.lookups, self.server0 = lookups, _server_side(lookups)
+        rng = random.Random(7)
+        ones = [orjson.dumps({"pairs": [rng.choice(pairs)]}) for _ in range(500)]
+        hundreds = [orjson.dumps({"pairs": [rng.choice(pairs) for _ in range(100)]}) for _ in range(50)]
+        plans: dict[str, tuple[Callable[..., None], tuple]] = {
+                 "busy_1": (_lane, (lookups, ones, RATE_1)), "busy_100": (_lane, (lookups, hundreds, RATE_100)),
+                 "worker_port_1": (_lane, (worker, ones, RATE_WORKER)), "training": (_training_sampler, (worker,))}
+        for name, (target, args) in plans.items():
+            queue = self.ctx.Queue()
+            process = self.ctx.Process(target=target, args=(*args, self.stop, queue))
+            process.start()
+            self.lanes[name] = (process, queue)
 
     def finish(self) -> dict:
         self.stop.set()
-        got = self.queue.get(timeout=120)
-        if self.process is not None:
-            self.process.join(30)
-        out: dict = {}
+        got = {name: queue.get(timeout=120) for name, (_, queue) in self.lanes.items()}
+        for process, _ in self.lanes.values():
+            process.join(30)
+        server = {key: value - self.server0[key] for key, value in _server_side(self.lookups).items()}
+        out: dict = {
+            # the lookup processes' waits for a CPU, per scheduling (a lookup wakes a few times)
+            "lookup_run_delay_ms_per_slice": round(server["run_delay_ns"] / max(server["slices"], 1) / 1e6, 3),
+            # their own account: the share of lookups that took over 5 ms from request to response
+            "lookup_server_share_over_5ms": round(1 - server["within_5ms"] / max(server["requests"], 1), 4)}
         for name in ("busy_1", "busy_100", "worker_port_1"):
             times, errors = got[name]
             figures = _percentiles(times, name)
-            size = name.rsplit("_", 1)[1]
-            stem = name.rsplit("_", 1)[0]
+            stem, size = name.rsplit("_", 1)
             out[f"{stem}_p50_ms_{size}"] = figures[f"{name}_p50"]
             out[f"{stem}_p99_ms_{size}"] = figures[f"{name}_p99"]
             out[f"{stem}_max_ms_{size}"] = figures[f"{name}_max"]
@@ -231,10 +283,14 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="pairstream-bench-serve-") as tmp:
         print("idle: a lookup process on an export of 30k published pairs (tiny students)")
         idle = _idle(items, truth, Path(tmp))
+    if args.standins_nice is None:
+        args.standins_nice = STANDINS_NICE
     busy = freshness.run(args, load=BusyLoad())
+    busy["standins_nice"] = args.standins_nice
     result = {**busy, **idle}
     keys = ("busy_p50_ms_1", "busy_p99_ms_1", "busy_max_ms_1", "busy_p99_ms_100", "busy_max_ms_100", "busy_errors",
             "worker_port_p50_ms_1", "worker_port_p99_ms_1", "training_running_share", "staleness_p99_s",
-            "consumed_per_s", "idle_lookups_per_s_per_core", "idle_p99_ms_1")
+            "consumed_per_s", "idle_lookups_per_s_per_core", "idle_p99_ms_1", "lookup_run_delay_ms_per_slice",
+            "lookup_server_share_over_5ms")
     print("\n".join(f"{key:>30}: {result.get(key)}" for key in keys))
     return result

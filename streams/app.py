@@ -377,7 +377,12 @@ def _web_part(context: WorkerContext) -> Hosted:
                 lookup = LookupProcess(settings)
                 lookups.append(lookup)
                 await asyncio.to_thread(lookup.start)
-            log.info("%d lookup process(es) on :%d", len(lookups), settings.lookup_port)
+            if settings.worker_nice:  # the lookups first, on cores the worker shares with them
+                from streams.core.lifeline import lower_own_priority
+
+                lower_own_priority(settings.worker_nice)
+            log.info("%d lookup process(es) on :%d; the worker now runs %d nicer", len(lookups),
+                     settings.lookup_port, settings.worker_nice)
 
     async def stop() -> None:
         for lookup in lookups:

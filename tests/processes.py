@@ -76,3 +76,9 @@ def descendants_alive(pid: int) -> list[int]:
 def alive(pid: int) -> bool:
     info = processes().get(pid)
     return info is not None and info[1] != "Z"
+
+
+def niceness(pid: int) -> int:
+    """The nice value of ``pid`` (its main thread), from /proc."""
+    stat = open(f"/proc/{pid}/stat").read()
+    return int(stat[stat.rindex(")") + 2:].split()[16])

@@ -72,6 +72,9 @@ def register(sub) -> None:
     p.add_argument("--window", type=float, default=120.0,
                    help="freshness: seconds of probing after the first score version")
     p.add_argument("--probes", type=int, default=20, help="freshness: probe pairs")
+    p.add_argument("--standins-nice", type=int, default=None,
+                   help="freshness, serve --busy: run the bench's broker and click producer (stand-ins for "
+                        "hosts of their own) this much nicer (default: 0; serve --busy: 5, as the worker)")
     p.add_argument("--first-timeout", type=float, default=900.0,
                    help="freshness: give up when no score version comes within this many seconds")
     p.add_argument("--model", default="",

@@ -81,6 +81,9 @@ class Settings:
     lookup_port: int = setting(
         6067, "Port of the lookup processes: the lookup API apart from the worker's work, what a "
         "re-ranker should call (docs/serving.md); 0 = none, lookups only on the web port.")
+    worker_nice: int = setting(
+        5, "Niceness the worker takes once its lookup processes run (0-19; they stay at the niceness "
+        "it started with): on cores the two share, a lookup waits for no ingest or refresh thread.")
     lookup_processes: int = setting(
         1, "Lookup processes the worker starts on lookup_port (SO_REUSEPORT shares it): one per "
         "core you give to serving.")
@@ -191,6 +194,9 @@ class Settings:
     training_threads: int = setting(
         0, "CPU threads of an embedded training run's child (torch, OpenMP, BLAS); 0 = every usable "
         "core but one, so the worker beside it keeps ingesting and serving. Its pools wait passively.")
+    training_nice: int = setting(
+        10, "Niceness of an embedded training run's child (0-19): batch work that yields the cores to "
+        "the ingest and the lookup processes when they want them, and takes them when they do not.")
     training_args: str = setting(
         "", "Extra `pairstream distill` options for triggered runs, e.g. '--epochs 2'.")
     training_first_args: str = setting(
@@ -328,6 +334,8 @@ class Settings:
                 and self.web_max_connections_per_address >= 1):
             raise ValueError("web_max_connections_per_address >= 1 and "
                              "0 <= web_reserved_connections < web_max_connections")
+        if not (0 <= self.training_nice <= 19 and 0 <= self.worker_nice <= 19):
+            raise ValueError("training_nice and worker_nice must be within 0..19")
         if self.lookup_port and (self.lookup_port == self.web_port or self.lookup_processes < 1):
             raise ValueError("lookup_port must differ from web_port, and lookup_processes >= 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

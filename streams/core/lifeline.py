@@ -20,6 +20,7 @@ import ctypes
 import logging
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -87,6 +88,59 @@ def training_threads(configured: int = 0) -> int:
     if configured > 0:
         return configured
     return max(1, usable_cores() - 1)
+
+
+def lower_priority(niceness: int):
+    """A ``preexec_fn`` that starts a child ``niceness`` steps below us (batch work: a training
+    run beside the lookup processes, whose 1-pair p99 rose from 2 to 7-9 ms beside three
+    busy processes of equal priority and stayed at 2 ms beside the same at nice 10)."""
+    def lower() -> None:
+        os.nice(niceness)
+    return lower
+
+
+def lower_own_priority(steps: int, pid: int | None = None) -> int:
+    """Every thread of this process (or of ``pid``, one of ours) ``steps`` nicer: Linux
+    niceness is per thread, and threads created later inherit their creator's. Returns how many
+    threads were changed. One-way: an unprivileged process cannot take it back, so call it after
+    starting the children that must keep the old priority (the lookup processes)."""
+    changed = 0
+    for tid in os.listdir(f"/proc/{pid or os.getpid()}/task"):
+        try:
+            now = os.getpriority(os.PRIO_PROCESS, int(tid))
+            os.setpriority(os.PRIO_PROCESS, int(tid), min(19, now + steps))
+            changed += 1
+        except (ProcessLookupError, PermissionError):  # a thread that just ended
+            continue
+    return changed
+
+
+_SCHED_ATTR = struct.Struct("IIQiIQQQII")  # struct sched_attr (VER1, 56 bytes)
+_SCHED_SETATTR = {"x86_64": (314, 315), "aarch64": (274, 275)}  # (sched_setattr, sched_getattr)
+
+
+def request_short_slice(slice_ns: int = 100_000) -> bool:
+    """Ask the kernel for a short scheduling slice for the calling thread (Linux 6.12+ EEVDF:
+    ``sched_attr.sched_runtime`` of a normal task, no privilege needed): on saturated cores a
+    task that wakes with a short slice gets the CPU at its next scheduling point instead of
+    after the running task's 1.4 ms slice. Latency-critical and tiny work only (the lookup
+    processes); False where the kernel or the machine does not have it."""
+    numbers = _SCHED_SETATTR.get(os.uname().machine)
+    if numbers is None or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buffer = ctypes.create_string_buffer(_SCHED_ATTR.size)
+        if libc.syscall(numbers[1], 0, buffer, _SCHED_ATTR.size, 0) != 0:
+            return False
+        _, policy, _, nice, priority, *_ = _SCHED_ATTR.unpack(buffer.raw)
+        wanted = _SCHED_ATTR.pack(_SCHED_ATTR.size, policy, 0, nice, priority, slice_ns, 0, 0, 0, 0)
+        if libc.syscall(numbers[0], 0, ctypes.create_string_buffer(wanted, _SCHED_ATTR.size), 0) != 0:
+            return False
+        libc.syscall(numbers[1], 0, buffer, _SCHED_ATTR.size, 0)
+        return _SCHED_ATTR.unpack(buffer.raw)[5] == slice_ns  # older kernels keep their own
+    except (OSError, AttributeError):
+        return False
 
 
 def child_environment(threads: int) -> dict[str, str]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from streams.core import metrics
 from streams.core.config import Settings
-from streams.core.lifeline import child_environment, training_threads
+from streams.core.lifeline import child_environment, lower_priority, training_threads
 from streams.core.records import TrainingJob
 from streams.core.storage import Storage, registry
 from streams.core.storage import runs as run_table
@@ -171,7 +171,8 @@ class TrainingLauncher:
                     self.python, "-m", "streams.cli", "train-job", "--run-dir", str(run_dir),
                     "--data-dir", self.settings.data_dir, "--parent-pid", str(os.getpid()), *shlex.split(args),
                     stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                    env={**os.environ, **child_environment(threads)})
+                    env={**os.environ, **child_environment(threads)},
+                    preexec_fn=lower_priority(self.settings.training_nice))
                 code = await self.process.wait()
             if code != 0 and self.stopping:
                 raise asyncio.CancelledError  # killed by stop(): recorded as cancelled below

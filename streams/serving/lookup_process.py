@@ -33,6 +33,7 @@ import orjson
 from streams.core import metrics
 from streams.core.config import Settings
 from streams.core.embedded_process import EmbeddedProcess
+from streams.core.lifeline import request_short_slice
 from streams.serving.export import current_export, export_root, read_export
 from streams.serving.lookup import Serving, Snapshot
 
@@ -124,6 +125,7 @@ async def serve_lookups(settings: Settings) -> None:
     from streams.serving.routes import add_routes
 
     sys.setswitchinterval(0.001)  # a load in a thread hands the loop the GIL back within 1 ms
+    short = request_short_slice()  # the loop's thread: on saturated cores, the CPU sooner
     serving = Serving(None, settings, item_rows=worker_item_rows(settings))
     follower = ExportFollower(export_root(settings.data_dir), serving)
     app = build_app({"snapshot": follower.check}, client_max_size=settings.lookup_max_body_bytes,
@@ -137,7 +139,8 @@ async def serve_lookups(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("lookup process %d on :%d, following %s", os.getpid(), settings.lookup_port, follower.root)
+    log.info("lookup process %d on :%d, following %s (short scheduling slice: %s)", os.getpid(),
+             settings.lookup_port, follower.root, "yes" if short else "not available")
     try:
         await follower.follow(stop)
     finally:

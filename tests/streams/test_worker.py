@@ -25,7 +25,7 @@ from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.core.embedded_broker import free_port
-from tests.processes import alive, descendants_alive, processes
+from tests.processes import alive, descendants_alive, niceness, processes
 from tests.web import http
 
 TRAINING = ("--backbone tiny --teacher tiny --epochs 1 --teacher-epochs 1 --max-length 48 --max-labels 300 "
@@ -237,6 +237,13 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
 
         worker.wait_for("the lookup port's answers equal to the worker's", same_on_the_lookup_port, timeout=30)
         assert worker.lookup("/readyz")[0] == 200
+        # on shared cores the lookups come first: the worker went 5 nicer once they ran (worker_nice)
+        table = processes()
+        lookups = [pid for pid in descendants_alive(worker.process.pid)
+                   if pid in table and "lookup-server" in table[pid][2]]
+        assert len(lookups) == 1, lookups
+        assert niceness(lookups[0]) == niceness(os.getpid())
+        assert niceness(worker.process.pid) == min(19, niceness(os.getpid()) + 5)
 
         # and it keeps running through more checks of its training timer
         checks = sum(worker.metric("pairstream_training_checks_total", outcome=o)
@@ -266,8 +273,10 @@ def test_a_worker_killed_mid_training_leaves_no_process_and_the_next_trains_agai
     worker = Worker(state, tmp_path / "worker.log")
     try:
         _feed(worker, tmp_path, items=600, users=400, events=20000)
-        worker.wait_for("a training child", lambda: _train_jobs(state), timeout=150,
-                        progress=worker.training_progress)
+        children = worker.wait_for("a training child", lambda: _train_jobs(state), timeout=150,
+                                   progress=worker.training_progress)
+        # batch work below the ingest and the lookup processes (PAIRSTREAM_TRAINING_NICE)
+        assert {niceness(pid) for pid in children} == {niceness(worker.process.pid) + 10}
         family = [worker.process.pid, *descendants_alive(worker.process.pid)]
         assert any("tansu" in processes()[pid][2] for pid in family if pid in processes())  # the broker
         worker.process.kill()

@@ -61,3 +61,19 @@ def test_a_durable_embedded_log_fails_on_a_reset_and_waits_long_enough_per_fetch
     assert (external.durable_log, external.fetch_wait_ms(50)) == (False, 50)
     with pytest.raises(ValueError, match="embedded_log"):
         Settings(embedded_log="disk").validate()
+
+
+def test_a_child_process_loads_exactly_the_settings_it_was_given():
+    """The lookup processes get the worker's settings as PAIRSTREAM_* variables: every field
+    (bools, floats, empty strings) must come back equal."""
+    given = Settings(tier_low=4, publish_refresh_s=2.5, api_token="", web_host="127.0.0.1", lookup_processes=3,
+                     llm_backend="openai", training_nice=7, worker_nice=0)
+    assert Settings.load(env=given.environment()) == given
+    assert Settings.load(env=Settings().environment()) == Settings()
+
+
+def test_priorities_and_the_lookup_port_are_checked():
+    with pytest.raises(ValueError, match="worker_nice"):
+        Settings.load(env={"PAIRSTREAM_WORKER_NICE": "25"})
+    with pytest.raises(ValueError, match="lookup_port"):
+        Settings.load(env={"PAIRSTREAM_LOOKUP_PORT": "6066"})

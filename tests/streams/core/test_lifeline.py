@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from streams.core import lifeline
 
 CHILD = """
@@ -70,3 +72,38 @@ def test_a_training_child_leaves_the_worker_a_core_and_waits_passively():
     assert lifeline.training_threads(0) == max(1, lifeline.usable_cores() - 1)
     env = lifeline.child_environment(1)
     assert env["OMP_NUM_THREADS"] == "1" and env["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_a_process_lowers_the_priority_of_every_thread_it_has_and_will_have():
+    """``lower_own_priority``: niceness is per thread on Linux; every thread, and threads started
+    after, end up the asked steps nicer (checked in a child: it is one-way)."""
+    code = (
+        "import os, threading, time\n"
+        "from streams.core.lifeline import lower_own_priority\n"
+        "base = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        "t = threading.Thread(target=time.sleep, args=(2,)); t.start()\n"
+        "assert lower_own_priority(3) >= 2\n"
+        "tids = os.listdir('/proc/self/task')\n"
+        "assert {os.getpriority(os.PRIO_PROCESS, int(x)) for x in tids} == {min(19, base + 3)}\n"
+        "later = []\n"
+        "u = threading.Thread(target=lambda: later.append(os.getpriority(os.PRIO_PROCESS, 0))); u.start(); u.join()\n"
+        "assert later == [min(19, base + 3)], later\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_short_scheduling_slice_is_what_the_kernel_then_reports():
+    """``request_short_slice`` (the lookup processes' loop thread): where it says yes, the
+    kernel's own account of the thread (/proc/self/sched) shows the slice asked for."""
+    code = (
+        "from streams.core.lifeline import request_short_slice\n"
+        "ok = request_short_slice(200_000)\n"
+        "line = [l for l in open('/proc/self/sched') if l.startswith('se.slice')]\n"
+        "print(ok, line[0].split(':')[1].strip() if line else 'none')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said, slice_ns = done.stdout.split()
+    if said == "False":
+        pytest.skip(f"this kernel ({os.uname().release}) keeps its own slice for normal tasks")
+    assert slice_ns == "200000"
