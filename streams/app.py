@@ -238,7 +238,7 @@ def _agents(app: faust.App, context: WorkerContext) -> None:
             report = await labeller.handle(
                 [(e.key, e.value, e.message.partition, e.message.offset) for e in events])
             context.pairs_handled += len(events)
-            log.info("labelled %s, cached %d, dead %s in %.2fs",
+            log.debug("labelled %s, cached %d, dead %s in %.2fs",
                      report.labelled, report.cached, report.dead, report.seconds)
 
 

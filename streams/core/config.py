@@ -36,8 +36,9 @@ class Settings:
         "", "Kafka bootstrap servers (host:port,...). Empty = start the embedded Tansu broker."
     )
     log_level: str = setting(
-        "WARNING", "The worker's log level (DEBUG, INFO, WARNING, ERROR): INFO adds each publish, "
-        "refresh and statistics refresh.")
+        "INFO", "The worker's log level (DEBUG, INFO, WARNING, ERROR): INFO says what it decided (each "
+        "publish in one line, each refresh, training run and statistics refresh); DEBUG adds every "
+        "labelled batch and each step's own figures.")
     embedded_log: str = setting(
         "memory", "Storage of the embedded broker's log: memory (forgotten when the worker stops; "
         "the ingest rewinds) or durable (Tansu's s3:// engine on an embedded SeaweedFS under "

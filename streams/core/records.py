@@ -123,6 +123,19 @@ def evidence_records(columns: Mapping[str, Sequence | np.ndarray]) -> list[dict]
             for j in range(len(dominant))]
 
 
+def publish_summary_line(summary: dict) -> str:
+    """A publish's decisions in one line: pairs, the blend's k, the cross-encoder's share, what
+    each label source was worth, seconds."""
+    blend, cross = summary.get("blend", {}), summary.get("cross_mix", {})
+    worth = ", ".join(f"{source} {value}" for source, value in sorted(summary.get("label_worth", {}).items()))
+    return (f"published {summary.get('score_version')} (model {summary.get('model_version')}): "
+            f"{summary.get('pairs')} pairs over {summary.get('items')} items; blend k {blend.get('k')} "
+            f"({blend.get('source', 'configured')}, {blend.get('pairs', 0)} held-out pairs); cross-encoder "
+            f"share {cross.get('weight')} of {summary.get('cross_rescored')} rescored pairs ({cross.get('source')}, "
+            f"{cross.get('pairs')} held-out); two-tower the rest; label worth {worth or 'none measured'}; "
+            f"{summary.get('seconds')} s")
+
+
 def computed_evidence(model_score: float) -> dict:
     """The evidence of a score computed on request: the model alone, no behaviour."""
     return {"dominant": "model", "model_score": round(model_score, 4)}

@@ -19,7 +19,8 @@ from typing import Callable
 from aiohttp import web
 
 from streams.core import metrics
-from streams.core.storage import Storage, tiers
+from streams.core.records import publish_summary_line
+from streams.core.storage import Storage, scores, tiers
 from streams.ops.lag import STATUS_CODES
 from streams.ops.sampling import scores_behaviour_through
 
@@ -38,6 +39,7 @@ class StatusData:
     newly_frequent: list[dict] = field(default_factory=list)
     now: float = field(default_factory=time.time)
     behaviour_through: float | None = None  # clicks up to here are in the live published scores
+    publish_summary: dict | None = None  # what the live version's publish decided
 
 
 def _samples(metric, suffix: str = "") -> list:
@@ -58,7 +60,8 @@ def gather(storage: Storage, versions: Callable[[], tuple[str | None, str | None
                       for s in _samples(metrics.DLQ, "_total")},
         events={s.labels["stage"]: s.value for s in _samples(metrics.EVENTS_IN, "_total")},
         newly_frequent=tiers.newest(storage, limit),
-        behaviour_through=scores_behaviour_through(storage) if score_version else None)
+        behaviour_through=scores_behaviour_through(storage) if score_version else None,
+        publish_summary=scores.summary(storage, score_version) if score_version else None)
 
 
 def _utc(at: float) -> str:
@@ -115,6 +118,8 @@ def render(data: StatusData) -> str:
         version += (f"; the published scores reflect clicks up to {_utc(data.behaviour_through)} "
                     f"(<b id=staleness>{_age(max(data.now - data.behaviour_through, 0))}</b> behind: "
                     f"changed pairs are refreshed every PAIRSTREAM_PUBLISH_REFRESH_S)")
+    if data.publish_summary:
+        version += f"<br>its publish: {html.escape(publish_summary_line(data.publish_summary))}"
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=15>
 <title>pairstream worker: {html.escape(worst)}</title>

@@ -28,6 +28,7 @@ trainer service.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,13 @@ from tqdm import tqdm
 from models.text import item_text
 from streams.core import metrics
 from streams.core.config import Settings
-from streams.core.records import EVIDENCE_FIELDS, evidence_records, item_partners_value, pair_score_value
+from streams.core.records import (
+    EVIDENCE_FIELDS,
+    evidence_records,
+    item_partners_value,
+    pair_score_value,
+    publish_summary_line,
+)
 from streams.core.storage import Storage
 from streams.core.storage import scores as score_tables
 from streams.core.storage.base import timestamp_array
@@ -214,7 +221,7 @@ def mix_cross_scores(settings: Settings, ids, a, b, score, scorer, rescored, cro
     measured = np.array([count[k] >= settings.tier_low and held_out(ids[a[k]], ids[b[k]])
                          for k in rescored.tolist()], bool)
     mixed = fit_cross_weight(score[rescored][measured], cross[measured], lift[rescored][measured])
-    log.info("cross-encoder share %s (%s, on %d held-out pairs)", mixed.weight, mixed.source, mixed.pairs)
+    log.debug("cross-encoder share %s (%s, on %d held-out pairs)", mixed.weight, mixed.source, mixed.pairs)
     if mixed.weight > 0:
         score[rescored] = mix(score[rescored], cross, mixed.weight)
         scorer[rescored] = SCORERS.index("cross_encoder")
@@ -275,7 +282,7 @@ def fit_blend_weight(storage: Storage, settings: Settings, ids, a, b, model_scor
     if halves is None:
         return configured | {"pairs": len(chosen)}
     fit = fit_evidence_count(np.asarray(model_score)[chosen], halves)
-    log.info("blend k fitted on %d held-out pairs: %s (configured %s)", fit.pairs, fit.k,
+    log.debug("blend k fitted on %d held-out pairs: %s (configured %s)", fit.pairs, fit.k,
              settings.blend_evidence_count)
     return {"k": fit.k, "source": "fitted", "pairs": fit.pairs,
             "errors": {str(k): round(e, 4) for k, e in fit.errors.items()}}
@@ -418,7 +425,6 @@ def write(storage: Storage, settings: Settings, published: Published) -> Publish
     published.summary["steps_s"]["write"] = round(time.perf_counter() - t, 3)
     metrics.SCORES_PUBLISHED.inc(n)
     metrics.set_live(version, model)
-    log.info("published %s: %d pairs, %d items", version, n, len(published.ids))
     return published
 
 
@@ -426,9 +432,15 @@ def publish(storage: Storage, settings: Settings, students, progress: bool = Tru
     """Steps 1-6 (see the module docstring); ``emit`` does the Kafka output."""
     started = time.perf_counter()
     published = write(storage, settings, score_candidates(storage, settings, students, progress))
-    published.summary["seconds"] = round(time.perf_counter() - started, 3)
-    metrics.PUBLISH_SECONDS.observe(published.summary["seconds"])
+    summary = published.summary
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    metrics.PUBLISH_SECONDS.observe(summary["seconds"])
+    # what this publish decided, kept with its version (`pairstream models show`, /status) and said once
+    score_tables.set_status(storage, published.score_version, published.model_version, "complete",
+                            summary["pairs"], detail=json.dumps(summary, default=str))
+    log.info("%s", publish_summary_line(summary))
     return published
+
 
 
 async def emit(producer, settings: Settings, published: Published) -> dict:

@@ -298,7 +298,7 @@ class RefreshLoop:
             log.exception("producing refresh %s to %s failed; its rows are in pair_scores_latest",
                           refreshed.score_version, self.settings.topic_pair_scores)
             return
-        log.info("produced %d refreshed pair scores to %s in %.2fs", sent, self.settings.topic_pair_scores,
+        log.debug("produced %d refreshed pair scores to %s in %.2fs", sent, self.settings.topic_pair_scores,
                  time.perf_counter() - started)
 
     async def stop(self) -> None:

@@ -197,6 +197,8 @@ class TrainingLauncher:
                     outcome["publish"] = await publish_and_announce(st, settings, self.producer, version)
             await asyncio.to_thread(run_table.record, st, run_id, trigger, "succeeded", started,
                                     time.time(), version, result.promoted)
+            log.info("training run %s succeeded in %.0f s: model %s %s", run_id, time.time() - started, version,
+                     "promoted and published" if result.promoted else "kept as a candidate (the gate said no)")
         except asyncio.CancelledError:
             log.info("training run %s cancelled: the worker is stopping", run_id)
             outcome.update(status="cancelled", error="cancelled: the worker stopped")  # not a failure

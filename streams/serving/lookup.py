@@ -140,7 +140,7 @@ class Serving:
             if rows.num_rows:
                 index = await asyncio.to_thread(snap.index.merged, rows)
                 snap = self.swap(Snapshot(index, snap.students), outcome="updates")
-                log.info("applied %d updated pair scores to %s (%d pairs now)", rows.num_rows,
+                log.debug("applied %d updated pair scores to %s (%d pairs now)", rows.num_rows,
                          score_version, len(index))
             return snap
 

@@ -11,6 +11,7 @@ once. Rollback moves the pointer back to an older complete version that is still
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -65,6 +66,20 @@ def versions(storage: Storage) -> list[dict]:
         f"SELECT score_version, model_version, status, rows, detail, changed_at "
         f"FROM {storage.table('score_versions')} FINAL ORDER BY score_version DESC")
     return table.to_pylist() if table.num_rows else []
+
+
+def summary(storage: Storage, score_version: str) -> dict | None:
+    """What the publish of ``score_version`` decided (its summary, ``publisher.publish``), or
+    None for a version written before summaries were kept (or not complete)."""
+    table = storage.query_arrow(
+        f"SELECT argMax(detail, changed_at) AS kept FROM {storage.table('score_versions')} "
+        "WHERE score_version = {v:String} AND status = 'complete' AND detail != ''",
+        {"v": check_version(score_version)})
+    detail = table.column("kept")[0].as_py() if table.num_rows else None
+    try:
+        return json.loads(detail) if detail else None
+    except ValueError:
+        return None
 
 
 def live(storage: Storage) -> dict | None:

@@ -336,3 +336,46 @@ def test_the_blend_weight_is_fitted_on_held_out_pairs_when_both_halves_have_clic
     again = publish(storage, settings.replace(blend_fit_min_pairs=len(held) + 1), students, progress=False)
     assert again.summary["blend"]["source"] == "setting"
     assert math.isclose(again.summary["blend"]["k"], settings.blend_evidence_count)
+
+
+def test_a_publish_says_what_it_decided_in_one_line_and_keeps_it_with_its_version(
+        storage, settings, seeded, caplog, capsys, monkeypatch):
+    """One INFO line per publish (pairs, k, the cross-encoder's share, label worth, seconds);
+    the same summary stored with the score version, shown by `pairstream models show` and /status."""
+    import json
+    import logging
+
+    from streams.cli import main
+    from streams.ops.status_page import gather, render
+
+    _, first = seeded
+    with caplog.at_level(logging.INFO, logger="streams.publishing.publisher"):
+        result = publish(storage, settings, Students(first["version"], first["artifacts"]), progress=False)
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "streams.publishing.publisher" and r.levelno == logging.INFO]
+    summary = result.summary
+    assert len(lines) == 1 and lines[0].startswith(f"published {result.score_version} (model {first['version']})")
+    for figure in (f"{summary['pairs']} pairs", f"blend k {summary['blend']['k']}",
+                   f"share {summary['cross_mix']['weight']} of {summary['cross_rescored']} rescored",
+                   "label worth ", f"; {summary['seconds']} s"):
+        assert figure in lines[0], (figure, lines[0])
+
+    kept = scores.summary(storage, result.score_version)
+    assert kept == json.loads(json.dumps(summary, default=str))
+
+    class Borrowed:  # the test's own storage, which the command must not close
+        def __getattr__(self, name):
+            return getattr(storage, name)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("streams.core.storage.open_storage", lambda _settings: Borrowed())
+    for asked in (result.score_version, first["version"]):  # a model version: its newest score version
+        assert main(["models", "show", asked]) == 0
+        assert json.loads(capsys.readouterr().out) == kept
+    assert main(["models", "show", "v19990101-000000-nope"]) == 1
+    assert "no complete score version" in capsys.readouterr().err
+
+    page = render(gather(storage, lambda: (result.score_version, first["version"], summary["pairs"]), list))
+    assert f"its publish: published {result.score_version}" in page and "blend k" in page
