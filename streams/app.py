@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import faust
@@ -353,7 +354,7 @@ def _web_part(context: WorkerContext) -> Hosted:
     """``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
     settings, storage, bootstrap = context.settings, context.storage, context.bootstrap
     runner = None
-    lookups: list = []  # LookupProcess children
+    lookups = SimpleNamespace(supervisor=None)  # the LookupSupervisor, once started
 
     async def start() -> None:
         nonlocal runner
@@ -371,22 +372,20 @@ def _web_part(context: WorkerContext) -> Hosted:
         runner = await serve_with_settings(web_app, settings)
         log.info("web endpoints on :%d", settings.web_port)
         if settings.lookup_port:  # the lookup API apart from the worker's work
-            from streams.serving.lookup_process import LookupProcess
+            from streams.serving.lookup_process import LookupSupervisor
 
-            for _ in range(settings.lookup_processes):
-                lookup = LookupProcess(settings)
-                lookups.append(lookup)
-                await asyncio.to_thread(lookup.start)
+            supervisor = lookups.supervisor = LookupSupervisor(settings)
+            await asyncio.to_thread(supervisor.start)
             if settings.worker_nice:  # the lookups first, on cores the worker shares with them
                 from streams.core.lifeline import lower_own_priority
 
-                lower_own_priority(settings.worker_nice)
-            log.info("%d lookup process(es) on :%d; the worker now runs %d nicer", len(lookups),
+                lower_own_priority(settings.worker_nice, keep=frozenset({supervisor.thread_id or 0}))
+            log.info("%d lookup process(es) on :%d; the worker now runs %d nicer", supervisor.running(),
                      settings.lookup_port, settings.worker_nice)
 
     async def stop() -> None:
-        for lookup in lookups:
-            await asyncio.to_thread(lookup.stop)
+        if lookups.supervisor is not None:
+            await asyncio.to_thread(lookups.supervisor.stop)
         if runner is not None:
             await runner.cleanup()
 

@@ -104,6 +104,10 @@ class EmbeddedProcess:
             proc.wait(timeout=5)
 
     @property
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 

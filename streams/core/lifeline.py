@@ -99,13 +99,16 @@ def lower_priority(niceness: int):
     return lower
 
 
-def lower_own_priority(steps: int, pid: int | None = None) -> int:
-    """Every thread of this process (or of ``pid``, one of ours) ``steps`` nicer: Linux
-    niceness is per thread, and threads created later inherit their creator's. Returns how many
-    threads were changed. One-way: an unprivileged process cannot take it back, so call it after
-    starting the children that must keep the old priority (the lookup processes)."""
+def lower_own_priority(steps: int, pid: int | None = None, keep: frozenset[int] = frozenset()) -> int:
+    """Every thread of this process (or of ``pid``, one of ours) but the native ids in ``keep``
+    ``steps`` nicer: Linux niceness is per thread, threads created later inherit their
+    creator's, and a child process its forking thread's. Returns how many threads were changed.
+    One-way: an unprivileged process cannot take it back, so a thread that must start children
+    at the old priority (the lookup supervisor) is kept out."""
     changed = 0
     for tid in os.listdir(f"/proc/{pid or os.getpid()}/task"):
+        if int(tid) in keep:
+            continue
         try:
             now = os.getpriority(os.PRIO_PROCESS, int(tid))
             os.setpriority(os.PRIO_PROCESS, int(tid), min(19, now + steps))

@@ -111,6 +111,8 @@ for _reason in ("server_full", "per_address", "reserved"):  # series at 0 before
     WEB_CONNECTIONS_REFUSED.labels(_reason)
 WEB_SLOW_CLIENTS_CLOSED = Counter("pairstream_web_slow_clients_closed_total", "Connections closed "
                                   "because their request head did not arrive within web_header_timeout_s.")
+LOOKUP_PROCESS_RESTARTS = Counter("pairstream_lookup_process_restarts_total", "Lookup processes "
+                                  "that ended on their own (a crash, the OOM killer) and were started again.")
 MODEL_RELOADS = Counter("pairstream_model_reloads_total", "Hot reloads of the students by outcome "
                         "(updates: a refresh's new rows applied to the lookup index).",
                         ["outcome"])

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -145,6 +146,68 @@ async def serve_lookups(settings: Settings) -> None:
         await follower.follow(stop)
     finally:
         await runner.cleanup()
+
+
+class LookupSupervisor:
+    """The worker's lookup processes, kept running: one thread starts them and starts again any
+    that ends on its own (a crash, the OOM killer), counted in
+    ``pairstream_lookup_process_restarts_total``. The same thread forks every one of them, so the
+    worker can lower its own priority around it (``lower_own_priority(keep=...)``) and a
+    restarted lookup process still gets the priority the worker started with."""
+
+    CHECK_S = 0.5
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.processes: list[LookupProcess] = []
+        self.thread_id: int | None = None  # native id of the supervising thread
+        self._started = threading.Event()
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lookup-supervisor", daemon=True)
+
+    def start(self, timeout_s: float | None = None) -> None:
+        """Start every lookup process (blocking until each answers) and the watch."""
+        self._thread.start()
+        self._started.wait(timeout_s)
+        if self._failure is not None:
+            raise self._failure
+        if not self._started.is_set():
+            raise TimeoutError("the lookup processes did not start")
+
+    def _run(self) -> None:
+        self.thread_id = threading.get_native_id()
+        try:
+            for _ in range(self.settings.lookup_processes):
+                process = LookupProcess(self.settings)
+                self.processes.append(process)
+                process.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            self._failure = exc
+            self._started.set()
+            return
+        self._started.set()
+        while not self._stop.wait(self.CHECK_S):
+            for process in self.processes:
+                if self._stop.is_set() or process.running:
+                    continue
+                log.warning("lookup process on :%d ended (exit code %s); starting it again",
+                          self.settings.lookup_port, process.exit_code)
+                metrics.LOOKUP_PROCESS_RESTARTS.inc()
+                try:
+                    process.start()
+                except Exception:  # noqa: BLE001 - tried again at the next check
+                    log.exception("a lookup process did not start again")
+
+    def running(self) -> int:
+        return sum(process.running for process in self.processes)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.CHECK_S + 200)
+        for process in self.processes:
+            process.stop()
 
 
 class LookupProcess(EmbeddedProcess):

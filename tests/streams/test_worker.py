@@ -244,6 +244,18 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
         assert len(lookups) == 1, lookups
         assert niceness(lookups[0]) == niceness(os.getpid())
         assert niceness(worker.process.pid) == min(19, niceness(os.getpid()) + 5)
+        # one killed (the OOM killer): the worker starts it again, at the priority it started with
+        os.kill(lookups[0], signal.SIGKILL)
+
+        def restarted():
+            table = processes()
+            again = [pid for pid in descendants_alive(worker.process.pid)
+                     if pid in table and "lookup-server" in table[pid][2] and pid != lookups[0]]
+            return again if again and same_on_the_lookup_port() else None
+
+        again = worker.wait_for("a lookup process started again", restarted, timeout=120)
+        assert niceness(again[0]) == niceness(os.getpid())
+        assert worker.metric("pairstream_lookup_process_restarts_total") == 1
 
         # and it keeps running through more checks of its training timer
         checks = sum(worker.metric("pairstream_training_checks_total", outcome=o)
