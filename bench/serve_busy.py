@@ -84,7 +84,7 @@ def _idle(items, truth, tmp: Path) -> dict:
     from bench.freshness import _cpu_seconds, _get
     from bench.serve import _students, published_bench
     from streams.core.embedded_broker import free_port
-    from streams.serving.export import write_export
+    from streams.serving.export import export_root, write_export
     from streams.serving.index import ScoreIndex
     from streams.serving.lookup_process import LookupProcess
 
@@ -92,7 +92,7 @@ def _idle(items, truth, tmp: Path) -> dict:
     storage, settings, pairs = published_bench(tmp, items, artifacts)
     index = ScoreIndex.load(storage)
     storage.close()
-    root = Path(settings.data_dir) / "serving"
+    root = export_root(settings.data_dir)
     write_export(root, index, {"version": "bench", "artifacts": artifacts})
     settings = settings.replace(web_port=free_port(), lookup_port=free_port())
     rng = random.Random(3)

@@ -4,7 +4,7 @@ Why files: lookups must not share the worker's event loop and GIL (on a busy wor
 up to a second behind the ingest and a refresh's swap), and the embedded chDB opens its data in
 one process only, so a lookup process cannot read ClickHouse itself. The worker already holds
 the snapshot it serves; it writes each one it swaps in (a publish, a reload, a refresh's
-updates) once, under ``<data_dir>/serving/exports/<name>``:
+updates) once, under ``<data_dir>/serving/<host>/exports/<name>``:
 
 - ``pairs.arrow``: per pair, in key order, the key, score, scorer and evidence columns;
 - ``partners.arrow``: the partner CSR (both directions, best first) and ``offsets.arrow``;
@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -43,7 +44,9 @@ KEEP = 2  # exports kept: the current one and the one before it
 
 
 def export_root(data_dir: str | os.PathLike) -> Path:
-    return Path(data_dir) / "serving"
+    """Per host: replicas of a worker container may share one data volume (docker-compose.yaml's
+    ``worker-data``), each with its own lookup processes; a worker and its children share a host."""
+    return Path(data_dir) / "serving" / socket.gethostname()
 
 
 def _write_arrow(path: Path, columns: dict) -> None:
