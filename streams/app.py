@@ -25,7 +25,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import faust
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from streams.publishing.refresh import RefreshLoop
     from streams.retraining.launcher import TrainingLauncher
     from streams.serving.export import ExportWriter
+    from streams.serving.lookup_process import LookupSupervisor
     from streams.serving.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
@@ -240,13 +240,13 @@ def _agents(app: faust.App, context: WorkerContext) -> None:
                 [(e.key, e.value, e.message.partition, e.message.offset) for e in events])
             context.pairs_handled += len(events)
             log.debug("labelled %s, cached %d, dead %s in %.2fs",
-                     report.labelled, report.cached, report.dead, report.seconds)
+                      report.labelled, report.cached, report.dead, report.seconds)
 
 
 def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
-    exporting = web and bool(context.settings.lookup_port)
     """The worker's parts, each a start / run / stop over an object of its stage package."""
     settings, storage, bootstrap = context.settings, context.storage, context.bootstrap
+    exporting = web and bool(settings.lookup_port)  # snapshots written for the lookup processes
 
     async def start_dead_letters() -> None:
         """The producer of every DLQ the agents and parts write (``items``, ``model-updates``,
@@ -351,13 +351,14 @@ def _parts(context: WorkerContext, web: bool) -> list[Hosted]:
 
 
 def _web_part(context: WorkerContext) -> Hosted:
-    """``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API on ``PAIRSTREAM_WEB_PORT``."""
+    """``/metrics``, ``/healthz``, ``/readyz``, ``/status`` and the lookup API on ``PAIRSTREAM_WEB_PORT``;
+    then the lookup processes on ``PAIRSTREAM_LOOKUP_PORT``."""
     settings, storage, bootstrap = context.settings, context.storage, context.bootstrap
     runner = None
-    lookups = SimpleNamespace(supervisor=None)  # the LookupSupervisor, once started
+    supervisor: LookupSupervisor | None = None
 
     async def start() -> None:
-        nonlocal runner
+        nonlocal runner, supervisor
         from streams.ops.status_page import add_status_route
         from streams.serving.http import assignment_check, broker_check, build_app, serve_with_settings, storage_check
         from streams.serving.routes import add_item_rows_route, add_routes
@@ -374,7 +375,7 @@ def _web_part(context: WorkerContext) -> Hosted:
         if settings.lookup_port:  # the lookup API apart from the worker's work
             from streams.serving.lookup_process import LookupSupervisor
 
-            supervisor = lookups.supervisor = LookupSupervisor(settings)
+            supervisor = LookupSupervisor(settings)
             await asyncio.to_thread(supervisor.start)
             if settings.worker_nice:  # the lookups first, on cores the worker shares with them
                 from streams.core.lifeline import lower_own_priority
@@ -384,8 +385,8 @@ def _web_part(context: WorkerContext) -> Hosted:
                      settings.lookup_port, settings.worker_nice)
 
     async def stop() -> None:
-        if lookups.supervisor is not None:
-            await asyncio.to_thread(lookups.supervisor.stop)
+        if supervisor is not None:
+            await asyncio.to_thread(supervisor.stop)
         if runner is not None:
             await runner.cleanup()
 
