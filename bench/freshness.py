@@ -225,6 +225,8 @@ def run(args, load=None) -> dict:
         env.update(PAIRSTREAM_KAFKA_BOOTSTRAP=broker.bootstrap, PAIRSTREAM_DATA_DIR=tmp,
                    PAIRSTREAM_WEB_PORT=str(port), PAIRSTREAM_LOOKUP_PORT=str(lookup_port),
                    PAIRSTREAM_LOG_LEVEL="INFO")
+        if standins_nice:  # the worker's host is its own: it yields to its lookup processes
+            env["PAIRSTREAM_WORKER_NICE"] = str(standins_nice)
         log_path = os.path.join(tempfile.gettempdir(), "pairstream-bench-freshness-worker.log")
         print(f"worker log: {log_path}")
         log = open(log_path, "wb")

@@ -83,8 +83,11 @@ class Settings:
         6067, "Port of the lookup processes: the lookup API apart from the worker's work, what a "
         "re-ranker should call (docs/serving.md); 0 = none, lookups only on the web port.")
     worker_nice: int = setting(
-        5, "Niceness the worker takes once its lookup processes run (0-19; they stay at the niceness "
-        "it started with): on cores the two share, a lookup waits for no ingest or refresh thread.")
+        0, "Niceness the worker takes once its lookup processes run (0-19; they keep the niceness it "
+        "started with). 5 on a host the worker shares only with its lookup processes: a lookup then "
+        "waits less for the ingest's and the refresh's threads. Not on a host shared with other "
+        "busy processes: a niced worker starved behind one spinning process (Faust's consumer "
+        "keepalive logged ERRORs).")
     lookup_processes: int = setting(
         1, "Lookup processes the worker starts on lookup_port (SO_REUSEPORT shares it): one per "
         "core you give to serving.")

@@ -155,7 +155,8 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
     """On the production storage path: ``ServerStorage`` (clickhouse-connect), here over its
     in-process chDB interface; the other worker tests and the demo run the embedded default."""
     state = tmp_path / "state"
-    worker = Worker(state, tmp_path / "worker.log", {"PAIRSTREAM_CLICKHOUSE_URL": f"chdb://{state / 'chdb'}"})
+    worker = Worker(state, tmp_path / "worker.log", {"PAIRSTREAM_CLICKHOUSE_URL": f"chdb://{state / 'chdb'}",
+                                                     "PAIRSTREAM_WORKER_NICE": "5"})
     try:
         # items and clicks in one go, as a newcomer replays them: the clicks wait for the items
         # created before them (once all 20,000 clicks were read before the 600 items landed and
@@ -237,7 +238,7 @@ def test_worker_left_alone_labels_trains_publishes_and_keeps_running(tmp_path):
 
         worker.wait_for("the lookup port's answers equal to the worker's", same_on_the_lookup_port, timeout=30)
         assert worker.lookup("/readyz")[0] == 200
-        # on shared cores the lookups come first: the worker went 5 nicer once they ran (worker_nice)
+        # the lookups first on shared cores: with PAIRSTREAM_WORKER_NICE=5 the worker went 5 nicer once they ran
         table = processes()
         lookups = [pid for pid in descendants_alive(worker.process.pid)
                    if pid in table and "lookup-server" in table[pid][2]]
