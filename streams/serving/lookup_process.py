@@ -44,9 +44,14 @@ FOLLOW_S = 0.05  # how often the pointer is looked at (one stat)
 STALE_S = 30.0  # the worker's heartbeat is 2 s: 15 missed beats make this process unready
 
 
-def worker_url(settings: Settings) -> str:
+def local_url(settings: Settings, port: int) -> str:
+    """This host's address of a server bound to ``web_host`` (a wildcard bind is reached on loopback)."""
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    return f"http://{'[' + host + ']' if ':' in host else host}:{settings.web_port}"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def worker_url(settings: Settings) -> str:
+    return local_url(settings, settings.web_port)
 
 
 def worker_item_rows(settings: Settings, timeout_s: float = 10.0) -> Callable[[list[str]], dict[str, dict]]:
@@ -232,8 +237,7 @@ class LookupProcess(EmbeddedProcess):
         return [sys.executable, "-m", "streams.cli", "lookup-server"], env
 
     def _probe(self) -> None:
-        host = self.settings.web_host if self.settings.web_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
-        with urllib.request.urlopen(f"http://{host}:{self.settings.lookup_port}/healthz", timeout=2) as response:
+        url = local_url(self.settings, self.settings.lookup_port) + "/healthz"
+        with urllib.request.urlopen(url, timeout=2) as response:
             if response.status != 200:
                 raise RuntimeError(f"/healthz answered {response.status}")
